@@ -1,0 +1,316 @@
+//! A pool of instances of one plugin: up to `concurrency` instances, each used by one call at a time,
+//! created from an `InstancePre` (cheap with the pooling allocator), thrown away after a trap,
+//! timeout or memory-limit error and replaced on demand. Waiting for a free instance is bounded.
+
+use super::error::CallError;
+use crate::abi::{self, CallRecord, InstanceState, PluginContext, read_guest_bytes, unpack_region};
+use crate::proto::v1 as pb;
+use crate::settings::PluginLimits;
+use prost::Message;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::{Engine, InstancePre, Memory, Store, Trap, TypedFunc};
+
+/// What a successful call returned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallOutput {
+    /// The response bytes (a `HandleEventResponse`).
+    pub response: Vec<u8>,
+    /// Effects and log lines the call declared.
+    pub record: CallRecord,
+}
+
+/// Counters of one pool.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Instances created.
+    pub created: AtomicU64,
+    /// Instances thrown away after a failure.
+    pub discarded: AtomicU64,
+    /// Calls running now.
+    pub in_use: AtomicU32,
+    /// The most calls that ran at once.
+    pub max_in_use: AtomicU32,
+    /// Total nanoseconds calls waited for an instance.
+    pub wait_nanos: AtomicU64,
+    /// Calls made (`eventplug_handle_event`), successful or not.
+    pub calls: AtomicU64,
+}
+
+/// One live instance and typed handles to its exports.
+pub(crate) struct PooledInstance {
+    store: Store<InstanceState>,
+    memory: Memory,
+    alloc: TypedFunc<i32, i32>,
+    handle_event: TypedFunc<(i32, i32), i64>,
+}
+
+/// The instances of one plugin.
+pub struct InstancePool {
+    pre: InstancePre<InstanceState>,
+    engine: Engine,
+    context: Arc<PluginContext>,
+    limits: PluginLimits,
+    config: Vec<u8>,
+    deadline_ticks: u64,
+    idle: Mutex<Vec<PooledInstance>>,
+    free_slots: Mutex<u32>,
+    slot_freed: Condvar,
+    stats: PoolStats,
+}
+
+/// A claim on one of the pool's `concurrency` slots, given back on drop.
+struct Slot<'a> {
+    pool: &'a InstancePool,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.pool.stats.in_use.fetch_sub(1, Ordering::Relaxed);
+        let mut free = self.pool.lock_free_slots();
+        *free += 1;
+        self.pool.slot_freed.notify_one();
+    }
+}
+
+impl InstancePool {
+    pub(crate) fn new(
+        engine: Engine,
+        pre: InstancePre<InstanceState>,
+        context: Arc<PluginContext>,
+        limits: PluginLimits,
+        config: Vec<u8>,
+        epoch_tick: Duration,
+    ) -> Self {
+        // One tick more than the timeout needs, because the current tick may end at once.
+        let ticks = limits.timeout.as_nanos().div_ceil(epoch_tick.as_nanos().max(1));
+        let deadline_ticks = u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1);
+        Self {
+            pre,
+            engine,
+            context,
+            free_slots: Mutex::new(limits.concurrency.max(1)),
+            limits,
+            config,
+            deadline_ticks,
+            idle: Mutex::new(Vec::new()),
+            slot_freed: Condvar::new(),
+            stats: PoolStats::default(),
+        }
+    }
+
+    /// The pool's counters.
+    pub fn stats(&self) -> &PoolStats {
+        &self.stats
+    }
+
+    /// The limits calls run under.
+    pub fn limits(&self) -> &PluginLimits {
+        &self.limits
+    }
+
+    fn lock_free_slots(&self) -> std::sync::MutexGuard<'_, u32> {
+        self.free_slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<PooledInstance>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn claim_slot(&self) -> Result<Slot<'_>, CallError> {
+        let started = Instant::now();
+        let deadline = started + self.limits.max_wait;
+        let mut free = self.lock_free_slots();
+        while *free == 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(CallError::Busy {
+                    waited: now - started,
+                    concurrency: self.limits.concurrency,
+                });
+            }
+            free = self
+                .slot_freed
+                .wait_timeout(free, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *free -= 1;
+        drop(free);
+        let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.stats.wait_nanos.fetch_add(waited, Ordering::Relaxed);
+        let in_use = self.stats.in_use.fetch_add(1, Ordering::Relaxed) + 1;
+        self.stats.max_in_use.fetch_max(in_use, Ordering::Relaxed);
+        Ok(Slot { pool: self })
+    }
+
+    /// Runs `eventplug_handle_event` on `request` in a free instance.
+    pub fn handle_event(&self, request: &[u8]) -> Result<CallOutput, CallError> {
+        let _slot = self.claim_slot()?;
+        let idle = self.lock_idle().pop();
+        let mut instance = match idle {
+            Some(instance) => instance,
+            None => self.instantiate()?,
+        };
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        match self.call(&mut instance, request) {
+            Ok(output) => {
+                self.lock_idle().push(instance);
+                Ok(output)
+            }
+            Err(error) => {
+                self.stats.discarded.fetch_add(1, Ordering::Relaxed);
+                Err(error)
+            }
+        }
+    }
+
+    /// Starts one more instance (to check a module at load, and for benchmarks) and keeps it idle.
+    pub(crate) fn warm_up(&self) -> Result<(), CallError> {
+        let instance = self.instantiate()?;
+        self.lock_idle().push(instance);
+        Ok(())
+    }
+
+    /// Creates an instance: instantiates, checks the ABI version, hands over the configuration.
+    pub(crate) fn instantiate(&self) -> Result<PooledInstance, CallError> {
+        let memory_limit = usize::try_from(self.limits.memory_limit).unwrap_or(usize::MAX);
+        let mut store = Store::new(
+            &self.engine,
+            InstanceState::new(self.context.clone(), memory_limit),
+        );
+        store.limiter(|state| &mut state.memory_cap);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.deadline_ticks);
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.classify(&store, e, "instantiating"))?;
+        self.stats.created.fetch_add(1, Ordering::Relaxed);
+        let missing = |name: &str| CallError::Instantiate(format!("export `{name}` is missing or mistyped"));
+        let memory = instance
+            .get_memory(&mut store, abi::exports::MEMORY)
+            .ok_or_else(|| missing(abi::exports::MEMORY))?;
+        let typed = |store: &mut Store<InstanceState>, name: &str| {
+            instance.get_func(&mut *store, name).ok_or_else(|| missing(name))
+        };
+        let version: TypedFunc<(), i32> = typed(&mut store, abi::exports::ABI_VERSION)?
+            .typed(&store)
+            .map_err(|_| missing(abi::exports::ABI_VERSION))?;
+        let alloc: TypedFunc<i32, i32> = typed(&mut store, abi::exports::ALLOC)?
+            .typed(&store)
+            .map_err(|_| missing(abi::exports::ALLOC))?;
+        let handle_event: TypedFunc<(i32, i32), i64> = typed(&mut store, abi::exports::HANDLE_EVENT)?
+            .typed(&store)
+            .map_err(|_| missing(abi::exports::HANDLE_EVENT))?;
+        if let Some(initialize) = instance.get_func(&mut store, abi::exports::INITIALIZE) {
+            let initialize: TypedFunc<(), ()> = initialize
+                .typed(&store)
+                .map_err(|_| missing(abi::exports::INITIALIZE))?;
+            initialize
+                .call(&mut store, ())
+                .map_err(|e| self.classify(&store, e, "running _initialize"))?;
+        }
+        let found = version
+            .call(&mut store, ())
+            .map_err(|e| self.classify(&store, e, "asking the ABI version"))?;
+        if found != abi::ABI_VERSION {
+            return Err(CallError::Instantiate(format!(
+                "the module speaks ABI version {found}, this eventplug speaks version {}: build the plugin with an SDK for ABI {}",
+                abi::ABI_VERSION,
+                abi::ABI_VERSION
+            )));
+        }
+        let mut pooled = PooledInstance {
+            store,
+            memory,
+            alloc,
+            handle_event,
+        };
+        if let Some(init) = instance.get_func(&mut pooled.store, abi::exports::INIT) {
+            let init: TypedFunc<(i32, i32), i64> = init
+                .typed(&pooled.store)
+                .map_err(|_| missing(abi::exports::INIT))?;
+            let response = self.call_with_input(&mut pooled, &self.config, |store, ptr, len| {
+                init.call(store, (ptr, len))
+            })?;
+            let response = pb::InitResponse::decode(response.as_slice()).map_err(|e| {
+                CallError::BadOutput(format!("eventplug_init returned bytes that are not an InitResponse: {e}"))
+            })?;
+            if !response.error.is_empty() {
+                return Err(CallError::Instantiate(format!(
+                    "the plugin refused its configuration: {}",
+                    response.error
+                )));
+            }
+        }
+        pooled.store.data_mut().record = CallRecord::default();
+        Ok(pooled)
+    }
+
+    fn call(&self, instance: &mut PooledInstance, request: &[u8]) -> Result<CallOutput, CallError> {
+        let handle_event = instance.handle_event.clone();
+        let response = self.call_with_input(instance, request, |store, ptr, len| {
+            handle_event.call(store, (ptr, len))
+        })?;
+        let record = std::mem::take(&mut instance.store.data_mut().record);
+        Ok(CallOutput { response, record })
+    }
+
+    /// Copies `input` into the instance, runs `entry` on it under the deadline and copies the
+    /// returned region out.
+    fn call_with_input(
+        &self,
+        instance: &mut PooledInstance,
+        input: &[u8],
+        entry: impl FnOnce(&mut Store<InstanceState>, i32, i32) -> wasmtime::Result<i64>,
+    ) -> Result<Vec<u8>, CallError> {
+        let store = &mut instance.store;
+        store.data_mut().memory_cap.reset();
+        store.data_mut().record = CallRecord::default();
+        store.set_epoch_deadline(self.deadline_ticks);
+        let len = i32::try_from(input.len())
+            .map_err(|_| CallError::BadOutput("input over 2 GiB".to_string()))?;
+        let ptr = instance
+            .alloc
+            .call(&mut *store, len)
+            .map_err(|e| self.classify(store, e, "eventplug_alloc"))?;
+        instance
+            .memory
+            .write(&mut *store, ptr as u32 as usize, input)
+            .map_err(|_| {
+                CallError::BadOutput(format!(
+                    "eventplug_alloc({len}) returned {ptr:#x}, which has no room for {len} bytes in the plugin's memory"
+                ))
+            })?;
+        let packed = entry(store, ptr, len).map_err(|e| self.classify(store, e, "the call"))?;
+        let (out_ptr, out_len) = unpack_region(packed);
+        if u64::from(out_len) > self.limits.max_output {
+            return Err(CallError::BadOutput(format!(
+                "the response is {out_len} bytes, over the limit of {} bytes",
+                self.limits.max_output
+            )));
+        }
+        if out_len == 0 {
+            return Ok(Vec::new());
+        }
+        read_guest_bytes(&instance.memory, &*store, out_ptr, out_len, "response")
+            .map_err(CallError::BadOutput)
+    }
+
+    /// Turns a wasmtime error into the call error it stands for.
+    fn classify(&self, store: &Store<InstanceState>, error: wasmtime::Error, during: &str) -> CallError {
+        if store.data().memory_cap.exceeded() {
+            return CallError::MemoryLimit {
+                limit: self.limits.memory_limit,
+            };
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => CallError::Timeout(self.limits.timeout),
+            Some(trap) => CallError::Trap(format!("{trap} during {during}")),
+            None if during == "instantiating" => CallError::Instantiate(format!("{error:#}")),
+            None => CallError::Trap(format!("{error:#}")),
+        }
+    }
+}

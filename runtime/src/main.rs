@@ -1,0 +1,6 @@
+//! The `eventplug` command.
+#![forbid(unsafe_code)]
+
+fn main() -> std::process::ExitCode {
+    eventplug::cli::main()
+}

@@ -1,0 +1,270 @@
+//! The plugin chain: one event's JSON in, its verdict out.
+
+use super::envelope::{EventIdentity, InputError, encode_event};
+use super::response::interpret_response;
+use super::selector::Selector;
+use super::verdict_cache::VerdictCache;
+use crate::abi::{Effect, PluginLog};
+use crate::engine::{CallError, LoadedPlugin};
+use crate::settings::{FailurePolicy, Mode};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Settings of the pipeline itself.
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    /// The largest event accepted, in bytes.
+    pub max_event_bytes: usize,
+    /// Outcomes remembered for redeliveries (0 disables the verdict cache).
+    pub verdict_cache_entries: usize,
+    /// How long an outcome is remembered.
+    pub verdict_cache_ttl: Duration,
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        Self {
+            max_event_bytes: 4 << 20,
+            verdict_cache_entries: 10_000,
+            verdict_cache_ttl: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// What happens to the event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Forward the original bytes untouched.
+    Forward,
+    /// Forward these bytes: the original with the plugins' edits applied.
+    Modified(Vec<u8>),
+    /// Drop the event (deliberately skipped by this plugin).
+    Skip {
+        /// The plugin that skipped it.
+        plugin: String,
+    },
+    /// The event failed in a `FailClosed` plugin: it must not be forwarded or acknowledged.
+    Fail {
+        /// The plugin that failed.
+        plugin: String,
+        /// How it failed.
+        error: CallError,
+    },
+}
+
+/// What one plugin did with the event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepResult {
+    /// Its selector does not take this event type; it was not called.
+    NotSelected,
+    /// It forwarded the event unchanged.
+    Forwarded,
+    /// It edited the event (this many edits).
+    Modified(usize),
+    /// It skipped the event.
+    Skipped,
+    /// It failed; the failure policy decided what happened next.
+    Failed(CallError),
+}
+
+/// One plugin's part in an outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// The plugin.
+    pub plugin: String,
+    /// Whether it ran in shadow mode (its result was recorded, not applied).
+    pub shadow: bool,
+    /// What it did.
+    pub result: StepResult,
+    /// Time spent in the call, including waiting for an instance.
+    pub elapsed: Duration,
+    /// Log lines it wrote.
+    pub logs: Vec<PluginLog>,
+    /// Log lines dropped by its per-call limit.
+    pub dropped_logs: u32,
+}
+
+/// The result of running the chain on one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// What happens to the event.
+    pub verdict: Verdict,
+    /// Effects to carry out, in chain order.
+    pub effects: Vec<Effect>,
+    /// Effects of shadow-mode plugins: recorded only.
+    pub shadow_effects: Vec<Effect>,
+    /// What each plugin did.
+    pub steps: Vec<Step>,
+}
+
+/// An outcome and whether it is a replay of an earlier delivery's.
+#[derive(Debug, Clone)]
+pub struct Processed {
+    /// The outcome.
+    pub outcome: Arc<Outcome>,
+    /// True when this delivery reused the outcome of an earlier one of the same event: no plugin
+    /// ran and its effects must not be carried out again.
+    pub replayed: bool,
+    /// The event's identity.
+    pub identity: EventIdentity,
+}
+
+struct ChainPlugin {
+    plugin: Arc<LoadedPlugin>,
+    selector: Selector,
+}
+
+/// Plugins in priority order, applied to events.
+pub struct Pipeline {
+    plugins: Vec<ChainPlugin>,
+    cache: VerdictCache,
+    settings: PipelineSettings,
+}
+
+fn body_hash(body: &[u8]) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    body.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl Pipeline {
+    /// A chain of `plugins`, ordered by priority (stable for equal priorities).
+    pub fn new(plugins: Vec<Arc<LoadedPlugin>>, settings: PipelineSettings) -> Self {
+        let mut plugins: Vec<ChainPlugin> = plugins
+            .into_iter()
+            .map(|plugin| ChainPlugin {
+                selector: Selector::new(&plugin.settings.events),
+                plugin,
+            })
+            .collect();
+        plugins.sort_by_key(|p| p.plugin.settings.priority);
+        Self {
+            cache: VerdictCache::new(settings.verdict_cache_entries, settings.verdict_cache_ttl),
+            plugins,
+            settings,
+        }
+    }
+
+    /// The plugins in the order they run.
+    pub fn plugins(&self) -> impl Iterator<Item = &Arc<LoadedPlugin>> {
+        self.plugins.iter().map(|p| &p.plugin)
+    }
+
+    /// Runs the chain on one event body. Input errors (not JSON, not an object, too large) come back
+    /// as `Err`; plugin failures are part of the outcome.
+    pub fn process(&self, body: &[u8]) -> Result<Processed, InputError> {
+        if body.len() > self.settings.max_event_bytes {
+            return Err(InputError::TooLarge {
+                size: body.len(),
+                limit: self.settings.max_event_bytes,
+            });
+        }
+        let encoded = encode_event(body)?;
+        let key = encoded.identity.key();
+        let hash = body_hash(body);
+        if let Some(outcome) = self.cache.get(&key, hash) {
+            return Ok(Processed { outcome, replayed: true, identity: encoded.identity });
+        }
+        let outcome = Arc::new(self.run_chain(body, encoded.request, &encoded.identity.event_type));
+        if !matches!(outcome.verdict, Verdict::Fail { .. }) {
+            self.cache.put(key, hash, outcome.clone());
+        }
+        Ok(Processed { outcome, replayed: false, identity: encoded.identity })
+    }
+
+    fn run_chain(&self, body: &[u8], mut request: Vec<u8>, event_type: &str) -> Outcome {
+        let mut current: Option<Vec<u8>> = None;
+        let mut outcome = Outcome {
+            verdict: Verdict::Forward,
+            effects: Vec::new(),
+            shadow_effects: Vec::new(),
+            steps: Vec::with_capacity(self.plugins.len()),
+        };
+        for entry in &self.plugins {
+            let settings = &entry.plugin.settings;
+            let shadow = settings.mode == Mode::Shadow;
+            let mut step = Step {
+                plugin: settings.name.clone(),
+                shadow,
+                result: StepResult::NotSelected,
+                elapsed: Duration::ZERO,
+                logs: Vec::new(),
+                dropped_logs: 0,
+            };
+            if !entry.selector.matches(event_type) {
+                outcome.steps.push(step);
+                continue;
+            }
+            let started = Instant::now();
+            let event_now = current.as_deref().unwrap_or(body);
+            let called = call_plugin(&entry.plugin, &request, event_now);
+            step.elapsed = started.elapsed();
+            let (result, effects, edited) = match called {
+                Ok(call) => {
+                    step.logs = call.logs;
+                    step.dropped_logs = call.dropped_logs;
+                    (call.result, call.effects, call.edited)
+                }
+                Err(error) => (StepResult::Failed(error), Vec::new(), None),
+            };
+            step.result = result.clone();
+            outcome.steps.push(step);
+            if shadow {
+                outcome.shadow_effects.extend(effects);
+                continue;
+            }
+            match result {
+                StepResult::Failed(error) => {
+                    if settings.failure_policy == FailurePolicy::FailClosed {
+                        outcome.verdict = Verdict::Fail { plugin: settings.name.clone(), error };
+                        return outcome;
+                    }
+                }
+                StepResult::Skipped => {
+                    outcome.effects.extend(effects);
+                    outcome.verdict = Verdict::Skip { plugin: settings.name.clone() };
+                    return outcome;
+                }
+                StepResult::Modified(_) => {
+                    outcome.effects.extend(effects);
+                    if let Some(edited) = edited {
+                        // Edits keep the event an object, so it encodes again.
+                        match encode_event(&edited) {
+                            Ok(encoded) => request = encoded.request,
+                            Err(e) => tracing::error!(plugin = %settings.name, error = %e, "edited event no longer encodes"),
+                        }
+                        current = Some(edited);
+                    }
+                }
+                StepResult::Forwarded | StepResult::NotSelected => outcome.effects.extend(effects),
+            }
+        }
+        if let Some(edited) = current {
+            outcome.verdict = Verdict::Modified(edited);
+        }
+        outcome
+    }
+}
+
+struct PluginCall {
+    result: StepResult,
+    effects: Vec<Effect>,
+    edited: Option<Vec<u8>>,
+    logs: Vec<PluginLog>,
+    dropped_logs: u32,
+}
+
+/// Calls one plugin and interprets its response against the event as it entered the plugin.
+fn call_plugin(plugin: &LoadedPlugin, request: &[u8], event: &[u8]) -> Result<PluginCall, CallError> {
+    let output = plugin.pool.handle_event(request)?;
+    let decision = interpret_response(&output.response, event)?;
+    let record = output.record;
+    Ok(PluginCall {
+        result: decision.result,
+        effects: record.effects,
+        edited: decision.edited,
+        logs: record.logs,
+        dropped_logs: record.dropped_logs,
+    })
+}

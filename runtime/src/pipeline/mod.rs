@@ -1,0 +1,19 @@
+//! From one audit event's JSON bytes to a verdict: the envelope a plugin sees, the plugin chain,
+//! edits applied to the original bytes, and the verdict cache for redeliveries.
+
+mod chain;
+mod envelope;
+mod json_edit;
+mod protobuf_writer;
+mod response;
+mod selector;
+mod timestamp;
+mod verdict_cache;
+
+pub use chain::{Outcome, Pipeline, PipelineSettings, Processed, Step, StepResult, Verdict};
+pub use envelope::{EncodedEvent, EventIdentity, InputError, encode_event};
+pub use json_edit::apply_edits;
+pub use response::{Decision, interpret_response};
+pub use selector::Selector;
+pub use timestamp::parse_rfc3339;
+pub use verdict_cache::VerdictCache;

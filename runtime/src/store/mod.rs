@@ -1,0 +1,21 @@
+//! Tokens behind `store_take_token` / `store_release_tokens`: counters with a time to live, scoped
+//! per plugin, answered locally during the call.
+
+mod local;
+
+pub use local::LocalTokenStore;
+
+/// Why a token operation failed.
+#[derive(Debug, thiserror::Error)]
+#[error("token store: {0}")]
+pub struct TokenStoreError(pub String);
+
+/// Where tokens live. Implementations answer from local state so the event path never waits on the
+/// network; a shared implementation syncs in the background.
+pub trait TokenStore: Send + Sync {
+    /// Adds a token to `scope` that lives `ttl_seconds`, and returns how many live tokens the scope
+    /// holds now, this one included.
+    fn take_token(&self, plugin: &str, scope: &str, ttl_seconds: u32) -> Result<u32, TokenStoreError>;
+    /// Removes every token of `scope` and returns how many were live.
+    fn release_tokens(&self, plugin: &str, scope: &str) -> Result<u32, TokenStoreError>;
+}

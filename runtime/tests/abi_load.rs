@@ -1,0 +1,163 @@
+//! Loading checks a module against the ABI and names exactly what is wrong.
+
+mod common;
+
+use common::{Harness, constant_plugin, plugin_wat};
+use eventplug::engine::{LoadError, ModuleSource};
+use eventplug::proto::v1 as pb;
+
+fn load_error(harness: &Harness, name: &str, wat: &str) -> String {
+    let settings = harness.settings(name, wat);
+    match harness.try_load(&settings) {
+        Ok(_) => panic!("{name} should be refused"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_module_that_fits_the_abi_loads_and_reports_its_digest() {
+    let harness = Harness::new();
+    let settings = harness.settings("fits", &constant_plugin(&pb::HandleEventResponse::default()));
+    let plugin = harness.load(&settings);
+    let bytes = std::fs::read(&settings.module).expect("module written");
+    assert_eq!(plugin.digest, eventplug::engine::module_digest(&bytes));
+    assert!(plugin.digest.starts_with("sha256:"));
+}
+
+#[test]
+fn missing_exports_are_each_named() {
+    let harness = Harness::new();
+    let err = load_error(&harness, "bare", r#"(module (memory (export "memory") 1))"#);
+    for name in ["eventplug_abi_version", "eventplug_alloc", "eventplug_handle_event"] {
+        assert!(err.contains(&format!("does not export `{name}`")), "{err}");
+    }
+    let err = load_error(&harness, "nomem", r#"(module (func (export "eventplug_abi_version") (result i32) (i32.const 1)))"#);
+    assert!(err.contains("does not export `memory`"), "{err}");
+}
+
+#[test]
+fn mistyped_exports_and_imports_name_both_signatures() {
+    let harness = Harness::new();
+    let wat = plugin_wat("", "(i64.const 0)", "")
+        .replace(r#"(func (export "eventplug_abi_version") (result i32) (i32.const 1))"#, r#"(func (export "eventplug_abi_version") (result i64) (i64.const 1))"#);
+    let err = load_error(&harness, "mistyped", &wat);
+    assert!(err.contains("exports `eventplug_abi_version` as () -> (i64), but the ABI defines it as () -> (i32)"), "{err}");
+
+    let wat = plugin_wat(r#"(import "eventplug" "log" (func (param i32)))"#, "(i64.const 0)", "");
+    let err = load_error(&harness, "badimport", &wat);
+    assert!(err.contains("imports `eventplug.log` as (i32) -> (), but the ABI defines it as (i32, i32, i32) -> ()"), "{err}");
+}
+
+#[test]
+fn unknown_imports_such_as_wasi_are_refused_by_name() {
+    let harness = Harness::new();
+    let wat = plugin_wat(
+        r#"(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+           (import "env" "memory" (memory 1))"#,
+        "(i64.const 0)",
+        "",
+    )
+    .replace(r#"(memory (export "memory") 1)"#, r#"(export "memory" (memory 0))"#);
+    let err = load_error(&harness, "wasi", &wat);
+    assert!(err.contains("imports `wasi_snapshot_preview1.fd_write`, which eventplug does not provide"), "{err}");
+    assert!(err.contains("imports `env.memory`, which eventplug does not provide"), "{err}");
+}
+
+#[test]
+fn an_unknown_abi_version_is_refused_with_both_versions() {
+    let harness = Harness::new();
+    let wat = constant_plugin(&pb::HandleEventResponse::default())
+        .replace("(result i32) (i32.const 1))", "(result i32) (i32.const 7))");
+    let err = load_error(&harness, "v7", &wat);
+    assert!(err.contains("ABI version 7") && err.contains("speaks version 1"), "{err}");
+}
+
+#[test]
+fn broken_and_oversized_modules_get_clear_errors() {
+    let harness = Harness::new();
+    let path = harness.dir.0.join("junk.wasm");
+    std::fs::write(&path, b"\0asm\x01\0\0\0garbage").expect("write");
+    let settings = eventplug::settings::PluginSettings::for_module("junk", &path);
+    let err = harness.try_load(&settings).err().expect("junk refused");
+    assert!(matches!(err, LoadError::Invalid { .. }), "{err}");
+    assert!(err.to_string().contains("is not a valid WebAssembly module"), "{err}");
+
+    let missing = eventplug::settings::PluginSettings::for_module("missing", harness.dir.0.join("nope.wasm"));
+    let err = harness.try_load(&missing).err().expect("missing refused");
+    assert!(err.to_string().contains("cannot read plugin module") && err.to_string().contains("nope.wasm"), "{err}");
+
+    let small = eventplug::engine::PluginEngine::new(eventplug::engine::EngineSettings {
+        max_module_bytes: 8,
+        ..Default::default()
+    })
+    .expect("engine");
+    let settings = harness.settings("big", &constant_plugin(&pb::HandleEventResponse::default()));
+    let err = small.load_plugin(&settings, harness.tokens.clone()).err().expect("too large");
+    assert!(err.to_string().contains("over the limit of 8 bytes"), "{err}");
+}
+
+#[test]
+fn init_receives_the_config_and_may_refuse_it() {
+    let harness = Harness::new();
+    // eventplug_init refuses any config whose first byte is 'x', answering InitResponse{error}.
+    let refusal = eventplug::proto::v1::InitResponse { error: "x is not allowed".into() };
+    let bytes = prost::Message::encode_to_vec(&refusal);
+    let wat = plugin_wat(
+        "",
+        "(i64.const 0)",
+        &format!(
+            r#"(func (export "eventplug_init") (param $ptr i32) (param $len i32) (result i64)
+                 (if (result i64) (i32.and (i32.gt_u (local.get $len) (i32.const 0)) (i32.eq (i32.load8_u (local.get $ptr)) (i32.const 34)))
+                   (then (i64.const 0))
+                   (else {})))
+               (data (i32.const 256) "{}")"#,
+            common::region(bytes.len()),
+            common::wat_bytes(&bytes)
+        ),
+    );
+    let mut settings = harness.settings("init", &wat);
+    settings.config = Some(serde_json::json!("fine"));
+    harness.load(&settings);
+    settings.config = Some(serde_json::json!({"x": 1}));
+    let err = harness.try_load(&settings).err().expect("refused config").to_string();
+    assert!(err.contains("refused its configuration: x is not allowed"), "{err}");
+}
+
+#[test]
+fn precompiled_modules_are_reused_from_the_disk_cache() {
+    let harness = Harness::new();
+    let settings = harness.settings("cached", &constant_plugin(&pb::HandleEventResponse::default()));
+    assert_eq!(harness.load(&settings).source, ModuleSource::Compiled);
+    assert_eq!(harness.load(&settings).source, ModuleSource::MemoryCache);
+    let second = eventplug::engine::PluginEngine::new(eventplug::engine::EngineSettings {
+        cache_dir: Some(harness.dir.0.join("cache")),
+        ..Default::default()
+    })
+    .expect("engine");
+    let plugin = second.load_plugin(&settings, harness.tokens.clone()).expect("loads from cache");
+    assert_eq!(plugin.source, ModuleSource::DiskCache);
+    // A corrupt cache file is not trusted: the module is compiled again.
+    for entry in std::fs::read_dir(harness.dir.0.join("cache")).expect("cache dir") {
+        std::fs::write(entry.expect("entry").path(), b"not a module").expect("corrupt");
+    }
+    let third = eventplug::engine::PluginEngine::new(eventplug::engine::EngineSettings {
+        cache_dir: Some(harness.dir.0.join("cache")),
+        ..Default::default()
+    })
+    .expect("engine");
+    let plugin = third.load_plugin(&settings, harness.tokens.clone()).expect("recompiles");
+    assert_eq!(plugin.source, ModuleSource::Compiled);
+}
+
+#[test]
+fn settings_beyond_the_engine_are_refused() {
+    let harness = Harness::new();
+    let mut settings = harness.settings("greedy", &constant_plugin(&pb::HandleEventResponse::default()));
+    settings.limits.memory_limit = 8 << 30;
+    let err = harness.try_load(&settings).err().expect("refused").to_string();
+    assert!(err.contains("memoryLimit") && err.contains("over the engine's maximum"), "{err}");
+    settings.limits.memory_limit = 1 << 20;
+    settings.limits.concurrency = 0;
+    let err = harness.try_load(&settings).err().expect("refused").to_string();
+    assert!(err.contains("concurrency must be from 1"), "{err}");
+}
