@@ -218,7 +218,10 @@ mod tests {
         assert_eq!(settings.mode, Mode::Shadow);
         assert_eq!(settings.limits.timeout, Duration::from_millis(20));
         assert_eq!(settings.limits.memory_limit, 16 << 20);
-        assert_eq!(settings.limits.concurrency, PluginLimits::default().concurrency);
+        assert_eq!(
+            settings.limits.concurrency,
+            PluginLimits::default().concurrency
+        );
         assert_eq!(settings.config_bytes(), br#"{"fields":["a"]}"#.to_vec());
     }
 

@@ -17,7 +17,10 @@ fn load_error(harness: &Harness, name: &str, wat: &str) -> String {
 #[test]
 fn a_module_that_fits_the_abi_loads_and_reports_its_digest() {
     let harness = Harness::new();
-    let settings = harness.settings("fits", &constant_plugin(&pb::HandleEventResponse::default()));
+    let settings = harness.settings(
+        "fits",
+        &constant_plugin(&pb::HandleEventResponse::default()),
+    );
     let plugin = harness.load(&settings);
     let bytes = std::fs::read(&settings.module).expect("module written");
     assert_eq!(plugin.digest, eventplug::engine::module_digest(&bytes));
@@ -28,22 +31,41 @@ fn a_module_that_fits_the_abi_loads_and_reports_its_digest() {
 fn missing_exports_are_each_named() {
     let harness = Harness::new();
     let err = load_error(&harness, "bare", r#"(module (memory (export "memory") 1))"#);
-    for name in ["eventplug_abi_version", "eventplug_alloc", "eventplug_handle_event"] {
+    for name in [
+        "eventplug_abi_version",
+        "eventplug_alloc",
+        "eventplug_handle_event",
+    ] {
         assert!(err.contains(&format!("does not export `{name}`")), "{err}");
     }
-    let err = load_error(&harness, "nomem", r#"(module (func (export "eventplug_abi_version") (result i32) (i32.const 1)))"#);
+    let err = load_error(
+        &harness,
+        "nomem",
+        r#"(module (func (export "eventplug_abi_version") (result i32) (i32.const 1)))"#,
+    );
     assert!(err.contains("does not export `memory`"), "{err}");
 }
 
 #[test]
 fn mistyped_exports_and_imports_name_both_signatures() {
     let harness = Harness::new();
-    let wat = plugin_wat("", "(i64.const 0)", "")
-        .replace(r#"(func (export "eventplug_abi_version") (result i32) (i32.const 1))"#, r#"(func (export "eventplug_abi_version") (result i64) (i64.const 1))"#);
+    let wat = plugin_wat("", "(i64.const 0)", "").replace(
+        r#"(func (export "eventplug_abi_version") (result i32) (i32.const 1))"#,
+        r#"(func (export "eventplug_abi_version") (result i64) (i64.const 1))"#,
+    );
     let err = load_error(&harness, "mistyped", &wat);
-    assert!(err.contains("exports `eventplug_abi_version` as () -> (i64), but the ABI defines it as () -> (i32)"), "{err}");
+    assert!(
+        err.contains(
+            "exports `eventplug_abi_version` as () -> (i64), but the ABI defines it as () -> (i32)"
+        ),
+        "{err}"
+    );
 
-    let wat = plugin_wat(r#"(import "eventplug" "log" (func (param i32)))"#, "(i64.const 0)", "");
+    let wat = plugin_wat(
+        r#"(import "eventplug" "log" (func (param i32)))"#,
+        "(i64.const 0)",
+        "",
+    );
     let err = load_error(&harness, "badimport", &wat);
     assert!(err.contains("imports `eventplug.log` as (i32) -> (), but the ABI defines it as (i32, i32, i32) -> ()"), "{err}");
 }
@@ -57,10 +79,19 @@ fn unknown_imports_such_as_wasi_are_refused_by_name() {
         "(i64.const 0)",
         "",
     )
-    .replace(r#"(memory (export "memory") 1)"#, r#"(export "memory" (memory 0))"#);
+    .replace(
+        r#"(memory (export "memory") 1)"#,
+        r#"(export "memory" (memory 0))"#,
+    );
     let err = load_error(&harness, "wasi", &wat);
-    assert!(err.contains("imports `wasi_snapshot_preview1.fd_write`, which eventplug does not provide"), "{err}");
-    assert!(err.contains("imports `env.memory`, which eventplug does not provide"), "{err}");
+    assert!(
+        err.contains("imports `wasi_snapshot_preview1.fd_write`, which eventplug does not provide"),
+        "{err}"
+    );
+    assert!(
+        err.contains("imports `env.memory`, which eventplug does not provide"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -69,7 +100,10 @@ fn an_unknown_abi_version_is_refused_with_both_versions() {
     let wat = constant_plugin(&pb::HandleEventResponse::default())
         .replace("(result i32) (i32.const 1))", "(result i32) (i32.const 7))");
     let err = load_error(&harness, "v7", &wat);
-    assert!(err.contains("ABI version 7") && err.contains("speaks version 1"), "{err}");
+    assert!(
+        err.contains("ABI version 7") && err.contains("speaks version 1"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -80,11 +114,20 @@ fn broken_and_oversized_modules_get_clear_errors() {
     let settings = eventplug::settings::PluginSettings::for_module("junk", &path);
     let err = harness.try_load(&settings).err().expect("junk refused");
     assert!(matches!(err, LoadError::Invalid { .. }), "{err}");
-    assert!(err.to_string().contains("is not a valid WebAssembly module"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("is not a valid WebAssembly module"),
+        "{err}"
+    );
 
-    let missing = eventplug::settings::PluginSettings::for_module("missing", harness.dir.0.join("nope.wasm"));
+    let missing =
+        eventplug::settings::PluginSettings::for_module("missing", harness.dir.0.join("nope.wasm"));
     let err = harness.try_load(&missing).err().expect("missing refused");
-    assert!(err.to_string().contains("cannot read plugin module") && err.to_string().contains("nope.wasm"), "{err}");
+    assert!(
+        err.to_string().contains("cannot read plugin module")
+            && err.to_string().contains("nope.wasm"),
+        "{err}"
+    );
 
     let small = eventplug::engine::PluginEngine::new(eventplug::engine::EngineSettings {
         max_module_bytes: 8,
@@ -92,15 +135,23 @@ fn broken_and_oversized_modules_get_clear_errors() {
     })
     .expect("engine");
     let settings = harness.settings("big", &constant_plugin(&pb::HandleEventResponse::default()));
-    let err = small.load_plugin(&settings, harness.tokens.clone()).err().expect("too large");
-    assert!(err.to_string().contains("over the limit of 8 bytes"), "{err}");
+    let err = small
+        .load_plugin(&settings, harness.tokens.clone())
+        .err()
+        .expect("too large");
+    assert!(
+        err.to_string().contains("over the limit of 8 bytes"),
+        "{err}"
+    );
 }
 
 #[test]
 fn init_receives_the_config_and_may_refuse_it() {
     let harness = Harness::new();
     // eventplug_init refuses any config whose first byte is 'x', answering InitResponse{error}.
-    let refusal = eventplug::proto::v1::InitResponse { error: "x is not allowed".into() };
+    let refusal = eventplug::proto::v1::InitResponse {
+        error: "x is not allowed".into(),
+    };
     let bytes = prost::Message::encode_to_vec(&refusal);
     let wat = plugin_wat(
         "",
@@ -119,14 +170,24 @@ fn init_receives_the_config_and_may_refuse_it() {
     settings.config = Some(serde_json::json!("fine"));
     harness.load(&settings);
     settings.config = Some(serde_json::json!({"x": 1}));
-    let err = harness.try_load(&settings).err().expect("refused config").to_string();
-    assert!(err.contains("refused its configuration: x is not allowed"), "{err}");
+    let err = harness
+        .try_load(&settings)
+        .err()
+        .expect("refused config")
+        .to_string();
+    assert!(
+        err.contains("refused its configuration: x is not allowed"),
+        "{err}"
+    );
 }
 
 #[test]
 fn precompiled_modules_are_reused_from_the_disk_cache() {
     let harness = Harness::new();
-    let settings = harness.settings("cached", &constant_plugin(&pb::HandleEventResponse::default()));
+    let settings = harness.settings(
+        "cached",
+        &constant_plugin(&pb::HandleEventResponse::default()),
+    );
     assert_eq!(harness.load(&settings).source, ModuleSource::Compiled);
     assert_eq!(harness.load(&settings).source, ModuleSource::MemoryCache);
     let second = eventplug::engine::PluginEngine::new(eventplug::engine::EngineSettings {
@@ -134,7 +195,9 @@ fn precompiled_modules_are_reused_from_the_disk_cache() {
         ..Default::default()
     })
     .expect("engine");
-    let plugin = second.load_plugin(&settings, harness.tokens.clone()).expect("loads from cache");
+    let plugin = second
+        .load_plugin(&settings, harness.tokens.clone())
+        .expect("loads from cache");
     assert_eq!(plugin.source, ModuleSource::DiskCache);
     // A corrupt cache file is not trusted: the module is compiled again.
     for entry in std::fs::read_dir(harness.dir.0.join("cache")).expect("cache dir") {
@@ -145,19 +208,35 @@ fn precompiled_modules_are_reused_from_the_disk_cache() {
         ..Default::default()
     })
     .expect("engine");
-    let plugin = third.load_plugin(&settings, harness.tokens.clone()).expect("recompiles");
+    let plugin = third
+        .load_plugin(&settings, harness.tokens.clone())
+        .expect("recompiles");
     assert_eq!(plugin.source, ModuleSource::Compiled);
 }
 
 #[test]
 fn settings_beyond_the_engine_are_refused() {
     let harness = Harness::new();
-    let mut settings = harness.settings("greedy", &constant_plugin(&pb::HandleEventResponse::default()));
+    let mut settings = harness.settings(
+        "greedy",
+        &constant_plugin(&pb::HandleEventResponse::default()),
+    );
     settings.limits.memory_limit = 8 << 30;
-    let err = harness.try_load(&settings).err().expect("refused").to_string();
-    assert!(err.contains("memoryLimit") && err.contains("over the engine's maximum"), "{err}");
+    let err = harness
+        .try_load(&settings)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("memoryLimit") && err.contains("over the engine's maximum"),
+        "{err}"
+    );
     settings.limits.memory_limit = 1 << 20;
     settings.limits.concurrency = 0;
-    let err = harness.try_load(&settings).err().expect("refused").to_string();
+    let err = harness
+        .try_load(&settings)
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(err.contains("concurrency must be from 1"), "{err}");
 }

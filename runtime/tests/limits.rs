@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 fn loop_when_longer_than(threshold: usize) -> String {
     plugin_wat(
         "",
-        &format!("(if (i32.gt_u (local.get $len) (i32.const {threshold})) (then (loop $forever (br $forever)))) (i64.const 0)"),
+        &format!(
+            "(if (i32.gt_u (local.get $len) (i32.const {threshold})) (then (loop $forever (br $forever)))) (i64.const 0)"
+        ),
         "",
     )
 }
@@ -29,16 +31,28 @@ fn an_infinite_loop_times_out_within_the_timeout_plus_100ms_and_the_pool_keeps_s
     assert!(looping.len() > 200);
 
     let started = Instant::now();
-    let error = plugin.pool.handle_event(&looping).expect_err("must time out");
+    let error = plugin
+        .pool
+        .handle_event(&looping)
+        .expect_err("must time out");
     let took = started.elapsed();
     assert_eq!(error, CallError::Timeout(Duration::from_millis(100)));
-    assert!(took >= Duration::from_millis(100), "returned before the timeout: {took:?}");
-    assert!(took <= Duration::from_millis(200), "took {took:?}, more than timeout + 100 ms");
+    assert!(
+        took >= Duration::from_millis(100),
+        "returned before the timeout: {took:?}"
+    );
+    assert!(
+        took <= Duration::from_millis(200),
+        "took {took:?}, more than timeout + 100 ms"
+    );
 
     // The timed-out instance is thrown away; the next call gets a fresh one and succeeds.
     let short = request_for(br#"{"event":"x"}"#);
     assert!(short.len() <= 200);
-    let output = plugin.pool.handle_event(&short).expect("pool keeps serving");
+    let output = plugin
+        .pool
+        .handle_event(&short)
+        .expect("pool keeps serving");
     assert!(output.response.is_empty());
     assert_eq!(plugin.pool.stats().discarded.load(Ordering::Relaxed), 1);
     assert_eq!(plugin.pool.stats().created.load(Ordering::Relaxed), 2);
@@ -59,23 +73,45 @@ fn growing_past_the_memory_limit_is_an_error_and_the_instance_is_replaced() {
     let plugin = harness.load(&settings);
     let request = request_for(&login_event("m"));
     // 1 page + input page + 4 MiB fits; the third growth passes 10 MiB.
-    plugin.pool.handle_event(&request).expect("first growth fits");
-    plugin.pool.handle_event(&request).expect("second growth fits");
-    let error = plugin.pool.handle_event(&request).expect_err("third growth passes the limit");
+    plugin
+        .pool
+        .handle_event(&request)
+        .expect("first growth fits");
+    plugin
+        .pool
+        .handle_event(&request)
+        .expect("second growth fits");
+    let error = plugin
+        .pool
+        .handle_event(&request)
+        .expect_err("third growth passes the limit");
     assert_eq!(error, CallError::MemoryLimit { limit: 10 << 20 });
     // A fresh instance starts small again.
-    plugin.pool.handle_event(&request).expect("replacement instance serves");
+    plugin
+        .pool
+        .handle_event(&request)
+        .expect("replacement instance serves");
     assert_eq!(plugin.pool.stats().discarded.load(Ordering::Relaxed), 1);
 }
 
 #[test]
 fn a_module_whose_initial_memory_is_over_the_limit_does_not_load() {
     let harness = Harness::new();
-    let wat = plugin_wat("", "(i64.const 0)", "").replace(r#"(memory (export "memory") 1)"#, r#"(memory (export "memory") 400)"#);
+    let wat = plugin_wat("", "(i64.const 0)", "").replace(
+        r#"(memory (export "memory") 1)"#,
+        r#"(memory (export "memory") 400)"#,
+    );
     let mut settings = harness.settings("fat", &wat);
     settings.limits.memory_limit = 16 << 20;
-    let err = harness.try_load(&settings).err().expect("refused").to_string();
-    assert!(err.contains("exceeded its memory limit of 16777216 bytes"), "{err}");
+    let err = harness
+        .try_load(&settings)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("exceeded its memory limit of 16777216 bytes"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -94,8 +130,14 @@ fn a_trapping_instance_is_discarded_and_replaced_while_others_serve() {
     let good = request_for(br#"{"event":"ok"}"#);
     for _ in 0..5 {
         let error = plugin.pool.handle_event(&bad).expect_err("traps");
-        assert!(matches!(&error, CallError::Trap(message) if message.contains("unreachable")), "{error}");
-        plugin.pool.handle_event(&good).expect("serves after a trap");
+        assert!(
+            matches!(&error, CallError::Trap(message) if message.contains("unreachable")),
+            "{error}"
+        );
+        plugin
+            .pool
+            .handle_event(&good)
+            .expect("serves after a trap");
     }
     assert_eq!(plugin.pool.stats().discarded.load(Ordering::Relaxed), 5);
 }
@@ -133,7 +175,11 @@ fn many_tasks_share_fewer_instances_and_no_instance_runs_two_calls_at_once() {
     let stats = plugin.pool.stats();
     assert_eq!(stats.calls.load(Ordering::Relaxed), 16);
     assert!(stats.max_in_use.load(Ordering::Relaxed) <= 3);
-    assert!(stats.created.load(Ordering::Relaxed) <= 3, "created {} instances", stats.created.load(Ordering::Relaxed));
+    assert!(
+        stats.created.load(Ordering::Relaxed) <= 3,
+        "created {} instances",
+        stats.created.load(Ordering::Relaxed)
+    );
     assert_eq!(stats.discarded.load(Ordering::Relaxed), 0);
 }
 
@@ -153,10 +199,19 @@ fn waiting_for_an_instance_is_bounded() {
     while plugin.pool.stats().in_use.load(Ordering::Relaxed) == 0 {
         std::thread::yield_now();
     }
-    let error = plugin.pool.handle_event(&request_for(br#"{"event":"x"}"#)).expect_err("busy");
-    assert!(matches!(error, CallError::Busy { concurrency: 1, .. }), "{error}");
+    let error = plugin
+        .pool
+        .handle_event(&request_for(br#"{"event":"x"}"#))
+        .expect_err("busy");
+    assert!(
+        matches!(error, CallError::Busy { concurrency: 1, .. }),
+        "{error}"
+    );
     assert!(error.to_string().contains("raise concurrency or maxWait"));
-    assert!(matches!(blocker.join().expect("joined"), Err(CallError::Timeout(_))));
+    assert!(matches!(
+        blocker.join().expect("joined"),
+        Err(CallError::Timeout(_))
+    ));
 }
 
 #[test]
@@ -164,14 +219,29 @@ fn responses_outside_memory_or_over_the_limit_are_bad_output() {
     let harness = Harness::new();
     let outside = plugin_wat("", "(i64.const 0x00fffff000000100)", "");
     let plugin = harness.load(&harness.settings("outside", &outside));
-    let error = plugin.pool.handle_event(&request_for(br#"{"event":"x"}"#)).expect_err("outside");
-    assert!(matches!(&error, CallError::BadOutput(m) if m.contains("outside the plugin's memory")), "{error}");
+    let error = plugin
+        .pool
+        .handle_event(&request_for(br#"{"event":"x"}"#))
+        .expect_err("outside");
+    assert!(
+        matches!(&error, CallError::BadOutput(m) if m.contains("outside the plugin's memory")),
+        "{error}"
+    );
 
-    let mut settings = harness.settings("huge", &plugin_wat("", "(i64.const 0x0000010000100000)", ""));
+    let mut settings = harness.settings(
+        "huge",
+        &plugin_wat("", "(i64.const 0x0000010000100000)", ""),
+    );
     settings.limits.max_output = 1024;
     let plugin = harness.load(&settings);
-    let error = plugin.pool.handle_event(&request_for(br#"{"event":"x"}"#)).expect_err("too large");
-    assert!(matches!(&error, CallError::BadOutput(m) if m.contains("over the limit of 1024 bytes")), "{error}");
+    let error = plugin
+        .pool
+        .handle_event(&request_for(br#"{"event":"x"}"#))
+        .expect_err("too large");
+    assert!(
+        matches!(&error, CallError::BadOutput(m) if m.contains("over the limit of 1024 bytes")),
+        "{error}"
+    );
 }
 
 #[test]
@@ -187,9 +257,19 @@ fn assemblyscript_abort_traps_with_its_message_and_location() {
     let wat = plugin_wat(
         r#"(import "env" "abort" (func $abort (param i32 i32 i32 i32)))"#,
         "(call $abort (i32.const 1028) (i32.const 2052) (i32.const 3) (i32.const 5)) (i64.const 0)",
-        &format!(r#"(data (i32.const 1024) "{}") (data (i32.const 2048) "{}")"#, as_string("boom"), as_string("assembly/index.ts")),
+        &format!(
+            r#"(data (i32.const 1024) "{}") (data (i32.const 2048) "{}")"#,
+            as_string("boom"),
+            as_string("assembly/index.ts")
+        ),
     );
     let plugin = harness.load(&harness.settings("aborter", &wat));
-    let error = plugin.pool.handle_event(&request_for(br#"{"event":"x"}"#)).expect_err("aborts");
-    assert!(matches!(&error, CallError::Trap(m) if m.contains("boom (at assembly/index.ts:3:5)")), "{error}");
+    let error = plugin
+        .pool
+        .handle_event(&request_for(br#"{"event":"x"}"#))
+        .expect_err("aborts");
+    assert!(
+        matches!(&error, CallError::Trap(m) if m.contains("boom (at assembly/index.ts:3:5)")),
+        "{error}"
+    );
 }

@@ -2,7 +2,10 @@
 
 mod common;
 
-use common::{Harness, branching_plugin, constant_plugin, login_event, plugin_wat, session_event, set_response, verdict};
+use common::{
+    Harness, branching_plugin, constant_plugin, login_event, plugin_wat, session_event,
+    set_response, verdict,
+};
 use eventplug::abi::EffectKind;
 use eventplug::engine::CallError;
 use eventplug::pipeline::{InputError, Pipeline, PipelineSettings, StepResult, Verdict};
@@ -18,7 +21,10 @@ fn trapping_plugin() -> String {
 #[test]
 fn an_event_no_plugin_changes_is_forwarded_as_its_original_bytes() {
     let harness = Harness::new();
-    let pipeline = harness.pipeline(&[harness.settings("pass", &constant_plugin(&pb::HandleEventResponse::default()))]);
+    let pipeline = harness.pipeline(&[harness.settings(
+        "pass",
+        &constant_plugin(&pb::HandleEventResponse::default()),
+    )]);
     let processed = pipeline.process(&login_event("a")).expect("valid event");
     assert_eq!(processed.outcome.verdict, Verdict::Forward);
     assert_eq!(processed.outcome.steps[0].result, StepResult::Forwarded);
@@ -28,11 +34,16 @@ fn an_event_no_plugin_changes_is_forwarded_as_its_original_bytes() {
 #[test]
 fn edits_change_only_what_they_touch_byte_for_byte() {
     let harness = Harness::new();
-    let pipeline = harness.pipeline(&[harness.settings("annotate", &constant_plugin(&set_response("seen-by-us", r#""yes""#)))]);
+    let pipeline = harness.pipeline(&[harness.settings(
+        "annotate",
+        &constant_plugin(&set_response("seen-by-us", r#""yes""#)),
+    )]);
     // Odd spacing, an escaped string and a number form a re-encoder would normalise.
     let event = br#"{ "event" : "access_request.create", "uid":"u1", "reason":"caf\u00e9 \"now\"", "ei":1.50E1 ,"addr.remote":"1.2.3.4:5" }"#;
     let processed = pipeline.process(event).expect("valid");
-    let Verdict::Modified(bytes) = &processed.outcome.verdict else { panic!("expected Modified, got {:?}", processed.outcome.verdict) };
+    let Verdict::Modified(bytes) = &processed.outcome.verdict else {
+        panic!("expected Modified, got {:?}", processed.outcome.verdict)
+    };
     assert_eq!(
         std::str::from_utf8(bytes).expect("utf-8"),
         r#"{ "event" : "access_request.create", "uid":"u1", "reason":"caf\u00e9 \"now\"", "ei":1.50E1 ,"addr.remote":"1.2.3.4:5","seen-by-us":"yes" }"#
@@ -50,7 +61,11 @@ fn a_plugin_is_not_called_for_event_types_its_selector_does_not_take() {
     assert_eq!(processed.outcome.verdict, Verdict::Forward);
     assert_eq!(processed.outcome.steps[0].result, StepResult::NotSelected);
     let plugin = pipeline.plugins().next().expect("one plugin");
-    assert_eq!(plugin.pool.stats().calls.load(Ordering::Relaxed), 0, "the plugin was called");
+    assert_eq!(
+        plugin.pool.stats().calls.load(Ordering::Relaxed),
+        0,
+        "the plugin was called"
+    );
     let processed = pipeline.process(&login_event("l")).expect("valid");
     assert!(matches!(processed.outcome.verdict, Verdict::Fail { .. }));
 }
@@ -63,60 +78,105 @@ fn skip_stops_the_chain_and_names_the_plugin() {
     after.priority = 10;
     let pipeline = harness.pipeline(&[after, skip]);
     let processed = pipeline.process(&login_event("k")).expect("valid");
-    assert_eq!(processed.outcome.verdict, Verdict::Skip { plugin: "skipper".into() });
-    assert_eq!(processed.outcome.steps.len(), 1, "the plugin after a skip did not run");
+    assert_eq!(
+        processed.outcome.verdict,
+        Verdict::Skip {
+            plugin: "skipper".into()
+        }
+    );
+    assert_eq!(
+        processed.outcome.steps.len(),
+        1,
+        "the plugin after a skip did not run"
+    );
 }
 
 #[test]
 fn plugins_run_in_priority_order_and_each_sees_the_edits_before_it() {
     let harness = Harness::new();
-    let mut first = harness.settings("first", &constant_plugin(&set_response("stage", r#""one""#)));
+    let mut first = harness.settings(
+        "first",
+        &constant_plugin(&set_response("stage", r#""one""#)),
+    );
     first.priority = -5;
     // The second plugin skips unless it sees the first one's edit.
     let second = harness.settings(
         "second",
-        &branching_plugin("", "one", &set_response("stage2", "true"), &verdict(pb::Verdict::Skip), ""),
+        &branching_plugin(
+            "",
+            "one",
+            &set_response("stage2", "true"),
+            &verdict(pb::Verdict::Skip),
+            "",
+        ),
     );
     let pipeline = harness.pipeline(&[second, first]);
-    let processed = pipeline.process(br#"{"event":"x","uid":"p"}"#).expect("valid");
-    let Verdict::Modified(bytes) = &processed.outcome.verdict else { panic!("{:?}", processed.outcome.verdict) };
-    assert_eq!(bytes, br#"{"event":"x","uid":"p","stage":"one","stage2":true}"#);
+    let processed = pipeline
+        .process(br#"{"event":"x","uid":"p"}"#)
+        .expect("valid");
+    let Verdict::Modified(bytes) = &processed.outcome.verdict else {
+        panic!("{:?}", processed.outcome.verdict)
+    };
+    assert_eq!(
+        bytes,
+        br#"{"event":"x","uid":"p","stage":"one","stage2":true}"#
+    );
 }
 
 #[test]
 fn failure_policies_decide_what_a_failing_plugin_means() {
     let harness = Harness::new();
-    let annotate = |name: &str| harness.settings(name, &constant_plugin(&set_response("after", "1")));
+    let annotate =
+        |name: &str| harness.settings(name, &constant_plugin(&set_response("after", "1")));
     let mut open = harness.settings("open", &trapping_plugin());
     open.failure_policy = FailurePolicy::FailOpen;
     let mut tail = annotate("tail");
     tail.priority = 1;
     let pipeline = harness.pipeline(&[open, tail]);
     let processed = pipeline.process(br#"{"event":"x"}"#).expect("valid");
-    assert!(matches!(&processed.outcome.steps[0].result, StepResult::Failed(CallError::Trap(_))));
-    assert_eq!(processed.outcome.verdict, Verdict::Modified(br#"{"event":"x","after":1}"#.to_vec()));
+    assert!(matches!(
+        &processed.outcome.steps[0].result,
+        StepResult::Failed(CallError::Trap(_))
+    ));
+    assert_eq!(
+        processed.outcome.verdict,
+        Verdict::Modified(br#"{"event":"x","after":1}"#.to_vec())
+    );
 
     let mut closed = harness.settings("closed", &trapping_plugin());
     closed.failure_policy = FailurePolicy::FailClosed;
     let pipeline = harness.pipeline(&[closed]);
-    let processed = pipeline.process(br#"{"event":"x","uid":"fc"}"#).expect("valid");
-    assert!(matches!(&processed.outcome.verdict, Verdict::Fail { plugin, error: CallError::Trap(_) } if plugin == "closed"));
+    let processed = pipeline
+        .process(br#"{"event":"x","uid":"fc"}"#)
+        .expect("valid");
+    assert!(
+        matches!(&processed.outcome.verdict, Verdict::Fail { plugin, error: CallError::Trap(_) } if plugin == "closed")
+    );
     // A failure is not cached: the next delivery runs the plugin again.
-    let again = pipeline.process(br#"{"event":"x","uid":"fc"}"#).expect("valid");
+    let again = pipeline
+        .process(br#"{"event":"x","uid":"fc"}"#)
+        .expect("valid");
     assert!(!again.replayed);
 }
 
 #[test]
 fn an_error_verdict_is_a_failure_with_the_plugin_s_message() {
     let harness = Harness::new();
-    let response = pb::HandleEventResponse { verdict: pb::Verdict::Error as i32, error: "no user field".into(), ..Default::default() };
+    let response = pb::HandleEventResponse {
+        verdict: pb::Verdict::Error as i32,
+        error: "no user field".into(),
+        ..Default::default()
+    };
     let mut settings = harness.settings("picky", &constant_plugin(&response));
     settings.failure_policy = FailurePolicy::FailClosed;
     let pipeline = harness.pipeline(&[settings]);
     let processed = pipeline.process(br#"{"event":"x"}"#).expect("valid");
     assert_eq!(
         processed.outcome.verdict,
-        Verdict::Fail { plugin: "picky".into(), error: CallError::Plugin("no user field".into()) }
+        Verdict::Fail {
+            plugin: "picky".into(),
+            error: CallError::Plugin("no user field".into())
+        }
     );
 }
 
@@ -133,7 +193,12 @@ fn shadow_plugins_are_recorded_but_not_applied() {
     let pipeline = harness.pipeline(&[skip, edit, failing]);
     let processed = pipeline.process(&login_event("sh")).expect("valid");
     assert_eq!(processed.outcome.verdict, Verdict::Forward);
-    let results: Vec<_> = processed.outcome.steps.iter().map(|s| (s.shadow, s.result.clone())).collect();
+    let results: Vec<_> = processed
+        .outcome
+        .steps
+        .iter()
+        .map(|s| (s.shadow, s.result.clone()))
+        .collect();
     assert_eq!(results[0], (true, StepResult::Skipped));
     assert_eq!(results[1], (true, StepResult::Modified(1)));
     assert!(matches!(results[2], (true, StepResult::Failed(_))));
@@ -149,7 +214,10 @@ fn alert_plugin() -> String {
     let bytes = alert.encode_to_vec();
     plugin_wat(
         r#"(import "eventplug" "alert" (func $alert (param i32 i32) (result i32)))"#,
-        &format!("(drop (call $alert (i32.const 4096) (i32.const {}))) (i64.const 0)", bytes.len()),
+        &format!(
+            "(drop (call $alert (i32.const 4096) (i32.const {}))) (i64.const 0)",
+            bytes.len()
+        ),
         &format!(r#"(data (i32.const 4096) "{}")"#, common::wat_bytes(&bytes)),
     )
 }
@@ -162,7 +230,9 @@ fn effects_come_back_once_per_event_and_a_redelivery_replays_the_verdict() {
     let first = pipeline.process(&event).expect("valid");
     assert!(!first.replayed);
     assert_eq!(first.outcome.effects.len(), 1);
-    let EffectKind::Alert(alert) = &first.outcome.effects[0].kind else { panic!("an alert") };
+    let EffectKind::Alert(alert) = &first.outcome.effects[0].kind else {
+        panic!("an alert")
+    };
     assert_eq!(alert.message, "failed login");
     assert_eq!(alert.metadata["rule"], "brute-force");
     assert_eq!(first.outcome.effects[0].plugin, "alerter");
@@ -170,11 +240,22 @@ fn effects_come_back_once_per_event_and_a_redelivery_replays_the_verdict() {
     let second = pipeline.process(&event).expect("valid");
     assert!(second.replayed, "the redelivery reuses the first outcome");
     let plugin = pipeline.plugins().next().expect("plugin");
-    assert_eq!(plugin.pool.stats().calls.load(Ordering::Relaxed), 1, "the plugin ran once");
+    assert_eq!(
+        plugin.pool.stats().calls.load(Ordering::Relaxed),
+        1,
+        "the plugin ran once"
+    );
 
     // Same uid but a different body is not a redelivery of the same event.
-    let changed = String::from_utf8(event).expect("utf-8").replace("mallory", "trudy");
-    assert!(!pipeline.process(changed.as_bytes()).expect("valid").replayed);
+    let changed = String::from_utf8(event)
+        .expect("utf-8")
+        .replace("mallory", "trudy");
+    assert!(
+        !pipeline
+            .process(changed.as_bytes())
+            .expect("valid")
+            .replayed
+    );
     // Events without a uid are identified by type, time, index and session id.
     let no_uid = br#"{"event":"session.data","time":"2024-02-23T18:56:50Z","ei":4,"sid":"s1"}"#;
     assert!(!pipeline.process(no_uid).expect("valid").replayed);
@@ -187,14 +268,34 @@ fn effects_come_back_once_per_event_and_a_redelivery_replays_the_verdict() {
 fn the_verdict_cache_is_bounded() {
     let harness = Harness::new();
     let pipeline = Pipeline::new(
-        vec![harness.load(&harness.settings("pass", &constant_plugin(&pb::HandleEventResponse::default())))],
-        PipelineSettings { verdict_cache_entries: 3, ..PipelineSettings::default() },
+        vec![harness.load(&harness.settings(
+            "pass",
+            &constant_plugin(&pb::HandleEventResponse::default()),
+        ))],
+        PipelineSettings {
+            verdict_cache_entries: 3,
+            ..PipelineSettings::default()
+        },
     );
     for n in 0..10 {
-        pipeline.process(&login_event(&format!("bounded-{n}"))).expect("valid");
+        pipeline
+            .process(&login_event(&format!("bounded-{n}")))
+            .expect("valid");
     }
-    assert!(!pipeline.process(&login_event("bounded-0")).expect("valid").replayed, "evicted");
-    assert!(pipeline.process(&login_event("bounded-9")).expect("valid").replayed, "kept");
+    assert!(
+        !pipeline
+            .process(&login_event("bounded-0"))
+            .expect("valid")
+            .replayed,
+        "evicted"
+    );
+    assert!(
+        pipeline
+            .process(&login_event("bounded-9"))
+            .expect("valid")
+            .replayed,
+        "kept"
+    );
 }
 
 #[test]
@@ -212,43 +313,94 @@ fn shadow_effects_are_recorded_apart_from_real_ones() {
 fn malformed_input_is_an_error_value_naming_the_problem() {
     let harness = Harness::new();
     let pipeline = Pipeline::new(
-        vec![harness.load(&harness.settings("pass", &constant_plugin(&pb::HandleEventResponse::default())))],
-        PipelineSettings { max_event_bytes: 1024, ..PipelineSettings::default() },
+        vec![harness.load(&harness.settings(
+            "pass",
+            &constant_plugin(&pb::HandleEventResponse::default()),
+        ))],
+        PipelineSettings {
+            max_event_bytes: 1024,
+            ..PipelineSettings::default()
+        },
     );
-    assert!(matches!(pipeline.process(b"{\"event\":"), Err(InputError::Malformed(m)) if m.contains("EOF")));
-    assert!(matches!(pipeline.process(b"not json"), Err(InputError::Malformed(_))));
-    assert!(matches!(pipeline.process(b""), Err(InputError::Malformed(_))));
-    assert_eq!(pipeline.process(b"[1,2]").err(), Some(InputError::NotObject));
-    assert_eq!(pipeline.process(b" \"text\"").err(), Some(InputError::NotObject));
-    assert!(matches!(pipeline.process(b"{\"a\":1} trailing"), Err(InputError::Malformed(_))));
-    assert!(matches!(pipeline.process(&[b'{', 0xff, b'}']), Err(InputError::Malformed(_))));
+    assert!(
+        matches!(pipeline.process(b"{\"event\":"), Err(InputError::Malformed(m)) if m.contains("EOF"))
+    );
+    assert!(matches!(
+        pipeline.process(b"not json"),
+        Err(InputError::Malformed(_))
+    ));
+    assert!(matches!(
+        pipeline.process(b""),
+        Err(InputError::Malformed(_))
+    ));
+    assert_eq!(
+        pipeline.process(b"[1,2]").err(),
+        Some(InputError::NotObject)
+    );
+    assert_eq!(
+        pipeline.process(b" \"text\"").err(),
+        Some(InputError::NotObject)
+    );
+    assert!(matches!(
+        pipeline.process(b"{\"a\":1} trailing"),
+        Err(InputError::Malformed(_))
+    ));
+    assert!(matches!(
+        pipeline.process(&[b'{', 0xff, b'}']),
+        Err(InputError::Malformed(_))
+    ));
     let deep = "[".repeat(200) + &"]".repeat(200);
-    assert!(matches!(pipeline.process(format!("{{\"a\":{deep}}}").as_bytes()), Err(InputError::Malformed(_))));
+    assert!(matches!(
+        pipeline.process(format!("{{\"a\":{deep}}}").as_bytes()),
+        Err(InputError::Malformed(_))
+    ));
     let big = format!(r#"{{"event":"print","data":"{}"}}"#, "x".repeat(2000));
-    assert_eq!(pipeline.process(big.as_bytes()).err(), Some(InputError::TooLarge { size: big.len(), limit: 1024 }));
+    assert_eq!(
+        pipeline.process(big.as_bytes()).err(),
+        Some(InputError::TooLarge {
+            size: big.len(),
+            limit: 1024
+        })
+    );
 }
 
 #[test]
 fn bad_responses_and_bad_edits_are_plugin_failures() {
     let harness = Harness::new();
     let bad_edit = pb::HandleEventResponse {
-        edits: vec![pb::Edit { path: vec!["user".into(), "inner".into()], op: 0, value_json: "1".into() }],
+        edits: vec![pb::Edit {
+            path: vec!["user".into(), "inner".into()],
+            op: 0,
+            value_json: "1".into(),
+        }],
         ..Default::default()
     };
     let mut settings = harness.settings("bad-edit", &constant_plugin(&bad_edit));
     settings.failure_policy = FailurePolicy::FailClosed;
     let pipeline = harness.pipeline(&[settings]);
     let processed = pipeline.process(&login_event("be")).expect("valid");
-    let Verdict::Fail { error: CallError::BadOutput(message), .. } = &processed.outcome.verdict else {
+    let Verdict::Fail {
+        error: CallError::BadOutput(message),
+        ..
+    } = &processed.outcome.verdict
+    else {
         panic!("{:?}", processed.outcome.verdict)
     };
     assert!(message.contains("holds a string"), "{message}");
 
-    let unknown = pb::HandleEventResponse { verdict: 9, ..Default::default() };
+    let unknown = pb::HandleEventResponse {
+        verdict: 9,
+        ..Default::default()
+    };
     let mut settings = harness.settings("unknown-verdict", &constant_plugin(&unknown));
     settings.failure_policy = FailurePolicy::FailClosed;
-    let processed = harness.pipeline(&[settings]).process(&login_event("uv")).expect("valid");
-    assert!(matches!(&processed.outcome.verdict, Verdict::Fail { error: CallError::BadOutput(m), .. } if m.contains("unknown verdict 9")));
+    let processed = harness
+        .pipeline(&[settings])
+        .process(&login_event("uv"))
+        .expect("valid");
+    assert!(
+        matches!(&processed.outcome.verdict, Verdict::Fail { error: CallError::BadOutput(m), .. } if m.contains("unknown verdict 9"))
+    );
 }
 
 #[test]
@@ -275,11 +427,27 @@ fn tokens_are_counted_per_scope_through_the_store_imports() {
     );
     let pipeline = harness.pipeline(&[harness.settings("count", &wat)]);
     let verdicts: Vec<bool> = (0..5)
-        .map(|n| matches!(pipeline.process(&login_event(&format!("t{n}"))).expect("valid").outcome.verdict, Verdict::Skip { .. }))
+        .map(|n| {
+            matches!(
+                pipeline
+                    .process(&login_event(&format!("t{n}")))
+                    .expect("valid")
+                    .outcome
+                    .verdict,
+                Verdict::Skip { .. }
+            )
+        })
         .collect();
     assert_eq!(verdicts, [false, false, false, true, true]);
     pipeline.process(br#"{"event":"release"}"#).expect("valid");
-    assert!(!matches!(pipeline.process(&login_event("t9")).expect("valid").outcome.verdict, Verdict::Skip { .. }));
+    assert!(!matches!(
+        pipeline
+            .process(&login_event("t9"))
+            .expect("valid")
+            .outcome
+            .verdict,
+        Verdict::Skip { .. }
+    ));
 }
 
 #[test]
@@ -316,10 +484,18 @@ fn malformed_effects_are_refused_with_minus_one_and_not_recorded() {
             "(if (result i64) (i32.eq (call $alert (i32.const 4096) (i32.const 3)) (i32.const -1)) (then {}) (else (i64.const 0)))",
             common::region(2)
         ),
-        &format!(r#"(data (i32.const 4096) "\ff\ff\ff") (data (i32.const {}) "\08\01")"#, common::RESPONSE_AT),
+        &format!(
+            r#"(data (i32.const 4096) "\ff\ff\ff") (data (i32.const {}) "\08\01")"#,
+            common::RESPONSE_AT
+        ),
     );
     let pipeline = harness.pipeline(&[harness.settings("garbled", &wat)]);
     let processed = pipeline.process(&login_event("g")).expect("valid");
-    assert_eq!(processed.outcome.verdict, Verdict::Skip { plugin: "garbled".into() });
+    assert_eq!(
+        processed.outcome.verdict,
+        Verdict::Skip {
+            plugin: "garbled".into()
+        }
+    );
     assert!(processed.outcome.effects.is_empty());
 }

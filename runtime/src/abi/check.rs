@@ -215,10 +215,9 @@ pub fn check_module(module: &Module) -> Vec<String> {
     }
     for spec in EXPORTS {
         match module.get_export(spec.name) {
-            None if spec.required => problems.push(format!(
-                "does not export `{}` {}",
-                spec.name, spec.sig
-            )),
+            None if spec.required => {
+                problems.push(format!("does not export `{}` {}", spec.name, spec.sig))
+            }
             None => {}
             Some(ExternType::Func(ty)) if matches(&ty, &spec.sig) => {}
             Some(ExternType::Func(ty)) => problems.push(format!(

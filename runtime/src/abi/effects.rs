@@ -30,7 +30,11 @@ impl std::fmt::Display for Effect {
                 let severity = pb::Severity::try_from(alert.severity)
                     .map(|s| s.as_str_name())
                     .unwrap_or("UNKNOWN");
-                write!(f, "alert from {}: [{severity}] {}", self.plugin, alert.message)?;
+                write!(
+                    f,
+                    "alert from {}: [{severity}] {}",
+                    self.plugin, alert.message
+                )?;
                 for (key, value) in &alert.metadata {
                     write!(f, " {key}={value}")?;
                 }

@@ -91,7 +91,12 @@ fn read(caller: &mut HostCaller<'_>, ptr: i32, len: i32, what: &str) -> wasmtime
     read_guest_bytes(&memory, &*caller, ptr as u32, len as u32, what).map_err(wasmtime::Error::msg)
 }
 
-fn read_text(caller: &mut HostCaller<'_>, ptr: i32, len: i32, what: &str) -> wasmtime::Result<String> {
+fn read_text(
+    caller: &mut HostCaller<'_>,
+    ptr: i32,
+    len: i32,
+    what: &str,
+) -> wasmtime::Result<String> {
     let bytes = read(caller, ptr, len, what)?;
     String::from_utf8(bytes)
         .map_err(|e| wasmtime::Error::msg(format!("{what}: text is not UTF-8 ({e})")))
@@ -119,7 +124,12 @@ fn declare_effect<M: Message + Default>(
     }
 }
 
-fn scope(caller: &mut HostCaller<'_>, ptr: i32, len: i32, what: &str) -> wasmtime::Result<Option<String>> {
+fn scope(
+    caller: &mut HostCaller<'_>,
+    ptr: i32,
+    len: i32,
+    what: &str,
+) -> wasmtime::Result<Option<String>> {
     if len < 0 || len as usize > caps::MAX_SCOPE_BYTES {
         return Ok(None);
     }
@@ -142,7 +152,11 @@ pub fn define_imports(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()
     linker.func_wrap(
         HOST_MODULE,
         "store_take_token",
-        |mut caller: HostCaller<'_>, ptr: i32, len: i32, ttl_seconds: i32| -> wasmtime::Result<i32> {
+        |mut caller: HostCaller<'_>,
+         ptr: i32,
+         len: i32,
+         ttl_seconds: i32|
+         -> wasmtime::Result<i32> {
             let Some(scope) = scope(&mut caller, ptr, len, "eventplug.store_take_token")? else {
                 return Ok(-1);
             };
@@ -150,10 +164,16 @@ pub fn define_imports(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()
                 return Ok(-1);
             }
             let context = caller.data().context.clone();
-            match context.tokens.take_token(&context.name, &scope, ttl_seconds as u32) {
+            match context
+                .tokens
+                .take_token(&context.name, &scope, ttl_seconds as u32)
+            {
                 Ok(count) => Ok(i32::try_from(count).unwrap_or(i32::MAX)),
                 Err(e) => {
-                    caller.data_mut().log(LogLevel::Error, format!("store_take_token({scope:?}) failed: {e}"));
+                    caller.data_mut().log(
+                        LogLevel::Error,
+                        format!("store_take_token({scope:?}) failed: {e}"),
+                    );
                     Ok(-3)
                 }
             }
@@ -163,14 +183,18 @@ pub fn define_imports(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()
         HOST_MODULE,
         "store_release_tokens",
         |mut caller: HostCaller<'_>, ptr: i32, len: i32| -> wasmtime::Result<i32> {
-            let Some(scope) = scope(&mut caller, ptr, len, "eventplug.store_release_tokens")? else {
+            let Some(scope) = scope(&mut caller, ptr, len, "eventplug.store_release_tokens")?
+            else {
                 return Ok(-1);
             };
             let context = caller.data().context.clone();
             match context.tokens.release_tokens(&context.name, &scope) {
                 Ok(count) => Ok(i32::try_from(count).unwrap_or(i32::MAX)),
                 Err(e) => {
-                    caller.data_mut().log(LogLevel::Error, format!("store_release_tokens({scope:?}) failed: {e}"));
+                    caller.data_mut().log(
+                        LogLevel::Error,
+                        format!("store_release_tokens({scope:?}) failed: {e}"),
+                    );
                     Ok(-3)
                 }
             }
@@ -180,21 +204,31 @@ pub fn define_imports(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()
         HOST_MODULE,
         "alert",
         |mut caller: HostCaller<'_>, ptr: i32, len: i32| -> wasmtime::Result<i32> {
-            declare_effect(&mut caller, ptr, len, "eventplug.alert", |m| EffectKind::Alert(Box::new(m)))
+            declare_effect(&mut caller, ptr, len, "eventplug.alert", |m| {
+                EffectKind::Alert(Box::new(m))
+            })
         },
     )?;
     linker.func_wrap(
         HOST_MODULE,
         "lock_create",
         |mut caller: HostCaller<'_>, ptr: i32, len: i32| -> wasmtime::Result<i32> {
-            declare_effect(&mut caller, ptr, len, "eventplug.lock_create", |m| EffectKind::CreateLock(Box::new(m)))
+            declare_effect(&mut caller, ptr, len, "eventplug.lock_create", |m| {
+                EffectKind::CreateLock(Box::new(m))
+            })
         },
     )?;
     linker.func_wrap(
         HOST_MODULE,
         "lock_delete",
         |mut caller: HostCaller<'_>, ptr: i32, len: i32| -> wasmtime::Result<i32> {
-            declare_effect(&mut caller, ptr, len, "eventplug.lock_delete", EffectKind::DeleteLock)
+            declare_effect(
+                &mut caller,
+                ptr,
+                len,
+                "eventplug.lock_delete",
+                EffectKind::DeleteLock,
+            )
         },
     )?;
     define_assemblyscript_env(linker)
@@ -205,22 +239,47 @@ fn define_assemblyscript_env(linker: &mut Linker<InstanceState>) -> wasmtime::Re
     linker.func_wrap(
         "env",
         "abort",
-        |mut caller: HostCaller<'_>, message: i32, file: i32, line: i32, column: i32| -> wasmtime::Result<()> {
+        |mut caller: HostCaller<'_>,
+         message: i32,
+         file: i32,
+         line: i32,
+         column: i32|
+         -> wasmtime::Result<()> {
             let memory = memory(&mut caller)?;
             let text = |ptr: i32| {
-                read_assemblyscript_string(&memory, &caller, ptr as u32).unwrap_or_else(|_| "?".to_string())
+                read_assemblyscript_string(&memory, &caller, ptr as u32)
+                    .unwrap_or_else(|_| "?".to_string())
             };
-            let message = if message == 0 { "abort".to_string() } else { text(message) };
-            let file = if file == 0 { "?".to_string() } else { text(file) };
-            Err(wasmtime::Error::msg(format!("{message} (at {file}:{line}:{column})")))
+            let message = if message == 0 {
+                "abort".to_string()
+            } else {
+                text(message)
+            };
+            let file = if file == 0 {
+                "?".to_string()
+            } else {
+                text(file)
+            };
+            Err(wasmtime::Error::msg(format!(
+                "{message} (at {file}:{line}:{column})"
+            )))
         },
     )?;
     linker.func_wrap(
         "env",
         "trace",
-        |mut caller: HostCaller<'_>, message: i32, count: i32, a0: f64, a1: f64, a2: f64, a3: f64, a4: f64| -> wasmtime::Result<()> {
+        |mut caller: HostCaller<'_>,
+         message: i32,
+         count: i32,
+         a0: f64,
+         a1: f64,
+         a2: f64,
+         a3: f64,
+         a4: f64|
+         -> wasmtime::Result<()> {
             let memory = memory(&mut caller)?;
-            let mut line = read_assemblyscript_string(&memory, &caller, message as u32).map_err(wasmtime::Error::msg)?;
+            let mut line = read_assemblyscript_string(&memory, &caller, message as u32)
+                .map_err(wasmtime::Error::msg)?;
             for value in [a0, a1, a2, a3, a4].iter().take(count.clamp(0, 5) as usize) {
                 line.push_str(&format!(" {value}"));
             }
@@ -229,7 +288,9 @@ fn define_assemblyscript_env(linker: &mut Linker<InstanceState>) -> wasmtime::Re
         },
     )?;
     linker.func_wrap("env", "seed", || -> f64 {
-        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
         (random >> 11) as f64
     })?;
     linker.func_wrap("env", "Date.now", || -> f64 {

@@ -38,7 +38,8 @@ fn rate(count: u64, elapsed: Duration) -> f64 {
 /// Runs the command.
 pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let text = match &args.events {
-        Some(file) => std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?,
+        Some(file) => std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?,
         None => SAMPLE_EVENTS.to_string(),
     };
     let events: Vec<Vec<u8>> = text
@@ -49,17 +50,28 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if events.is_empty() {
         bail!("no events to run: the events file has no lines");
     }
-    let mut settings = plugin_settings(std::slice::from_ref(&args.plugin), args.plugin_config.as_deref(), None)?
-        .remove(0);
+    let mut settings = plugin_settings(
+        std::slice::from_ref(&args.plugin),
+        args.plugin_config.as_deref(),
+        None,
+    )?
+    .remove(0);
     settings.limits.concurrency = 1;
     let cache = std::env::temp_dir().join(format!("eventplug-bench-{}", std::process::id()));
-    let engine_settings = EngineSettings { cache_dir: Some(cache.clone()), ..EngineSettings::default() };
+    let engine_settings = EngineSettings {
+        cache_dir: Some(cache.clone()),
+        ..EngineSettings::default()
+    };
     let tokens = Arc::new(LocalTokenStore::new());
 
     println!("plugin: {}", args.plugin.display());
     let started = Instant::now();
-    let cold = PluginEngine::new(engine_settings.clone())?.load_plugin(&settings, tokens.clone())?;
-    println!("load, compiling:                 {:>10.2} ms", started.elapsed().as_secs_f64() * 1e3);
+    let cold =
+        PluginEngine::new(engine_settings.clone())?.load_plugin(&settings, tokens.clone())?;
+    println!(
+        "load, compiling:                 {:>10.2} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
     drop(cold);
 
     let engine = PluginEngine::new(engine_settings)?;
@@ -86,11 +98,17 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let (encoded, elapsed) = run_for(args.duration / 3, &events, |event| {
         encode_event(event).map(|_| ()).map_err(anyhow::Error::from)
     })?;
-    println!("JSON -> envelope only:           {:>10.0} events/s  (mean event {mean_size} bytes)", rate(encoded, elapsed));
+    println!(
+        "JSON -> envelope only:           {:>10.0} events/s  (mean event {mean_size} bytes)",
+        rate(encoded, elapsed)
+    );
 
     let pipeline = Pipeline::new(
         vec![Arc::new(plugin)],
-        PipelineSettings { verdict_cache_entries: 0, ..PipelineSettings::default() },
+        PipelineSettings {
+            verdict_cache_entries: 0,
+            ..PipelineSettings::default()
+        },
     );
     let mut modified = 0u64;
     let mut skipped = 0u64;

@@ -57,7 +57,10 @@ pub(crate) fn plugin_settings(
     let mut names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
     names.sort_unstable();
     if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
-        bail!("two plugins are named {:?}; names must be unique (set `name:` in the chain file)", pair[0]);
+        bail!(
+            "two plugins are named {:?}; names must be unique (set `name:` in the chain file)",
+            pair[0]
+        );
     }
     Ok(all)
 }
@@ -70,6 +73,11 @@ pub(crate) fn load_all(
 ) -> anyhow::Result<Vec<Arc<LoadedPlugin>>> {
     settings
         .iter()
-        .map(|s| engine.load_plugin(s, tokens.clone()).map(Arc::new).map_err(anyhow::Error::from))
+        .map(|s| {
+            engine
+                .load_plugin(s, tokens.clone())
+                .map(Arc::new)
+                .map_err(anyhow::Error::from)
+        })
         .collect()
 }

@@ -38,7 +38,11 @@ struct Summary {
 
 /// Runs the command.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let settings = plugin_settings(&args.plugins, args.plugin_config.as_deref(), args.config.as_deref())?;
+    let settings = plugin_settings(
+        &args.plugins,
+        args.plugin_config.as_deref(),
+        args.config.as_deref(),
+    )?;
     let engine = PluginEngine::new(EngineSettings::with_default_cache())?;
     let plugins = load_all(&engine, &settings, Arc::new(LocalTokenStore::new()))?;
     let pipeline = Pipeline::new(plugins, PipelineSettings::default());
@@ -78,7 +82,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     }
                     Verdict::Fail { plugin, error } => {
                         summary.failed += 1;
-                        writeln!(err, "event {number}: failed in {plugin} (FailClosed): {error}")?;
+                        writeln!(
+                            err,
+                            "event {number}: failed in {plugin} (FailClosed): {error}"
+                        )?;
                     }
                 }
             }
@@ -93,7 +100,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn report(err: &mut impl Write, number: usize, processed: &Processed, quiet: bool) -> std::io::Result<()> {
+fn report(
+    err: &mut impl Write,
+    number: usize,
+    processed: &Processed,
+    quiet: bool,
+) -> std::io::Result<()> {
     if processed.replayed {
         return writeln!(
             err,
@@ -104,17 +116,39 @@ fn report(err: &mut impl Write, number: usize, processed: &Processed, quiet: boo
     for step in &processed.outcome.steps {
         if !quiet {
             for log in &step.logs {
-                writeln!(err, "event {number}: [{}] {:?}: {}", step.plugin, log.level, log.message)?;
+                writeln!(
+                    err,
+                    "event {number}: [{}] {:?}: {}",
+                    step.plugin, log.level, log.message
+                )?;
             }
         }
         if step.dropped_logs > 0 {
-            writeln!(err, "event {number}: [{}] {} log lines dropped (per-call limit)", step.plugin, step.dropped_logs)?;
+            writeln!(
+                err,
+                "event {number}: [{}] {} log lines dropped (per-call limit)",
+                step.plugin, step.dropped_logs
+            )?;
         }
-        let shadow = if step.shadow { " (shadow: not applied)" } else { "" };
+        let shadow = if step.shadow {
+            " (shadow: not applied)"
+        } else {
+            ""
+        };
         match &step.result {
-            StepResult::Failed(error) => writeln!(err, "event {number}: [{}] failed: {error}{shadow}", step.plugin)?,
-            StepResult::Skipped if step.shadow => writeln!(err, "event {number}: [{}] would skip{shadow}", step.plugin)?,
-            StepResult::Modified(n) if step.shadow => writeln!(err, "event {number}: [{}] would make {n} edits{shadow}", step.plugin)?,
+            StepResult::Failed(error) => writeln!(
+                err,
+                "event {number}: [{}] failed: {error}{shadow}",
+                step.plugin
+            )?,
+            StepResult::Skipped if step.shadow => {
+                writeln!(err, "event {number}: [{}] would skip{shadow}", step.plugin)?
+            }
+            StepResult::Modified(n) if step.shadow => writeln!(
+                err,
+                "event {number}: [{}] would make {n} edits{shadow}",
+                step.plugin
+            )?,
             _ => {}
         }
     }
@@ -122,7 +156,10 @@ fn report(err: &mut impl Write, number: usize, processed: &Processed, quiet: boo
         writeln!(err, "event {number}: effect: {effect}")?;
     }
     for effect in &processed.outcome.shadow_effects {
-        writeln!(err, "event {number}: effect (shadow, recorded only): {effect}")?;
+        writeln!(
+            err,
+            "event {number}: effect (shadow, recorded only): {effect}"
+        )?;
     }
     Ok(())
 }

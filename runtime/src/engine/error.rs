@@ -77,7 +77,9 @@ pub enum CallError {
     #[error("trapped: {0}")]
     Trap(String),
     /// No instance became free in time.
-    #[error("busy: no instance became free within {waited:?} (all {concurrency} in use); raise concurrency or maxWait")]
+    #[error(
+        "busy: no instance became free within {waited:?} (all {concurrency} in use); raise concurrency or maxWait"
+    )]
     Busy {
         /// How long the call waited.
         waited: Duration,

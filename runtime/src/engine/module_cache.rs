@@ -69,7 +69,10 @@ impl ModuleCache {
             return Ok((module.clone(), digest, ModuleSource::MemoryCache));
         }
         let cache_file = self.cache_file(&digest);
-        let (module, source) = match cache_file.as_deref().and_then(|f| load_precompiled(engine, f)) {
+        let (module, source) = match cache_file
+            .as_deref()
+            .and_then(|f| load_precompiled(engine, f))
+        {
             Some(module) => (module, ModuleSource::DiskCache),
             None => {
                 let module = Module::new(engine, bytes).map_err(|e| format!("{e:#}"))?;
@@ -86,7 +89,9 @@ impl ModuleCache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Module>> {
-        self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.compiled
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

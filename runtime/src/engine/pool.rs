@@ -84,7 +84,10 @@ impl InstancePool {
         epoch_tick: Duration,
     ) -> Self {
         // One tick more than the timeout needs, because the current tick may end at once.
-        let ticks = limits.timeout.as_nanos().div_ceil(epoch_tick.as_nanos().max(1));
+        let ticks = limits
+            .timeout
+            .as_nanos()
+            .div_ceil(epoch_tick.as_nanos().max(1));
         let deadline_ticks = u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1);
         Self {
             pre,
@@ -188,12 +191,15 @@ impl InstancePool {
             .instantiate(&mut store)
             .map_err(|e| self.classify(&store, e, "instantiating"))?;
         self.stats.created.fetch_add(1, Ordering::Relaxed);
-        let missing = |name: &str| CallError::Instantiate(format!("export `{name}` is missing or mistyped"));
+        let missing =
+            |name: &str| CallError::Instantiate(format!("export `{name}` is missing or mistyped"));
         let memory = instance
             .get_memory(&mut store, abi::exports::MEMORY)
             .ok_or_else(|| missing(abi::exports::MEMORY))?;
         let typed = |store: &mut Store<InstanceState>, name: &str| {
-            instance.get_func(&mut *store, name).ok_or_else(|| missing(name))
+            instance
+                .get_func(&mut *store, name)
+                .ok_or_else(|| missing(name))
         };
         let version: TypedFunc<(), i32> = typed(&mut store, abi::exports::ABI_VERSION)?
             .typed(&store)
@@ -201,9 +207,10 @@ impl InstancePool {
         let alloc: TypedFunc<i32, i32> = typed(&mut store, abi::exports::ALLOC)?
             .typed(&store)
             .map_err(|_| missing(abi::exports::ALLOC))?;
-        let handle_event: TypedFunc<(i32, i32), i64> = typed(&mut store, abi::exports::HANDLE_EVENT)?
-            .typed(&store)
-            .map_err(|_| missing(abi::exports::HANDLE_EVENT))?;
+        let handle_event: TypedFunc<(i32, i32), i64> =
+            typed(&mut store, abi::exports::HANDLE_EVENT)?
+                .typed(&store)
+                .map_err(|_| missing(abi::exports::HANDLE_EVENT))?;
         if let Some(initialize) = instance.get_func(&mut store, abi::exports::INITIALIZE) {
             let initialize: TypedFunc<(), ()> = initialize
                 .typed(&store)
@@ -236,7 +243,9 @@ impl InstancePool {
                 init.call(store, (ptr, len))
             })?;
             let response = pb::InitResponse::decode(response.as_slice()).map_err(|e| {
-                CallError::BadOutput(format!("eventplug_init returned bytes that are not an InitResponse: {e}"))
+                CallError::BadOutput(format!(
+                    "eventplug_init returned bytes that are not an InitResponse: {e}"
+                ))
             })?;
             if !response.error.is_empty() {
                 return Err(CallError::Instantiate(format!(
@@ -300,7 +309,12 @@ impl InstancePool {
     }
 
     /// Turns a wasmtime error into the call error it stands for.
-    fn classify(&self, store: &Store<InstanceState>, error: wasmtime::Error, during: &str) -> CallError {
+    fn classify(
+        &self,
+        store: &Store<InstanceState>,
+        error: wasmtime::Error,
+        during: &str,
+    ) -> CallError {
         if store.data().memory_cap.exceeded() {
             return CallError::MemoryLimit {
                 limit: self.limits.memory_limit,

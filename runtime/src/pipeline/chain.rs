@@ -164,17 +164,27 @@ impl Pipeline {
         let key = encoded.identity.key();
         let hash = body_hash(body);
         if let Some(outcome) = self.cache.get(&key, hash) {
-            return Ok(Processed { outcome, replayed: true, identity: encoded.identity });
+            return Ok(Processed {
+                outcome,
+                replayed: true,
+                identity: encoded.identity,
+            });
         }
         let outcome = Arc::new(self.run_chain(body, encoded.request, &encoded.identity.event_type));
         if !matches!(outcome.verdict, Verdict::Fail { .. }) {
             self.cache.put(key, hash, outcome.clone());
         }
-        Ok(Processed { outcome, replayed: false, identity: encoded.identity })
+        Ok(Processed {
+            outcome,
+            replayed: false,
+            identity: encoded.identity,
+        })
     }
 
     fn run_chain(&self, body: &[u8], mut request: Vec<u8>, event_type: &str) -> Outcome {
         let mut current: Option<Vec<u8>> = None;
+        // Set after an edit: the next plugin called needs the request encoded from the new bytes.
+        let mut request_is_stale = false;
         let mut outcome = Outcome {
             verdict: Verdict::Forward,
             effects: Vec::new(),
@@ -196,8 +206,18 @@ impl Pipeline {
                 outcome.steps.push(step);
                 continue;
             }
-            let started = Instant::now();
             let event_now = current.as_deref().unwrap_or(body);
+            if request_is_stale {
+                // Edits keep the event an object, so it encodes again.
+                match encode_event(event_now) {
+                    Ok(encoded) => request = encoded.request,
+                    Err(e) => {
+                        tracing::error!(plugin = %settings.name, error = %e, "edited event no longer encodes")
+                    }
+                }
+                request_is_stale = false;
+            }
+            let started = Instant::now();
             let called = call_plugin(&entry.plugin, &request, event_now);
             step.elapsed = started.elapsed();
             let (result, effects, edited) = match called {
@@ -217,24 +237,25 @@ impl Pipeline {
             match result {
                 StepResult::Failed(error) => {
                     if settings.failure_policy == FailurePolicy::FailClosed {
-                        outcome.verdict = Verdict::Fail { plugin: settings.name.clone(), error };
+                        outcome.verdict = Verdict::Fail {
+                            plugin: settings.name.clone(),
+                            error,
+                        };
                         return outcome;
                     }
                 }
                 StepResult::Skipped => {
                     outcome.effects.extend(effects);
-                    outcome.verdict = Verdict::Skip { plugin: settings.name.clone() };
+                    outcome.verdict = Verdict::Skip {
+                        plugin: settings.name.clone(),
+                    };
                     return outcome;
                 }
                 StepResult::Modified(_) => {
                     outcome.effects.extend(effects);
                     if let Some(edited) = edited {
-                        // Edits keep the event an object, so it encodes again.
-                        match encode_event(&edited) {
-                            Ok(encoded) => request = encoded.request,
-                            Err(e) => tracing::error!(plugin = %settings.name, error = %e, "edited event no longer encodes"),
-                        }
                         current = Some(edited);
+                        request_is_stale = true;
                     }
                 }
                 StepResult::Forwarded | StepResult::NotSelected => outcome.effects.extend(effects),
@@ -256,7 +277,11 @@ struct PluginCall {
 }
 
 /// Calls one plugin and interprets its response against the event as it entered the plugin.
-fn call_plugin(plugin: &LoadedPlugin, request: &[u8], event: &[u8]) -> Result<PluginCall, CallError> {
+fn call_plugin(
+    plugin: &LoadedPlugin,
+    request: &[u8],
+    event: &[u8],
+) -> Result<PluginCall, CallError> {
     let output = plugin.pool.handle_event(request)?;
     let decision = interpret_response(&output.response, event)?;
     let record = output.record;

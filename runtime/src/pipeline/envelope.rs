@@ -5,7 +5,9 @@
 //! `google.protobuf.Struct` in field 5, plus type, id, time and index lifted from the keys `event`,
 //! `uid`, `time` and `ei`. `type` is always written first.
 
-use super::protobuf_writer::{FIXED64, LEN, VARINT, begin_len, end_len, put_bytes_field, put_tag, put_varint};
+use super::protobuf_writer::{
+    FIXED64, LEN, VARINT, begin_len, end_len, put_bytes_field, put_tag, put_varint,
+};
 use super::timestamp::parse_rfc3339;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::fmt;
@@ -85,7 +87,10 @@ pub fn encode_event(json: &[u8]) -> Result<EncodedEvent, InputError> {
     let mut identity = EventIdentity::default();
     let mut parser = serde_json::Deserializer::from_slice(json);
     parser
-        .deserialize_map(TopLevel { out: &mut fields, identity: &mut identity })
+        .deserialize_map(TopLevel {
+            out: &mut fields,
+            identity: &mut identity,
+        })
         .and_then(|()| parser.end())
         .map_err(|e| InputError::Malformed(e.to_string()))?;
 
@@ -161,7 +166,11 @@ fn write_entries<'de, A: MapAccess<'de>>(
 ) -> Result<(), A::Error> {
     loop {
         let entry = begin_len(out, 1);
-        let Some(slot) = map.next_key_seed(Key { out: &mut *out, top_level: identity.is_some() })? else {
+        let Some(slot) = map.next_key_seed(Key {
+            out: &mut *out,
+            top_level: identity.is_some(),
+        })?
+        else {
             out.truncate(entry - 2);
             return Ok(());
         };
@@ -174,7 +183,10 @@ fn write_entries<'de, A: MapAccess<'de>>(
             (Slot::Index, Some(id)) => Some(Captured::Number(&mut id.index)),
         };
         let value = begin_len(out, 2);
-        map.next_value_seed(Value { out: &mut *out, capture })?;
+        map.next_value_seed(Value {
+            out: &mut *out,
+            capture,
+        })?;
         end_len(out, value);
         end_len(out, entry);
     }
@@ -295,7 +307,13 @@ impl<'de> Visitor<'de> for Value<'_, '_> {
         let list = begin_len(self.out, 6);
         loop {
             let element = begin_len(self.out, 1);
-            if seq.next_element_seed(Value { out: &mut *self.out, capture: None })?.is_none() {
+            if seq
+                .next_element_seed(Value {
+                    out: &mut *self.out,
+                    capture: None,
+                })?
+                .is_none()
+            {
                 self.out.truncate(element - 2);
                 break;
             }

@@ -73,7 +73,12 @@ fn items(doc: &[u8], open: usize) -> Result<(Vec<Item>, usize), String> {
         }
         let value_start = i;
         let value_end = skip_value(doc, i)?;
-        found.push(Item { start, key_end, value_start, value_end });
+        found.push(Item {
+            start,
+            key_end,
+            value_start,
+            value_end,
+        });
         i = skip_ws(doc, value_end);
         match doc.get(i) {
             Some(b',') => i = skip_ws(doc, i + 1),
@@ -133,7 +138,9 @@ fn skip_value(doc: &[u8], start: usize) -> Result<usize, String> {
         }
         Some(_) => {
             let mut i = start;
-            while i < doc.len() && !matches!(doc[i], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
+            while i < doc.len()
+                && !matches!(doc[i], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+            {
                 i += 1;
             }
             Ok(i)
@@ -200,7 +207,10 @@ fn set_at(doc: &mut Vec<u8>, open: usize, path: &[String], value: &str) -> Resul
         }
         return match doc[item.value_start] {
             b'{' | b'[' => set_at(doc, item.value_start, &path[1..], value),
-            other => Err(format!("`{segment}` holds {}, not an object or array", kind(other))),
+            other => Err(format!(
+                "`{segment}` holds {}, not an object or array",
+                kind(other)
+            )),
         };
     }
     let inner = nested(&path[1..], value);
@@ -293,7 +303,10 @@ mod tests {
 
     #[test]
     fn set_appends_missing_keys_and_creates_objects_on_the_way() {
-        assert_eq!(apply(r#"{"a":1}"#, &[set(&["b"], "true")]), r#"{"a":1,"b":true}"#);
+        assert_eq!(
+            apply(r#"{"a":1}"#, &[set(&["b"], "true")]),
+            r#"{"a":1,"b":true}"#
+        );
         assert_eq!(apply(r#"{ }"#, &[set(&["b"], "1")]), r#"{ "b":1}"#);
         assert_eq!(
             apply(r#"{"a":{"x":1}}"#, &[set(&["a", "y", "z"], r#""v""#)]),
@@ -303,9 +316,18 @@ mod tests {
 
     #[test]
     fn set_finds_escaped_keys_and_array_elements() {
-        assert_eq!(apply(r#"{"a\"b":1}"#, &[set(&["a\"b"], "2")]), r#"{"a\"b":2}"#);
-        assert_eq!(apply(r#"{"l":[1, 2 ,3]}"#, &[set(&["l", "1"], "9")]), r#"{"l":[1, 9 ,3]}"#);
-        assert_eq!(apply(r#"{"l":[1]}"#, &[set(&["l", "1"], "2")]), r#"{"l":[1,2]}"#);
+        assert_eq!(
+            apply(r#"{"a\"b":1}"#, &[set(&["a\"b"], "2")]),
+            r#"{"a\"b":2}"#
+        );
+        assert_eq!(
+            apply(r#"{"l":[1, 2 ,3]}"#, &[set(&["l", "1"], "9")]),
+            r#"{"l":[1, 9 ,3]}"#
+        );
+        assert_eq!(
+            apply(r#"{"l":[1]}"#, &[set(&["l", "1"], "2")]),
+            r#"{"l":[1,2]}"#
+        );
         assert!(apply_edits(br#"{"l":[1]}"#, &[set(&["l", "5"], "2")]).is_err());
     }
 
@@ -317,21 +339,37 @@ mod tests {
         assert_eq!(apply(json, &[remove(&["c"])]), r#"{"a":1, "b":2}"#);
         assert_eq!(apply(r#"{"a":1}"#, &[remove(&["a"])]), r#"{}"#);
         assert_eq!(apply(json, &[remove(&["zzz"])]), json);
-        assert_eq!(apply(r#"{"a":{"b":1,"c":2}}"#, &[remove(&["a", "b"])]), r#"{"a":{"c":2}}"#);
-        assert_eq!(apply(r#"{"l":[1,2,3]}"#, &[remove(&["l", "0"])]), r#"{"l":[2,3]}"#);
-        assert_eq!(apply(r#"{"a":1,"a":2,"b":3}"#, &[remove(&["a"])]), r#"{"b":3}"#);
+        assert_eq!(
+            apply(r#"{"a":{"b":1,"c":2}}"#, &[remove(&["a", "b"])]),
+            r#"{"a":{"c":2}}"#
+        );
+        assert_eq!(
+            apply(r#"{"l":[1,2,3]}"#, &[remove(&["l", "0"])]),
+            r#"{"l":[2,3]}"#
+        );
+        assert_eq!(
+            apply(r#"{"a":1,"a":2,"b":3}"#, &[remove(&["a"])]),
+            r#"{"b":3}"#
+        );
     }
 
     #[test]
     fn bad_edits_are_named() {
         let err = apply_edits(br#"{"a":"s"}"#, &[set(&["a", "b"], "1")]).unwrap_err();
-        assert!(err.contains("edit 0") && err.contains("holds a string"), "{err}");
+        assert!(
+            err.contains("edit 0") && err.contains("holds a string"),
+            "{err}"
+        );
         let err = apply_edits(br#"{"a":1}"#, &[set(&["a"], "{oops")]).unwrap_err();
         assert!(err.contains("not valid JSON"), "{err}");
         let err = apply_edits(br#"{"a":1}"#, &[set(&[], "1")]).unwrap_err();
         assert!(err.contains("empty"), "{err}");
         let mut unknown = remove(&["a"]);
         unknown.op = 9;
-        assert!(apply_edits(br#"{"a":1}"#, &[unknown]).unwrap_err().contains("unknown op"));
+        assert!(
+            apply_edits(br#"{"a":1}"#, &[unknown])
+                .unwrap_err()
+                .contains("unknown op")
+        );
     }
 }

@@ -33,7 +33,10 @@ impl Selector {
     pub fn matches(&self, event_type: &str) -> bool {
         self.all
             || self.exact.iter().any(|e| e == event_type)
-            || self.prefixes.iter().any(|p| event_type.starts_with(p.as_str()))
+            || self
+                .prefixes
+                .iter()
+                .any(|p| event_type.starts_with(p.as_str()))
     }
 }
 

@@ -3,7 +3,13 @@
 /// Parses `2024-02-23T18:56:50.628Z` or `...+02:00` into (seconds, nanos); `None` if it is not one.
 pub fn parse_rfc3339(text: &str) -> Option<(i64, i32)> {
     let b = text.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |range: std::ops::Range<usize>| -> Option<i64> {
@@ -14,7 +20,12 @@ pub fn parse_rfc3339(text: &str) -> Option<(i64, i32)> {
     };
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return None;
     }
     let mut i = 19;
@@ -40,11 +51,16 @@ pub fn parse_rfc3339(text: &str) -> Option<(i64, i32)> {
         b'Z' | b'z' if i + 1 == b.len() => 0,
         sign @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
             let minutes = num(i + 1..i + 3)? * 60 + num(i + 4..i + 6)?;
-            if *sign == b'+' { minutes * 60 } else { -minutes * 60 }
+            if *sign == b'+' {
+                minutes * 60
+            } else {
+                -minutes * 60
+            }
         }
         _ => return None,
     };
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    let seconds =
+        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset;
     Some((seconds, nanos as i32))
 }
 
@@ -66,15 +82,35 @@ mod tests {
     #[test]
     fn parses_teleport_times() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some((0, 0)));
-        assert_eq!(parse_rfc3339("2024-02-23T18:56:50.628Z"), Some((1_708_714_610, 628_000_000)));
-        assert_eq!(parse_rfc3339("2024-02-23T20:56:50.628+02:00"), Some((1_708_714_610, 628_000_000)));
-        assert_eq!(parse_rfc3339("0001-01-01T00:00:00Z"), Some((-62_135_596_800, 0)));
-        assert_eq!(parse_rfc3339("2024-02-23T18:56:50.123456789123Z"), Some((1_708_714_610, 123_456_789)));
+        assert_eq!(
+            parse_rfc3339("2024-02-23T18:56:50.628Z"),
+            Some((1_708_714_610, 628_000_000))
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-23T20:56:50.628+02:00"),
+            Some((1_708_714_610, 628_000_000))
+        );
+        assert_eq!(
+            parse_rfc3339("0001-01-01T00:00:00Z"),
+            Some((-62_135_596_800, 0))
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-23T18:56:50.123456789123Z"),
+            Some((1_708_714_610, 123_456_789))
+        );
     }
 
     #[test]
     fn refuses_what_is_not_rfc3339() {
-        for text in ["", "yesterday", "2024-02-23", "2024-13-01T00:00:00Z", "2024-02-23T18:56:50", "2024-02-23T18:56:50.Z", "2024-02-23T18:56:50Zjunk"] {
+        for text in [
+            "",
+            "yesterday",
+            "2024-02-23",
+            "2024-13-01T00:00:00Z",
+            "2024-02-23T18:56:50",
+            "2024-02-23T18:56:50.Z",
+            "2024-02-23T18:56:50Zjunk",
+        ] {
             assert_eq!(parse_rfc3339(text), None, "{text}");
         }
     }

@@ -46,7 +46,8 @@ impl VerdictCache {
         }
         let entries = self.lock();
         let entry = entries.by_key.get(key)?;
-        (entry.body_hash == body_hash && entry.stored.elapsed() < self.ttl).then(|| entry.outcome.clone())
+        (entry.body_hash == body_hash && entry.stored.elapsed() < self.ttl)
+            .then(|| entry.outcome.clone())
     }
 
     /// Stores an outcome, evicting the oldest entries beyond capacity or age.
@@ -57,7 +58,14 @@ impl VerdictCache {
         let now = Instant::now();
         let mut entries = self.lock();
         entries.order.push_back((key.clone(), now));
-        entries.by_key.insert(key, Entry { body_hash, outcome, stored: now });
+        entries.by_key.insert(
+            key,
+            Entry {
+                body_hash,
+                outcome,
+                stored: now,
+            },
+        );
         while let Some((oldest, stored)) = entries.order.front().cloned() {
             let over = entries.order.len() > self.capacity;
             let stale = now.duration_since(stored) >= self.ttl;
@@ -66,7 +74,11 @@ impl VerdictCache {
             }
             entries.order.pop_front();
             // Only drop the entry if it is not a newer store under the same key.
-            if entries.by_key.get(&oldest).is_some_and(|e| e.stored == stored) {
+            if entries
+                .by_key
+                .get(&oldest)
+                .is_some_and(|e| e.stored == stored)
+            {
                 entries.by_key.remove(&oldest);
             }
         }

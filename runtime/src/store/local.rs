@@ -18,7 +18,10 @@ impl LocalTokenStore {
     }
 
     fn take_token_at(&self, plugin: &str, scope: &str, ttl: Duration, now: Instant) -> u32 {
-        let mut scopes = self.scopes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut scopes = self
+            .scopes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let expiries = scopes
             .entry((plugin.to_string(), scope.to_string()))
             .or_default();
@@ -28,7 +31,10 @@ impl LocalTokenStore {
     }
 
     fn release_tokens_at(&self, plugin: &str, scope: &str, now: Instant) -> u32 {
-        let mut scopes = self.scopes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut scopes = self
+            .scopes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         scopes
             .remove(&(plugin.to_string(), scope.to_string()))
             .map(|expiries| expiries.iter().filter(|expiry| **expiry > now).count())
@@ -38,7 +44,12 @@ impl LocalTokenStore {
 }
 
 impl TokenStore for LocalTokenStore {
-    fn take_token(&self, plugin: &str, scope: &str, ttl_seconds: u32) -> Result<u32, TokenStoreError> {
+    fn take_token(
+        &self,
+        plugin: &str,
+        scope: &str,
+        ttl_seconds: u32,
+    ) -> Result<u32, TokenStoreError> {
         let ttl = Duration::from_secs(u64::from(ttl_seconds));
         Ok(self.take_token_at(plugin, scope, ttl, Instant::now()))
     }
@@ -58,11 +69,21 @@ mod tests {
         let start = Instant::now();
         let ttl = Duration::from_secs(300);
         assert_eq!(store.take_token_at("count", "alice", ttl, start), 1);
-        assert_eq!(store.take_token_at("count", "alice", ttl, start + Duration::from_secs(10)), 2);
+        assert_eq!(
+            store.take_token_at("count", "alice", ttl, start + Duration::from_secs(10)),
+            2
+        );
         assert_eq!(store.take_token_at("count", "bob", ttl, start), 1);
-        assert_eq!(store.take_token_at("other-plugin", "alice", ttl, start), 1, "plugins do not share scopes");
+        assert_eq!(
+            store.take_token_at("other-plugin", "alice", ttl, start),
+            1,
+            "plugins do not share scopes"
+        );
         // Past the first two tokens' lifetime only the new one is live.
-        assert_eq!(store.take_token_at("count", "alice", ttl, start + Duration::from_secs(400)), 1);
+        assert_eq!(
+            store.take_token_at("count", "alice", ttl, start + Duration::from_secs(400)),
+            1
+        );
     }
 
     #[test]
@@ -71,8 +92,14 @@ mod tests {
         let start = Instant::now();
         store.take_token_at("p", "s", Duration::from_secs(5), start);
         store.take_token_at("p", "s", Duration::from_secs(100), start);
-        assert_eq!(store.release_tokens_at("p", "s", start + Duration::from_secs(10)), 1);
+        assert_eq!(
+            store.release_tokens_at("p", "s", start + Duration::from_secs(10)),
+            1
+        );
         assert_eq!(store.release_tokens_at("p", "s", start), 0);
-        assert_eq!(store.take_token_at("p", "s", Duration::from_secs(5), start), 1);
+        assert_eq!(
+            store.take_token_at("p", "s", Duration::from_secs(5), start),
+            1
+        );
     }
 }

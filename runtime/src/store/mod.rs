@@ -15,7 +15,12 @@ pub struct TokenStoreError(pub String);
 pub trait TokenStore: Send + Sync {
     /// Adds a token to `scope` that lives `ttl_seconds`, and returns how many live tokens the scope
     /// holds now, this one included.
-    fn take_token(&self, plugin: &str, scope: &str, ttl_seconds: u32) -> Result<u32, TokenStoreError>;
+    fn take_token(
+        &self,
+        plugin: &str,
+        scope: &str,
+        ttl_seconds: u32,
+    ) -> Result<u32, TokenStoreError>;
     /// Removes every token of `scope` and returns how many were live.
     fn release_tokens(&self, plugin: &str, scope: &str) -> Result<u32, TokenStoreError>;
 }

@@ -44,7 +44,10 @@ pub const RESPONSE_AT: u32 = 256;
 
 /// An i64 region expression for `len` bytes at `RESPONSE_AT`.
 pub fn region(len: usize) -> String {
-    format!("(i64.const {})", (u64::from(RESPONSE_AT) << 32) | len as u64)
+    format!(
+        "(i64.const {})",
+        (u64::from(RESPONSE_AT) << 32) | len as u64
+    )
 }
 
 /// A whole plugin module: the ABI exports around a handle_event `body` (params `$ptr`, `$len`,
@@ -74,7 +77,10 @@ pub fn constant_plugin(response: &pb::HandleEventResponse) -> String {
     plugin_wat(
         "",
         &region(bytes.len()),
-        &format!(r#"(data (i32.const {RESPONSE_AT}) "{}")"#, wat_bytes(&bytes)),
+        &format!(
+            r#"(data (i32.const {RESPONSE_AT}) "{}")"#,
+            wat_bytes(&bytes)
+        ),
     )
 }
 
@@ -93,12 +99,17 @@ impl Harness {
             ..EngineSettings::default()
         })
         .expect("engine starts");
-        Self { engine, dir, tokens: Arc::new(LocalTokenStore::new()) }
+        Self {
+            engine,
+            dir,
+            tokens: Arc::new(LocalTokenStore::new()),
+        }
     }
 
     /// Writes `wat` compiled to a .wasm file and returns default settings for it.
     pub fn settings(&self, name: &str, wat: &str) -> PluginSettings {
-        let wasm = wat::parse_str(wat).unwrap_or_else(|e| panic!("test WAT for {name} does not parse: {e}\n{wat}"));
+        let wasm = wat::parse_str(wat)
+            .unwrap_or_else(|e| panic!("test WAT for {name} does not parse: {e}\n{wat}"));
         let path = self.dir.0.join(format!("{name}.wasm"));
         std::fs::write(&path, wasm).expect("write module");
         PluginSettings::for_module(name, path)
@@ -109,11 +120,17 @@ impl Harness {
     }
 
     pub fn load(&self, settings: &PluginSettings) -> Arc<LoadedPlugin> {
-        Arc::new(self.try_load(settings).unwrap_or_else(|e| panic!("{} loads: {e}", settings.name)))
+        Arc::new(
+            self.try_load(settings)
+                .unwrap_or_else(|e| panic!("{} loads: {e}", settings.name)),
+        )
     }
 
     pub fn pipeline(&self, settings: &[PluginSettings]) -> Pipeline {
-        Pipeline::new(settings.iter().map(|s| self.load(s)).collect(), PipelineSettings::default())
+        Pipeline::new(
+            settings.iter().map(|s| self.load(s)).collect(),
+            PipelineSettings::default(),
+        )
     }
 }
 
@@ -135,7 +152,9 @@ pub fn session_event(uid: &str) -> Vec<u8> {
 
 /// A request to hand a pool directly.
 pub fn request_for(event: &[u8]) -> Vec<u8> {
-    eventplug::pipeline::encode_event(event).expect("test event encodes").request
+    eventplug::pipeline::encode_event(event)
+        .expect("test event encodes")
+        .request
 }
 
 /// WAT fields for a plugin that answers `if_found` when the request contains `needle`, else
@@ -196,12 +215,19 @@ pub const CONTAINS: &str = r#"
 /// A response that sets one top-level key.
 pub fn set_response(key: &str, value_json: &str) -> pb::HandleEventResponse {
     pb::HandleEventResponse {
-        edits: vec![pb::Edit { path: vec![key.into()], op: pb::EditOp::Set as i32, value_json: value_json.into() }],
+        edits: vec![pb::Edit {
+            path: vec![key.into()],
+            op: pb::EditOp::Set as i32,
+            value_json: value_json.into(),
+        }],
         ..Default::default()
     }
 }
 
 /// A response with only a verdict.
 pub fn verdict(verdict: pb::Verdict) -> pb::HandleEventResponse {
-    pb::HandleEventResponse { verdict: verdict as i32, ..Default::default() }
+    pb::HandleEventResponse {
+        verdict: verdict as i32,
+        ..Default::default()
+    }
 }

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what building and testing eventplug needs and is not already here:
+#   protoc and the protobuf well-known types (build), clang-14 + lld-14 (the C example plugin).
+# Safe to run again: it installs only what is missing. Needs root (or sudo) for apt-get.
+set -euo pipefail
+
+need=()
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/struct.proto ] || need+=(libprotobuf-dev)
+command -v clang-14 >/dev/null || need+=(clang-14)
+command -v wasm-ld-14 >/dev/null || [ -x /usr/lib/llvm-14/bin/wasm-ld ] || need+=(lld-14)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}"
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "setup: need root to install: apt-get install ${need[*]}" >&2; exit 1; }
+    sudo=sudo
+  fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+command -v cargo >/dev/null || { echo "setup: cargo is missing: install the Rust toolchain (rustc 1.95)" >&2; exit 1; }
+echo "setup: ready"
