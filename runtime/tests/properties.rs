@@ -79,7 +79,7 @@ fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| Value::from(n)),
+        any::<i64>().prop_map(Value::from),
         (-1e300f64..1e300)
             .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         "\\PC{0,20}".prop_map(Value::String),
@@ -140,11 +140,11 @@ proptest! {
     #[test]
     fn arbitrary_bytes_as_a_response_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         let event = br#"{"event":"x","a":{"b":[1,2]}}"#;
-        if let Ok(decision) = interpret_response(&bytes, event) {
-            if let Some(edited) = decision.edited {
-                let value: Value = serde_json::from_slice(&edited).expect("edited output is JSON");
-                prop_assert!(value.is_object());
-            }
+        if let Ok(decision) = interpret_response(&bytes, event)
+            && let Some(edited) = decision.edited
+        {
+            let value: Value = serde_json::from_slice(&edited).expect("edited output is JSON");
+            prop_assert!(value.is_object());
         }
     }
 
