@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing eventplug needs and is not already here:
-#   protoc and the protobuf well-known types (build), clang-14 + lld-14 (the C example plugin).
+#   protoc and the protobuf well-known types (build), clang-14 + lld-14 (the C example plugin),
+#   nginx and openssl (the fluentd stand-in with mTLS in the sidecar tests), wrk (benchmarks).
 # Safe to run again: it installs only what is missing. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
@@ -9,6 +10,9 @@ command -v protoc >/dev/null || need+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/struct.proto ] || need+=(libprotobuf-dev)
 command -v clang-14 >/dev/null || need+=(clang-14)
 command -v wasm-ld-14 >/dev/null || [ -x /usr/lib/llvm-14/bin/wasm-ld ] || need+=(lld-14)
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v openssl >/dev/null || need+=(openssl)
+command -v wrk >/dev/null || need+=(wrk)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"

@@ -7,6 +7,8 @@
 //! - [`engine`]: the wasmtime engine, the on-disk module cache, limits and the instance pool;
 //! - [`store`]: the token store behind `store_take_token` / `store_release_tokens`;
 //! - [`pipeline`]: one audit event's JSON in, a verdict out (envelope, plugin chain, edits, cache);
+//! - [`testing`]: fixtures and records for offline plugin tests (`eventplug test`);
+//! - [`serve`]: the sidecar between event-handler and fluentd (`eventplug serve`);
 //! - [`cli`]: the `eventplug` command line.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -16,5 +18,7 @@ pub mod cli;
 pub mod engine;
 pub mod pipeline;
 pub mod proto;
+pub mod serve;
 pub mod settings;
 pub mod store;
+pub mod testing;

@@ -1,6 +1,6 @@
 //! Checks a compiled module against the ABI before anything runs, naming every problem at once.
 
-use super::{HOST_MODULE, exports};
+use super::{HOST_MODULE, TEST_MODULE, exports};
 use wasmtime::{ExternType, FuncType, Module, ValType};
 
 /// The value types the ABI uses.
@@ -85,7 +85,22 @@ const IMPORTS: &[ImportSpec] = &[
     import("env", "Date.now", &[], &[F64]),
 ];
 
-/// Every host function a plugin may import.
+const TEST_IMPORTS: &[ImportSpec] = &[
+    import(TEST_MODULE, "fixture_size", &[I32], &[I32]),
+    import(TEST_MODULE, "fixture_read", &[I32, I32, I32], &[I32]),
+    import(TEST_MODULE, "handle_event", &[I32, I32], &[I32]),
+    import(TEST_MODULE, "result_size", &[], &[I32]),
+    import(TEST_MODULE, "result_read", &[I32, I32], &[I32]),
+    import(TEST_MODULE, "alerts_count", &[], &[I32]),
+    import(TEST_MODULE, "alert_size", &[I32], &[I32]),
+    import(TEST_MODULE, "alert_read", &[I32, I32, I32], &[I32]),
+    import(TEST_MODULE, "api_requests_count", &[], &[I32]),
+    import(TEST_MODULE, "api_request_kind", &[I32], &[I32]),
+    import(TEST_MODULE, "api_request_size", &[I32], &[I32]),
+    import(TEST_MODULE, "api_request_read", &[I32, I32, I32], &[I32]),
+];
+
+/// Every host function a plugin may import in production.
 pub fn known_imports() -> &'static [ImportSpec] {
     IMPORTS
 }
@@ -175,17 +190,25 @@ fn extern_kind(ty: &ExternType) -> &'static str {
 }
 
 /// Checks the module's imports and exports against the ABI. Returns every problem found, each naming
-/// the import or export and what the ABI expects; empty when the module fits.
-pub fn check_module(module: &Module) -> Vec<String> {
+/// the import or export and what the ABI expects; empty when the module fits. The test harness's
+/// imports are accepted only with `for_test` (`eventplug test`).
+pub fn check_module(module: &Module, for_test: bool) -> Vec<String> {
     let mut problems = Vec::new();
     for import in module.imports() {
         let (module_name, name) = (import.module(), import.name());
+        let test_imports = if for_test { TEST_IMPORTS } else { &[] };
         let Some(spec) = IMPORTS
             .iter()
+            .chain(test_imports)
             .find(|spec| spec.module == module_name && spec.name == name)
         else {
+            let hint = if module_name == TEST_MODULE {
+                "; it is served only by `eventplug test`: load the plugin's release build, not the test build"
+            } else {
+                " (docs/abi.md lists the host functions)"
+            };
             problems.push(format!(
-                "imports `{module_name}.{name}`, which eventplug does not provide (docs/abi.md lists the host functions)"
+                "imports `{module_name}.{name}`, which eventplug does not provide{hint}"
             ));
             continue;
         };

@@ -5,6 +5,7 @@ use super::memory::{read_assemblyscript_string, read_guest_bytes};
 use super::{HOST_MODULE, caps};
 use crate::engine::MemoryCap;
 use crate::store::TokenStore;
+use crate::testing::{FixtureSet, TestRecord, TestState};
 use prost::Message;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
@@ -19,6 +20,8 @@ pub struct PluginContext {
     pub tokens: Arc<dyn TokenStore>,
     /// Log lines one call may write.
     pub max_log_lines_per_call: u32,
+    /// Fixtures, for an instance run by `eventplug test`; `None` in production.
+    pub test_fixtures: Option<Arc<FixtureSet>>,
 }
 
 /// What one call declared besides its verdict.
@@ -39,14 +42,20 @@ pub struct InstanceState {
     pub(crate) memory_cap: MemoryCap,
     pub(crate) context: Arc<PluginContext>,
     pub(crate) record: CallRecord,
+    pub(crate) test: Option<TestState>,
 }
 
 impl InstanceState {
     pub(crate) fn new(context: Arc<PluginContext>, memory_limit: usize) -> Self {
+        let test = context.test_fixtures.clone().map(|fixtures| TestState {
+            fixtures,
+            record: TestRecord::default(),
+        });
         Self {
             memory_cap: MemoryCap::new(memory_limit),
             context,
             record: CallRecord::default(),
+            test,
         }
     }
 

@@ -9,11 +9,13 @@ mod check;
 mod effects;
 mod host;
 mod memory;
+mod test_imports;
 
 pub use check::{FuncSig, ValueKind, check_module, known_imports};
 pub use effects::{Effect, EffectKind, LogLevel, PluginLog};
 pub use host::{CallRecord, InstanceState, PluginContext, define_imports};
 pub(crate) use memory::{read_guest_bytes, unpack_region};
+pub use test_imports::{TEST_MODULE, define_test_imports};
 
 /// The ABI version this host speaks; a module's `eventplug_abi_version` must return it.
 pub const ABI_VERSION: i32 = 1;
@@ -36,6 +38,8 @@ pub mod exports {
     pub const INIT: &str = "eventplug_init";
     /// Optional `() -> ()`: run once before anything else (C and WASI reactors' constructors).
     pub const INITIALIZE: &str = "_initialize";
+    /// `() -> ()` in a test build: the plugin's tests, run by `eventplug test`.
+    pub const TEST: &str = "test";
 }
 
 /// Limits that bound what one call may ask of the host.

@@ -3,6 +3,8 @@
 mod bench;
 mod chain_file;
 mod run;
+mod serve;
+mod test;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -19,6 +21,10 @@ pub struct Cli {
 enum Command {
     /// Run plugins on events read from stdin, one JSON object per line.
     Run(run::RunArgs),
+    /// The sidecar: receive events from event-handler, run the plugin chain, forward to fluentd.
+    Serve(serve::ServeArgs),
+    /// Run a plugin's tests (its test build's `test()` export) against its fixtures.
+    Test(test::TestArgs),
     /// Measure a plugin: compile, load, instantiate, and events per second through the pipeline.
     Bench(bench::BenchArgs),
 }
@@ -29,10 +35,14 @@ pub const EXIT_LOAD_ERROR: u8 = 2;
 /// Parses the command line and runs the subcommand.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    if !matches!(cli.command, Command::Serve(_)) {
+        init_logging(false, "warn");
+    }
     let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
         Command::Run(args) => run::run(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Test(args) => test::test(args),
     };
     match result {
         Ok(code) => code,
@@ -43,11 +53,16 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs to stderr at `default_level` (or `EVENTPLUG_LOG`), as text or JSON lines.
+fn init_logging(json: bool, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("EVENTPLUG_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }

@@ -9,11 +9,12 @@ mod pool;
 pub use error::{CallError, LoadError};
 pub use limits::MemoryCap;
 pub use module_cache::{ModuleSource, module_digest};
-pub use pool::{CallOutput, InstancePool, PoolStats};
+pub use pool::{CallOutput, InstancePool, PoolStats, TestRun};
 
 use crate::abi::{self, InstanceState, PluginContext};
 use crate::settings::PluginSettings;
 use crate::store::TokenStore;
+use crate::testing::FixtureSet;
 use module_cache::ModuleCache;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub struct EngineSettings {
     pub cache_dir: Option<PathBuf>,
     /// The largest module file accepted, in bytes.
     pub max_module_bytes: u64,
+    /// Serve the test harness's imports (`eventplug test` only).
+    pub test_harness: bool,
 }
 
 impl Default for EngineSettings {
@@ -47,6 +50,7 @@ impl Default for EngineSettings {
             epoch_tick: Duration::from_millis(10),
             cache_dir: None,
             max_module_bytes: 64 << 20,
+            test_harness: false,
         }
     }
 }
@@ -144,6 +148,10 @@ impl PluginEngine {
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         abi::define_imports(&mut linker).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        if settings.test_harness {
+            abi::define_test_imports(&mut linker)
+                .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        }
         let modules = ModuleCache::new(&engine, settings.cache_dir.clone());
         let ticker = EpochTicker::start(&engine, settings.epoch_tick)?;
         Ok(Self {
@@ -167,6 +175,31 @@ impl PluginEngine {
         &self,
         settings: &PluginSettings,
         tokens: Arc<dyn TokenStore>,
+    ) -> Result<LoadedPlugin, LoadError> {
+        self.load(settings, tokens, None)
+    }
+
+    /// Loads a test build of a plugin for `eventplug test`, with `fixtures` served by the test
+    /// harness's imports. The engine must be set up with `test_harness`.
+    pub fn load_test_plugin(
+        &self,
+        settings: &PluginSettings,
+        tokens: Arc<dyn TokenStore>,
+        fixtures: Arc<FixtureSet>,
+    ) -> Result<LoadedPlugin, LoadError> {
+        if !self.settings.test_harness {
+            return Err(LoadError::Engine(
+                "this engine does not serve the test harness".into(),
+            ));
+        }
+        self.load(settings, tokens, Some(fixtures))
+    }
+
+    fn load(
+        &self,
+        settings: &PluginSettings,
+        tokens: Arc<dyn TokenStore>,
+        test_fixtures: Option<Arc<FixtureSet>>,
     ) -> Result<LoadedPlugin, LoadError> {
         let path = &settings.module;
         let settings_error = |message: String| LoadError::Settings {
@@ -214,7 +247,7 @@ impl PluginEngine {
                     path: path.clone(),
                     message,
                 })?;
-        let problems = abi::check_module(&module);
+        let problems = abi::check_module(&module, test_fixtures.is_some());
         if !problems.is_empty() {
             return Err(LoadError::Abi {
                 path: path.clone(),
@@ -232,6 +265,7 @@ impl PluginEngine {
             name: settings.name.clone(),
             tokens,
             max_log_lines_per_call: settings.limits.max_log_lines_per_call,
+            test_fixtures,
         });
         let pool = InstancePool::new(
             self.engine.clone(),

@@ -21,6 +21,17 @@ pub struct CallOutput {
     pub record: CallRecord,
 }
 
+/// The result of running a test build's `test` export.
+#[derive(Debug)]
+pub struct TestRun {
+    /// `Ok` when `test()` returned; the failure (usually a trap with the assertion's message).
+    pub outcome: Result<(), CallError>,
+    /// Log lines written during the run, including those of the events it handled.
+    pub logs: Vec<crate::abi::PluginLog>,
+    /// Log lines dropped by the per-call limit.
+    pub dropped_logs: u32,
+}
+
 /// Counters of one pool.
 #[derive(Debug, Default)]
 pub struct PoolStats {
@@ -40,6 +51,7 @@ pub struct PoolStats {
 
 /// One live instance and typed handles to its exports.
 pub(crate) struct PooledInstance {
+    instance: wasmtime::Instance,
     store: Store<InstanceState>,
     memory: Memory,
     alloc: TypedFunc<i32, i32>,
@@ -169,6 +181,31 @@ impl InstancePool {
         }
     }
 
+    /// Runs the `test` export of a test build in a fresh instance (`eventplug test`).
+    pub fn run_test(&self) -> Result<TestRun, CallError> {
+        let mut instance = self.instantiate()?;
+        let test: TypedFunc<(), ()> = instance
+            .instance
+            .get_typed_func(&mut instance.store, abi::exports::TEST)
+            .map_err(|_| {
+                CallError::Instantiate(
+                    "the module exports no `test: () -> ()`: build the test entry (e.g. assembly/test.ts to build/test.wasm)".into(),
+                )
+            })?;
+        let store = &mut instance.store;
+        store.data_mut().memory_cap.reset();
+        store.set_epoch_deadline(self.deadline_ticks);
+        let outcome = test
+            .call(&mut *store, ())
+            .map_err(|e| self.classify(store, e, "test()"));
+        let record = std::mem::take(&mut store.data_mut().record);
+        Ok(TestRun {
+            outcome,
+            logs: record.logs,
+            dropped_logs: record.dropped_logs,
+        })
+    }
+
     /// Starts one more instance (to check a module at load, and for benchmarks) and keeps it idle.
     pub(crate) fn warm_up(&self) -> Result<(), CallError> {
         let instance = self.instantiate()?;
@@ -230,6 +267,7 @@ impl InstancePool {
             )));
         }
         let mut pooled = PooledInstance {
+            instance,
             store,
             memory,
             alloc,
@@ -323,8 +361,12 @@ impl InstancePool {
         match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => CallError::Timeout(self.limits.timeout),
             Some(trap) => CallError::Trap(format!("{trap} during {during}")),
-            None if during == "instantiating" => CallError::Instantiate(format!("{error:#}")),
-            None => CallError::Trap(format!("{error:#}")),
+            // A host function's error (AssemblyScript's abort, a missing fixture): its own message,
+            // without the wasm backtrace wrapped around it.
+            None if during == "instantiating" => {
+                CallError::Instantiate(error.root_cause().to_string())
+            }
+            None => CallError::Trap(error.root_cause().to_string()),
         }
     }
 }

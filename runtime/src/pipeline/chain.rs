@@ -118,7 +118,7 @@ struct ChainPlugin {
 /// Plugins in priority order, applied to events.
 pub struct Pipeline {
     plugins: Vec<ChainPlugin>,
-    cache: VerdictCache,
+    cache: Arc<VerdictCache>,
     settings: PipelineSettings,
 }
 
@@ -129,8 +129,23 @@ fn body_hash(body: &[u8]) -> u64 {
 }
 
 impl Pipeline {
-    /// A chain of `plugins`, ordered by priority (stable for equal priorities).
+    /// A chain of `plugins`, ordered by priority (stable for equal priorities), with a verdict cache
+    /// of its own.
     pub fn new(plugins: Vec<Arc<LoadedPlugin>>, settings: PipelineSettings) -> Self {
+        let cache = Arc::new(VerdictCache::new(
+            settings.verdict_cache_entries,
+            settings.verdict_cache_ttl,
+        ));
+        Self::with_cache(plugins, settings, cache)
+    }
+
+    /// A chain sharing `cache` with others, so that a redelivery after the chain was replaced (a
+    /// reload) still replays its first outcome. The cache's own bounds apply, not `settings`'.
+    pub fn with_cache(
+        plugins: Vec<Arc<LoadedPlugin>>,
+        settings: PipelineSettings,
+        cache: Arc<VerdictCache>,
+    ) -> Self {
         let mut plugins: Vec<ChainPlugin> = plugins
             .into_iter()
             .map(|plugin| ChainPlugin {
@@ -140,7 +155,7 @@ impl Pipeline {
             .collect();
         plugins.sort_by_key(|p| p.plugin.settings.priority);
         Self {
-            cache: VerdictCache::new(settings.verdict_cache_entries, settings.verdict_cache_ttl),
+            cache,
             plugins,
             settings,
         }

@@ -2,6 +2,8 @@
 //! the `wat` crate, loaded through the real engine.
 #![allow(dead_code)]
 
+pub mod components;
+
 use eventplug::engine::{EngineSettings, LoadError, LoadedPlugin, PluginEngine};
 use eventplug::pipeline::{Pipeline, PipelineSettings};
 use eventplug::proto::v1 as pb;

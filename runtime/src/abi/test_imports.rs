@@ -1,0 +1,257 @@
+//! The test-only imports of module `eventplug_test` (docs/abi.md, "Testing plugins"), available only
+//! to an engine set up for `eventplug test`.
+
+use super::effects::EffectKind;
+use super::host::InstanceState;
+use super::memory::read_guest_bytes;
+use crate::pipeline::{StepResult, encode_event, interpret_response};
+use prost::Message;
+use wasmtime::{Caller, Extern, Linker, Memory, TypedFunc};
+
+/// The import module of the test harness.
+pub const TEST_MODULE: &str = "eventplug_test";
+
+type HostCaller<'a> = Caller<'a, InstanceState>;
+
+fn memory(caller: &mut HostCaller<'_>) -> wasmtime::Result<Memory> {
+    match caller.get_export(super::exports::MEMORY) {
+        Some(Extern::Memory(memory)) => Ok(memory),
+        _ => Err(wasmtime::Error::msg("the plugin exports no memory")),
+    }
+}
+
+/// Copies up to `len` bytes of `bytes` to `ptr`; returns how many.
+fn copy_out(
+    caller: &mut HostCaller<'_>,
+    bytes: &[u8],
+    ptr: i32,
+    len: i32,
+) -> wasmtime::Result<i32> {
+    let count = bytes.len().min(len.max(0) as usize);
+    let memory = memory(caller)?;
+    memory
+        .write(&mut *caller, ptr as u32 as usize, &bytes[..count])
+        .map_err(|_| {
+            wasmtime::Error::msg(format!(
+                "eventplug_test: {count} bytes at {ptr:#x} lie outside the plugin's memory"
+            ))
+        })?;
+    Ok(count as i32)
+}
+
+fn size_of(bytes: Option<&[u8]>) -> i32 {
+    bytes.map_or(-1, |b| i32::try_from(b.len()).unwrap_or(i32::MAX))
+}
+
+fn harness<'a>(
+    caller: &'a mut HostCaller<'_>,
+) -> wasmtime::Result<&'a mut crate::testing::TestRecord> {
+    caller
+        .data_mut()
+        .test
+        .as_mut()
+        .map(|t| &mut t.record)
+        .ok_or_else(|| {
+            wasmtime::Error::msg("eventplug_test imports are only served by `eventplug test`")
+        })
+}
+
+fn fixture(caller: &mut HostCaller<'_>, id: i32) -> wasmtime::Result<Vec<u8>> {
+    let test = caller.data().test.as_ref().ok_or_else(|| {
+        wasmtime::Error::msg("eventplug_test imports are only served by `eventplug test`")
+    })?;
+    match test.fixtures.get(id) {
+        Some(fixture) => Ok(fixture.json.clone()),
+        None => Err(wasmtime::Error::msg(format!(
+            "fixture {id} not found: the fixtures folder has {:?} (files named <id>-<name>.json)",
+            test.fixtures.ids()
+        ))),
+    }
+}
+
+/// Runs the production path on `json` with the calling instance, and records the result.
+fn handle_event(caller: &mut HostCaller<'_>, json: &[u8]) -> wasmtime::Result<i32> {
+    let Ok(encoded) = encode_event(json) else {
+        return Ok(-1);
+    };
+    let export = |caller: &mut HostCaller<'_>, name: &str| match caller.get_export(name) {
+        Some(Extern::Func(func)) => Ok(func),
+        _ => Err(wasmtime::Error::msg(format!(
+            "the plugin does not export `{name}`"
+        ))),
+    };
+    let alloc: TypedFunc<i32, i32> = export(caller, super::exports::ALLOC)?.typed(&*caller)?;
+    let handle: TypedFunc<(i32, i32), i64> =
+        export(caller, super::exports::HANDLE_EVENT)?.typed(&*caller)?;
+    let len = i32::try_from(encoded.request.len())
+        .map_err(|_| wasmtime::Error::msg("event too large"))?;
+    let ptr = alloc.call(&mut *caller, len)?;
+    let memory = memory(caller)?;
+    memory
+        .write(&mut *caller, ptr as u32 as usize, &encoded.request)
+        .map_err(|_| {
+            wasmtime::Error::msg(format!(
+                "eventplug_alloc({len}) returned {ptr:#x}, which has no room"
+            ))
+        })?;
+    let effects_before = caller.data().record.effects.len();
+    let packed = handle.call(&mut *caller, (ptr, len))?;
+    let (out_ptr, out_len) = super::memory::unpack_region(packed);
+    let response = read_guest_bytes(&memory, &*caller, out_ptr, out_len, "response")
+        .map_err(wasmtime::Error::msg)?;
+    let effects: Vec<EffectKind> = caller
+        .data_mut()
+        .record
+        .effects
+        .drain(effects_before..)
+        .map(|e| e.kind)
+        .collect();
+    let (code, result) = match interpret_response(&response, json) {
+        Ok(decision) => match decision.result {
+            StepResult::Modified(_) => (1, decision.edited.unwrap_or_default()),
+            StepResult::Skipped => (2, Vec::new()),
+            _ => (0, json.to_vec()),
+        },
+        Err(error) => (3, error.to_string().into_bytes()),
+    };
+    let record = harness(caller)?;
+    record.last_result = result;
+    if code != 3 {
+        for effect in effects {
+            match effect {
+                EffectKind::Alert(alert) => record.alerts.push(alert.encode_to_vec()),
+                EffectKind::CreateLock(lock) => record.api_requests.push((1, lock.encode_to_vec())),
+                EffectKind::DeleteLock(lock) => record.api_requests.push((2, lock.encode_to_vec())),
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// Defines the test-only imports in `linker`.
+pub fn define_test_imports(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        TEST_MODULE,
+        "fixture_size",
+        |mut caller: HostCaller<'_>, id: i32| -> wasmtime::Result<i32> {
+            Ok(size_of(Some(&fixture(&mut caller, id)?)))
+        },
+    )?;
+    linker.func_wrap(
+        TEST_MODULE,
+        "fixture_read",
+        |mut caller: HostCaller<'_>, id: i32, ptr: i32, len: i32| -> wasmtime::Result<i32> {
+            let json = fixture(&mut caller, id)?;
+            copy_out(&mut caller, &json, ptr, len)
+        },
+    )?;
+    linker.func_wrap(
+        TEST_MODULE,
+        "handle_event",
+        |mut caller: HostCaller<'_>, ptr: i32, len: i32| -> wasmtime::Result<i32> {
+            let memory = memory(&mut caller)?;
+            let json = read_guest_bytes(
+                &memory,
+                &caller,
+                ptr as u32,
+                len as u32,
+                "eventplug_test.handle_event",
+            )
+            .map_err(wasmtime::Error::msg)?;
+            handle_event(&mut caller, &json)
+        },
+    )?;
+    linker.func_wrap(
+        TEST_MODULE,
+        "result_size",
+        |mut caller: HostCaller<'_>| -> wasmtime::Result<i32> {
+            Ok(size_of(Some(&harness(&mut caller)?.last_result)))
+        },
+    )?;
+    linker.func_wrap(
+        TEST_MODULE,
+        "result_read",
+        |mut caller: HostCaller<'_>, ptr: i32, len: i32| -> wasmtime::Result<i32> {
+            let result = harness(&mut caller)?.last_result.clone();
+            copy_out(&mut caller, &result, ptr, len)
+        },
+    )?;
+    linker.func_wrap(
+        TEST_MODULE,
+        "alerts_count",
+        |mut caller: HostCaller<'_>| -> wasmtime::Result<i32> {
+            Ok(harness(&mut caller)?.alerts.len() as i32)
+        },
+    )?;
+    linker.func_wrap(
+        TEST_MODULE,
+        "alert_size",
+        |mut caller: HostCaller<'_>, index: i32| -> wasmtime::Result<i32> {
+            let record = harness(&mut caller)?;
+            Ok(size_of(
+                usize::try_from(index)
+                    .ok()
+                    .and_then(|i| record.alerts.get(i))
+                    .map(Vec::as_slice),
+            ))
+        },
+    )?;
+    linker.func_wrap(
+        TEST_MODULE,
+        "alert_read",
+        |mut caller: HostCaller<'_>, index: i32, ptr: i32, len: i32| -> wasmtime::Result<i32> {
+            let record = harness(&mut caller)?;
+            let bytes = usize::try_from(index)
+                .ok()
+                .and_then(|i| record.alerts.get(i))
+                .cloned()
+                .unwrap_or_default();
+            copy_out(&mut caller, &bytes, ptr, len)
+        },
+    )?;
+    linker.func_wrap(
+        TEST_MODULE,
+        "api_requests_count",
+        |mut caller: HostCaller<'_>| -> wasmtime::Result<i32> {
+            Ok(harness(&mut caller)?.api_requests.len() as i32)
+        },
+    )?;
+    linker.func_wrap(
+        TEST_MODULE,
+        "api_request_kind",
+        |mut caller: HostCaller<'_>, index: i32| -> wasmtime::Result<i32> {
+            let record = harness(&mut caller)?;
+            Ok(usize::try_from(index)
+                .ok()
+                .and_then(|i| record.api_requests.get(i))
+                .map_or(-1, |(kind, _)| *kind))
+        },
+    )?;
+    linker.func_wrap(
+        TEST_MODULE,
+        "api_request_size",
+        |mut caller: HostCaller<'_>, index: i32| -> wasmtime::Result<i32> {
+            let record = harness(&mut caller)?;
+            Ok(size_of(
+                usize::try_from(index)
+                    .ok()
+                    .and_then(|i| record.api_requests.get(i))
+                    .map(|(_, b)| b.as_slice()),
+            ))
+        },
+    )?;
+    linker.func_wrap(
+        TEST_MODULE,
+        "api_request_read",
+        |mut caller: HostCaller<'_>, index: i32, ptr: i32, len: i32| -> wasmtime::Result<i32> {
+            let record = harness(&mut caller)?;
+            let bytes = usize::try_from(index)
+                .ok()
+                .and_then(|i| record.api_requests.get(i))
+                .map(|(_, b)| b.clone())
+                .unwrap_or_default();
+            copy_out(&mut caller, &bytes, ptr, len)
+        },
+    )?;
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! `eventplug test`: runs a plugin's test build offline, against its fixtures, through the same
+//! pipeline code as production, with host APIs recorded instead of carried out.
+
+use crate::engine::{EngineSettings, PluginEngine};
+use crate::settings::PluginSettings;
+use crate::store::LocalTokenStore;
+use crate::testing::FixtureSet;
+use anyhow::Context;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Arguments of `eventplug test`.
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// The test build: the plugin plus its exported `test()`.
+    #[arg(short, long, default_value = "build/test.wasm", value_name = "FILE")]
+    build: PathBuf,
+    /// The fixtures folder (`<id>-<name>.json` files).
+    #[arg(short, long, default_value = "fixtures", value_name = "DIR")]
+    fixtures: PathBuf,
+    /// Configuration (JSON) handed to the plugin at init.
+    #[arg(long, value_name = "JSON")]
+    plugin_config: Option<String>,
+    /// How long `test()` may run in all.
+    #[arg(short, long, default_value = "10s", value_parser = crate::settings::parse_duration)]
+    timeout: Duration,
+}
+
+/// Exit code of a failed test.
+const EXIT_TEST_FAILED: u8 = 1;
+
+/// Runs the command.
+pub fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
+    let fixtures = FixtureSet::load(&args.fixtures).map_err(anyhow::Error::msg)?;
+    let mut settings = PluginSettings::for_module("test", &args.build);
+    settings.limits.timeout = args.timeout;
+    settings.limits.concurrency = 1;
+    settings.limits.max_log_lines_per_call = 100_000;
+    if let Some(text) = &args.plugin_config {
+        settings.config = Some(
+            serde_json::from_str(text)
+                .with_context(|| format!("--plugin-config is not valid JSON: {text}"))?,
+        );
+    }
+    let engine = PluginEngine::new(EngineSettings {
+        test_harness: true,
+        ..EngineSettings::with_default_cache()
+    })?;
+    let plugin = engine.load_test_plugin(
+        &settings,
+        Arc::new(LocalTokenStore::new()),
+        Arc::new(fixtures),
+    )?;
+    let run = plugin.pool.run_test()?;
+    for log in &run.logs {
+        println!("{:?}: {}", log.level, log.message);
+    }
+    match run.outcome {
+        Ok(()) => {
+            println!("Success!");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            println!("Failed: {}", first_line(&error.to_string()));
+            Ok(ExitCode::from(EXIT_TEST_FAILED))
+        }
+    }
+}
+
+/// The message without the wasm backtrace that follows it.
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
+}

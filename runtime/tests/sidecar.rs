@@ -1,0 +1,539 @@
+//! The sidecar end to end, with real parts: nginx with mTLS as fluentd, the `eventplug serve`
+//! process, and an event-handler emulator (Teleport's event-handler is not available here; the
+//! emulator follows its documented delivery behaviour).
+
+mod common;
+
+use common::components::{
+    Certificates, EventHandlerEmulator, Nginx, SidecarProcess, free_port, http,
+};
+use common::{CONTAINS, TempDir, branching_plugin, set_response, verdict};
+use eventplug::proto::v1 as pb;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A plugin that traps on events containing "poison", loops forever on "loopme", else forwards.
+fn failing_plugin() -> String {
+    common::plugin_wat(
+        "",
+        "(if (call $contains (local.get $ptr) (local.get $len) (i32.const 8192) (i32.const 6)) (then unreachable))
+         (if (call $contains (local.get $ptr) (local.get $len) (i32.const 8256) (i32.const 6)) (then (loop $forever (br $forever))))
+         (i64.const 0)",
+        &format!(r#"(data (i32.const 8192) "poison") (data (i32.const 8256) "loopme") {CONTAINS}"#),
+    )
+}
+
+fn annotate_plugin(value: &str) -> String {
+    branching_plugin(
+        "",
+        "access_request.create",
+        &set_response("seen-by-us", &format!("\"{value}\"")),
+        &pb::HandleEventResponse::default(),
+        "",
+    )
+}
+
+fn skip_santa_plugin() -> String {
+    branching_plugin(
+        "",
+        "secret-santa",
+        &verdict(pb::Verdict::Skip),
+        &pb::HandleEventResponse::default(),
+        "",
+    )
+}
+
+struct Setup {
+    dir: TempDir,
+    certs: Certificates,
+    nginx: Nginx,
+    port: u16,
+    config: PathBuf,
+}
+
+fn write_module(dir: &Path, name: &str, wat: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.wasm"));
+    std::fs::write(&path, wat::parse_str(wat).expect("plugin WAT parses")).expect("write module");
+    path
+}
+
+impl Setup {
+    fn new() -> Self {
+        let dir = TempDir::new("sidecar");
+        let certs = Certificates::generate(&dir.0);
+        let nginx = Nginx::start(&dir.0, &certs);
+        let port = free_port();
+        let config = dir.0.join("config.yaml");
+        Self {
+            dir,
+            certs,
+            nginx,
+            port,
+            config,
+        }
+    }
+
+    /// Writes the config (atomically, by rename, as a ConfigMap update swaps its files).
+    fn write_config(&self, plugins: &str, delivery: &str) {
+        let text = format!(
+            "apiVersion: eventplug.dev/v1alpha1\nkind: SidecarConfig\nlisten:\n  address: 127.0.0.1:{port}\n  maxBodyBytes: 64Ki\nupstream:\n  auditUrl: {audit}\n  sessionUrl: {session}\n  ca: {ca}\n  cert: {cert}\n  key: {key}\n  timeout: 2s\ndelivery:\n  reloadInterval: 100ms\n  shutdownGrace: 1s\n{delivery}plugins:\n{plugins}",
+            port = self.port,
+            audit = self.nginx.url("/test.log"),
+            session = self.nginx.url("/session"),
+            ca = self.certs.ca.display(),
+            cert = self.certs.client_cert.display(),
+            key = self.certs.client_key.display(),
+        );
+        let tmp = self.config.with_extension("tmp");
+        std::fs::write(&tmp, text).expect("write config");
+        std::fs::rename(&tmp, &self.config).expect("swap config");
+    }
+
+    fn start(&self) -> SidecarProcess {
+        let sidecar = SidecarProcess::start(&self.config, self.port, &self.dir.0.join("cache"));
+        wait_until(
+            || sidecar.get("/readyz").0 == 200,
+            "the sidecar becomes ready",
+            &sidecar,
+        );
+        sidecar
+    }
+}
+
+fn wait_until(mut condition: impl FnMut() -> bool, what: &str, sidecar: &SidecarProcess) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting until {what}; sidecar log:\n{}",
+            sidecar.logs()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn plugin_entry(name: &str, module: &Path, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    module: {}\n{extra}",
+        module.display()
+    )
+}
+
+fn login(n: usize, user: &str) -> Vec<u8> {
+    format!(r#"{{"ei":0,"event":"user.login","uid":"login-{n}","time":"2024-02-23T18:56:50.628Z","user":"{user}","success":true,"addr.remote":"1.2.3.4:{n}"}}"#).into_bytes()
+}
+
+fn access_request(n: usize) -> Vec<u8> {
+    format!(r#"{{"event":"access_request.create", "uid":"ar-{n}","user":"alice","roles":["db-admin"],"reason":"caf\u00e9 {n}"}}"#).into_bytes()
+}
+
+fn session_print(n: usize) -> Vec<u8> {
+    format!(r#"{{"ei":{n},"event":"print","sid":"s-77","time":"2024-02-23T19:00:00Z","data":"bHMgLWxh"}}"#).into_bytes()
+}
+
+/// The stream of a small cluster: logins, access requests, a skipped user, session output.
+fn mixed_events(count: usize) -> Vec<(String, Vec<u8>)> {
+    (0..count)
+        .map(|n| match n % 4 {
+            0 => ("/test.log".to_string(), login(n, "alice")),
+            1 => ("/test.log".to_string(), access_request(n)),
+            2 => ("/test.log".to_string(), login(n, "secret-santa")),
+            _ => ("/session.s-77.log".to_string(), session_print(n)),
+        })
+        .collect()
+}
+
+/// What nginx must receive for `events`: skipped ones absent, access requests annotated with
+/// `value`, the rest byte-for-byte.
+fn expected(events: &[(String, Vec<u8>)], value: &str) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter(|(_, body)| !String::from_utf8_lossy(body).contains("secret-santa"))
+        .map(|(path, body)| {
+            let text = String::from_utf8(body.clone()).expect("utf-8");
+            let text = if text.contains("access_request.create") {
+                format!(
+                    "{},\"seen-by-us\":\"{value}\"}}",
+                    text.trim_end_matches('}')
+                )
+            } else {
+                text
+            };
+            (path.clone(), text)
+        })
+        .collect()
+}
+
+/// Received bodies with repeats of the same event next to each other collapsed (a retry of an event
+/// fluentd had already accepted).
+fn without_retries(mut received: Vec<(String, String)>) -> Vec<(String, String)> {
+    received.dedup();
+    received
+}
+
+#[test]
+fn events_arrive_unchanged_modified_or_skipped_in_order_even_when_fluentd_restarts() {
+    let mut setup = Setup::new();
+    let annotate = write_module(&setup.dir.0, "annotate", &annotate_plugin("yes"));
+    let skip = write_module(&setup.dir.0, "skip", &skip_santa_plugin());
+    setup.write_config(
+        &(plugin_entry(
+            "annotate",
+            &annotate,
+            "    events: [access_request.create]\n",
+        ) + &plugin_entry("skip", &skip, "    events: [user.login]\n")),
+        "",
+    );
+    let sidecar = setup.start();
+    let events = mixed_events(120);
+    let port = setup.port;
+    let stream = events.clone();
+    let emulator = std::thread::spawn(move || {
+        let mut emulator = EventHandlerEmulator::new(port, stream);
+        emulator.pace = Duration::from_millis(5);
+        emulator.run(Duration::from_secs(60));
+        emulator
+    });
+    // Stop fluentd once some events went through, and bring it back a little later.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while setup.nginx.received().len() < 15 {
+        assert!(
+            Instant::now() < deadline,
+            "events do not reach nginx; sidecar log:\n{}",
+            sidecar.logs()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    setup.nginx.stop();
+    std::thread::sleep(Duration::from_millis(700));
+    setup.nginx.resume();
+    let emulator = emulator.join().expect("emulator finished");
+    assert!(
+        emulator.failures > 0,
+        "the outage was not noticed by event-handler"
+    );
+
+    let received = setup.nginx.received();
+    assert_eq!(without_retries(received.clone()), expected(&events, "yes"));
+    // Each plugin ran once per event it selects, however often the event was delivered.
+    let (_, metrics) = sidecar.get("/metrics");
+    assert!(metrics.contains(r#"eventplug_plugin_events_total{plugin="annotate",mode="enforce",result="modified"} 30"#), "{metrics}");
+    assert!(
+        metrics.contains(
+            r#"eventplug_plugin_events_total{plugin="skip",mode="enforce",result="skipped"} 30"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"eventplug_upstream_errors_total{reason="unreachable"}"#),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn failure_policies_hold_for_traps_and_infinite_loops() {
+    let setup = Setup::new();
+    let failing = write_module(&setup.dir.0, "failing", &failing_plugin());
+    setup.write_config(
+        &plugin_entry(
+            "open",
+            &failing,
+            "    failurePolicy: FailOpen\n    limits: {timeout: 100ms}\n",
+        ),
+        "",
+    );
+    let sidecar = setup.start();
+    let trap = br#"{"event":"x","uid":"t1","note":"poison"}"#;
+    let looping = br#"{"event":"x","uid":"t2","note":"loopme"}"#;
+    assert_eq!(sidecar.post("/test.log", trap).0, 200);
+    let started = Instant::now();
+    assert_eq!(sidecar.post("/test.log", looping).0, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a looping plugin held the event for {:?}",
+        started.elapsed()
+    );
+    let received: Vec<String> = setup
+        .nginx
+        .received()
+        .into_iter()
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(
+        received,
+        [
+            String::from_utf8_lossy(trap),
+            String::from_utf8_lossy(looping)
+        ]
+    );
+
+    setup.write_config(
+        &plugin_entry(
+            "closed",
+            &failing,
+            "    failurePolicy: FailClosed\n    limits: {timeout: 100ms}\n",
+        ),
+        "  poisonPolicy: block\n",
+    );
+    wait_until(
+        || sidecar.get("/status").1.contains("\"closed\""),
+        "the FailClosed config is applied",
+        &sidecar,
+    );
+    let (status, body) = sidecar.post("/test.log", br#"{"event":"x","uid":"t3","note":"poison"}"#);
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains("plugin closed failed (FailClosed): trapped")
+            && body.contains("attempt 1 of 3"),
+        "{body}"
+    );
+    let (status, body) = sidecar.post("/test.log", br#"{"event":"x","uid":"t4","note":"loopme"}"#);
+    assert_eq!(status, 500);
+    assert!(body.contains("timed out"), "{body}");
+    assert_eq!(setup.nginx.received().len(), 2, "nothing unfiltered left");
+}
+
+#[test]
+fn poison_events_are_quarantined_forwarded_or_blocked_after_n_attempts() {
+    let setup = Setup::new();
+    let failing = write_module(&setup.dir.0, "failing", &failing_plugin());
+    let closed = plugin_entry("closed", &failing, "    failurePolicy: FailClosed\n");
+    for (policy, expect_uri) in [
+        ("quarantine", Some("/eventplug.quarantine")),
+        ("forward", Some("/test.log")),
+        ("block", None),
+    ] {
+        setup.write_config(
+            &closed,
+            &format!("  poisonPolicy: {policy}\n  poisonAttempts: 3\n"),
+        );
+        let sidecar = setup.start();
+        let before = setup.nginx.received().len();
+        let event = format!(r#"{{"event":"x","uid":"poison-{policy}","note":"poison"}}"#);
+        let statuses: Vec<u16> = (0..4)
+            .map(|_| sidecar.post("/test.log", event.as_bytes()).0)
+            .collect();
+        let received = setup.nginx.received()[before..].to_vec();
+        match expect_uri {
+            Some(uri) => {
+                assert_eq!(statuses[..3], [500, 500, 200], "{policy}: {statuses:?}");
+                assert_eq!(
+                    received.first(),
+                    Some(&(uri.to_string(), event.clone())),
+                    "{policy}"
+                );
+            }
+            None => {
+                assert_eq!(statuses, [500, 500, 500, 500], "{policy}");
+                assert!(received.is_empty(), "{policy}: {received:?}");
+            }
+        }
+        let (_, metrics) = sidecar.get("/metrics");
+        assert!(
+            metrics.contains(&format!(
+                "eventplug_poison_events_total{{policy=\"{policy}\"}}"
+            )),
+            "{metrics}"
+        );
+        drop(sidecar);
+    }
+}
+
+#[test]
+fn reloads_under_load_lose_nothing_and_a_broken_module_keeps_the_last_good_version() {
+    let setup = Setup::new();
+    let v1 = write_module(&setup.dir.0, "v1", &annotate_plugin("v1"));
+    let v2 = write_module(&setup.dir.0, "v2", &annotate_plugin("v2"));
+    let entry =
+        |module: &Path| plugin_entry("annotate", module, "    events: [access_request.create]\n");
+    setup.write_config(&entry(&v1), "");
+    let sidecar = setup.start();
+    let events: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|n| ("/test.log".to_string(), access_request(n)))
+        .collect();
+    let port = setup.port;
+    let stream = events.clone();
+    let emulator = std::thread::spawn(move || {
+        let mut emulator = EventHandlerEmulator::new(port, stream);
+        emulator.run(Duration::from_secs(60));
+        emulator
+    });
+    for round in 0..8 {
+        std::thread::sleep(Duration::from_millis(150));
+        setup.write_config(&entry(if round % 2 == 0 { &v2 } else { &v1 }), "");
+    }
+    let emulator = emulator.join().expect("emulator finished");
+    assert_eq!(emulator.failures, 0, "a request failed during a switch");
+    let received = setup.nginx.received();
+    assert_eq!(received.len(), events.len(), "every event arrived once");
+    for ((_, body), (_, sent)) in received.iter().zip(&events) {
+        let sent = String::from_utf8_lossy(sent);
+        let base = sent.trim_end_matches('}');
+        assert!(
+            *body == format!("{base},\"seen-by-us\":\"v1\"}}")
+                || *body == format!("{base},\"seen-by-us\":\"v2\"}}"),
+            "{body}"
+        );
+    }
+    let (_, metrics) = sidecar.get("/metrics");
+    let generation: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("eventplug_config_generation "))
+        .and_then(|v| v.parse().ok())
+        .expect("generation metric");
+    assert!(generation >= 5.0, "only {generation} configs applied");
+
+    // A broken module arrives: the last good version keeps serving, and status says so.
+    setup.write_config(&entry(&v1), "");
+    wait_until(
+        || sidecar.get("/status").1.contains(&digest(&v1)),
+        "v1 runs",
+        &sidecar,
+    );
+    let broken = setup.dir.0.join("broken.wasm");
+    std::fs::write(&broken, b"\0asm\x01\0\0\0 this is not a module").expect("write broken");
+    setup.write_config(&entry(&broken), "");
+    wait_until(
+        || {
+            sidecar
+                .get("/status")
+                .1
+                .contains("not a valid WebAssembly module")
+        },
+        "the broken module is reported",
+        &sidecar,
+    );
+    let (_, status) = sidecar.get("/status");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status is JSON");
+    assert_eq!(status["ready"], true);
+    assert_eq!(status["plugins"][0]["loaded"], false);
+    assert_eq!(status["plugins"][0]["runningDigest"], digest(&v1));
+    assert_eq!(sidecar.post("/test.log", &access_request(999)).0, 200);
+    let last = setup.nginx.received().pop().expect("delivered");
+    assert!(last.1.ends_with(",\"seen-by-us\":\"v1\"}"), "{}", last.1);
+}
+
+fn digest(module: &Path) -> String {
+    eventplug::engine::module_digest(&std::fs::read(module).expect("module"))
+}
+
+#[test]
+fn bad_requests_get_clear_answers_and_operations_endpoints_work() {
+    let setup = Setup::new();
+    let failing = write_module(&setup.dir.0, "failing", &failing_plugin());
+    setup.write_config(
+        &plugin_entry("closed", &failing, "    failurePolicy: FailClosed\n"),
+        "",
+    );
+    let sidecar = setup.start();
+    let (status, body) = sidecar.post("/test.log", b"{\"event\":");
+    assert_eq!(status, 500);
+    assert!(body.contains("not valid JSON"), "{body}");
+    let (status, body) = sidecar.post("/test.log", b"[1,2,3]");
+    assert_eq!(status, 500);
+    assert!(body.contains("not an object"), "{body}");
+    let big = format!(r#"{{"event":"print","data":"{}"}}"#, "x".repeat(70_000));
+    let (status, body) = sidecar.post("/test.log", big.as_bytes());
+    assert_eq!(status, 413);
+    assert!(body.contains("listen.maxBodyBytes"), "{body}");
+    let (status, body) = sidecar.post("/elsewhere", b"{}");
+    assert_eq!(status, 404);
+    assert!(
+        body.contains("/test.log") && body.contains("/session.<session id>.log"),
+        "{body}"
+    );
+    let (status, _) = http(setup.port, "GET", "/test.log", b"").expect("answer");
+    assert_eq!(status, 405);
+    assert!(
+        setup.nginx.received().is_empty(),
+        "nothing bad was forwarded"
+    );
+
+    assert_eq!(sidecar.get("/healthz").0, 200);
+    assert_eq!(sidecar.get("/readyz").0, 200);
+    let (_, status) = sidecar.get("/status");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status is JSON");
+    assert_eq!(status["plugins"][0]["runningDigest"], digest(&failing));
+    assert!(
+        status["configHash"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("sha256:"))
+    );
+    let (_, metrics) = sidecar.get("/metrics");
+    assert!(
+        metrics.contains(r#"eventplug_events_total{result="rejected"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"eventplug_events_received_total{path="audit"}"#),
+        "{metrics}"
+    );
+    assert!(
+        !sidecar
+            .logs()
+            .contains(&std::fs::read_to_string(&setup.certs.client_key).expect("key")),
+        "the log holds a secret"
+    );
+}
+
+#[test]
+fn a_plugin_that_does_not_load_refuses_events_until_a_good_version_arrives() {
+    let setup = Setup::new();
+    let broken = setup.dir.0.join("broken.wasm");
+    std::fs::write(&broken, b"not wasm").expect("write");
+    setup.write_config(
+        &plugin_entry("redact", &broken, "    failurePolicy: FailClosed\n"),
+        "",
+    );
+    let sidecar = SidecarProcess::start(&setup.config, setup.port, &setup.dir.0.join("cache"));
+    let (status, body) = sidecar.get("/readyz");
+    assert_eq!(status, 503);
+    assert!(body.contains("redact"), "{body}");
+    assert_eq!(sidecar.post("/test.log", &login(1, "alice")).0, 503);
+    assert!(setup.nginx.received().is_empty());
+    let good = write_module(&setup.dir.0, "good", &skip_santa_plugin());
+    setup.write_config(
+        &plugin_entry("redact", &good, "    failurePolicy: FailClosed\n"),
+        "",
+    );
+    wait_until(
+        || sidecar.get("/readyz").0 == 200,
+        "the good version loads",
+        &sidecar,
+    );
+    assert_eq!(sidecar.post("/test.log", &login(1, "alice")).0, 200);
+    assert_eq!(setup.nginx.received().len(), 1);
+}
+
+#[test]
+fn sigterm_keeps_serving_through_the_grace_period_then_exits_zero() {
+    let setup = Setup::new();
+    let skip = write_module(&setup.dir.0, "skip", &skip_santa_plugin());
+    setup.write_config(&plugin_entry("skip", &skip, ""), "");
+    let mut sidecar = setup.start();
+    let port = setup.port;
+    let pid = sidecar.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        http(port, "GET", "/readyz", b"").expect("still serving").0,
+        503,
+        "not ready while draining"
+    );
+    assert_eq!(
+        http(port, "POST", "/test.log", &login(5, "alice"))
+            .expect("still serving")
+            .0,
+        200,
+        "events during the grace period are served"
+    );
+    let code = sidecar.child.wait().expect("exits").code();
+    assert_eq!(code, Some(0));
+    assert_eq!(setup.nginx.received().len(), 1);
+}
