@@ -70,6 +70,12 @@ pub struct PluginSettings {
     pub name: String,
     /// The module file (`.wasm`, or `.wat` text).
     pub module: PathBuf,
+    /// The module's expected `sha256:<hex>` digest; a file with other bytes is refused.
+    #[serde(default)]
+    pub digest: Option<String>,
+    /// A label for the module's version (an OCI tag, say), reported in status.
+    #[serde(default)]
+    pub version: Option<String>,
     /// Lower runs first; plugins with equal priority run in the order given.
     #[serde(default)]
     pub priority: i32,
@@ -96,6 +102,8 @@ impl PluginSettings {
         Self {
             name: name.into(),
             module: module.into(),
+            digest: None,
+            version: None,
             priority: 0,
             events: Vec::new(),
             mode: Mode::Enforce,

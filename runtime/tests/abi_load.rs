@@ -215,6 +215,33 @@ fn precompiled_modules_are_reused_from_the_disk_cache() {
 }
 
 #[test]
+fn a_module_whose_bytes_do_not_match_the_configured_digest_is_refused() {
+    let harness = Harness::new();
+    let mut settings = harness.settings(
+        "pinned",
+        &constant_plugin(&pb::HandleEventResponse::default()),
+    );
+    let bytes = std::fs::read(&settings.module).expect("module");
+    settings.digest = Some(
+        eventplug::engine::module_digest(&bytes)
+            .to_uppercase()
+            .replace("SHA256", "sha256"),
+    );
+    harness.load(&settings);
+    settings.digest = Some(format!("sha256:{}", "0".repeat(64)));
+    let err = harness
+        .try_load(&settings)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("not the configured sha256:000")
+            && err.contains("the file changed, or the digest is wrong"),
+        "{err}"
+    );
+}
+
+#[test]
 fn settings_beyond_the_engine_are_refused() {
     let harness = Harness::new();
     let mut settings = harness.settings(

@@ -63,7 +63,8 @@ impl Setup {
         let certs = Certificates::generate(&dir.0);
         let nginx = Nginx::start(&dir.0, &certs);
         let port = free_port();
-        let config = dir.0.join("config.yaml");
+        let config = dir.0.join("mount/config.yaml");
+        std::fs::create_dir_all(dir.0.join("mount")).expect("mount folder");
         Self {
             dir,
             certs,
@@ -73,7 +74,8 @@ impl Setup {
         }
     }
 
-    /// Writes the config (atomically, by rename, as a ConfigMap update swaps its files).
+    /// Writes the config the way a mounted ConfigMap changes: the file is a symlink into a
+    /// timestamped folder, and an update swaps the `..data` symlink to a new folder.
     fn write_config(&self, plugins: &str, delivery: &str) {
         let text = format!(
             "apiVersion: eventplug.dev/v1alpha1\nkind: SidecarConfig\nlisten:\n  address: 127.0.0.1:{port}\n  maxBodyBytes: 64Ki\nupstream:\n  auditUrl: {audit}\n  sessionUrl: {session}\n  ca: {ca}\n  cert: {cert}\n  key: {key}\n  timeout: 2s\ndelivery:\n  reloadInterval: 100ms\n  shutdownGrace: 1s\n{delivery}plugins:\n{plugins}",
@@ -84,9 +86,20 @@ impl Setup {
             cert = self.certs.client_cert.display(),
             key = self.certs.client_key.display(),
         );
-        let tmp = self.config.with_extension("tmp");
-        std::fs::write(&tmp, text).expect("write config");
-        std::fs::rename(&tmp, &self.config).expect("swap config");
+        static VERSION: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let version = format!(
+            "..v{}",
+            VERSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let mount = self.config.parent().expect("config folder");
+        std::fs::create_dir_all(mount.join(&version)).expect("version folder");
+        std::fs::write(mount.join(&version).join("config.yaml"), text).expect("write config");
+        let _ = std::fs::remove_file(mount.join("..data_tmp"));
+        std::os::unix::fs::symlink(&version, mount.join("..data_tmp")).expect("symlink");
+        std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).expect("swap ..data");
+        if std::fs::symlink_metadata(&self.config).is_err() {
+            std::os::unix::fs::symlink("..data/config.yaml", &self.config).expect("config symlink");
+        }
     }
 
     fn start(&self) -> SidecarProcess {

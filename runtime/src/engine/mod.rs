@@ -240,6 +240,18 @@ impl PluginEngine {
             path: path.clone(),
             error,
         })?;
+        if let Some(expected) = &settings.digest {
+            let found = module_digest(&bytes);
+            if !found.eq_ignore_ascii_case(expected) {
+                return Err(LoadError::Settings {
+                    plugin: settings.name.clone(),
+                    message: format!(
+                        "module {} has digest {found}, not the configured {expected}: the file changed, or the digest is wrong",
+                        path.display()
+                    ),
+                });
+            }
+        }
         let (module, digest, source) =
             self.modules
                 .get(&self.engine, &bytes)

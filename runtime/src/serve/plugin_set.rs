@@ -16,6 +16,8 @@ pub struct PluginStatus {
     pub name: String,
     /// The module file configured.
     pub module: String,
+    /// The configured version label, if any.
+    pub version: Option<String>,
     /// Digest of the version running now, if any.
     pub running_digest: Option<String>,
     /// Whether the configured version is the one running.
@@ -71,6 +73,7 @@ pub fn apply(
         let status = |running: Option<&Arc<LoadedPlugin>>, error: Option<String>| PluginStatus {
             name: settings.name.clone(),
             module: settings.module.display().to_string(),
+            version: settings.version.clone(),
             running_digest: running.map(|p| p.digest.clone()),
             loaded: error.is_none(),
             error,
