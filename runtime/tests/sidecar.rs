@@ -226,8 +226,9 @@ fn events_arrive_unchanged_modified_or_skipped_in_order_even_when_fluentd_restar
         "the outage was not noticed by event-handler"
     );
 
-    let received = setup.nginx.received();
-    assert_eq!(without_retries(received.clone()), expected(&events, "yes"));
+    let expected = expected(&events, "yes");
+    let received = setup.nginx.wait_received(expected.len());
+    assert_eq!(without_retries(received.clone()), expected);
     // Each plugin ran once per event it selects, however often the event was delivered.
     let (_, metrics) = sidecar.get("/metrics");
     assert!(metrics.contains(r#"eventplug_plugin_events_total{plugin="annotate",mode="enforce",result="modified"} 30"#), "{metrics}");
@@ -268,7 +269,7 @@ fn failure_policies_hold_for_traps_and_infinite_loops() {
     );
     let received: Vec<String> = setup
         .nginx
-        .received()
+        .wait_received(2)
         .into_iter()
         .map(|(_, body)| body)
         .collect();
@@ -303,6 +304,7 @@ fn failure_policies_hold_for_traps_and_infinite_loops() {
     let (status, body) = sidecar.post("/test.log", br#"{"event":"x","uid":"t4","note":"loopme"}"#);
     assert_eq!(status, 500);
     assert!(body.contains("timed out"), "{body}");
+    std::thread::sleep(Duration::from_millis(100));
     assert_eq!(setup.nginx.received().len(), 2, "nothing unfiltered left");
 }
 
@@ -326,7 +328,8 @@ fn poison_events_are_quarantined_forwarded_or_blocked_after_n_attempts() {
         let statuses: Vec<u16> = (0..4)
             .map(|_| sidecar.post("/test.log", event.as_bytes()).0)
             .collect();
-        let received = setup.nginx.received()[before..].to_vec();
+        let wanted = before + usize::from(expect_uri.is_some());
+        let received = setup.nginx.wait_received(wanted)[before..].to_vec();
         match expect_uri {
             Some(uri) => {
                 assert_eq!(statuses[..3], [500, 500, 200], "{policy}: {statuses:?}");
@@ -377,7 +380,7 @@ fn reloads_under_load_lose_nothing_and_a_broken_module_keeps_the_last_good_versi
     }
     let emulator = emulator.join().expect("emulator finished");
     assert_eq!(emulator.failures, 0, "a request failed during a switch");
-    let received = setup.nginx.received();
+    let received = setup.nginx.wait_received(events.len());
     assert_eq!(received.len(), events.len(), "every event arrived once");
     for ((_, body), (_, sent)) in received.iter().zip(&events) {
         let sent = String::from_utf8_lossy(sent);
@@ -421,8 +424,13 @@ fn reloads_under_load_lose_nothing_and_a_broken_module_keeps_the_last_good_versi
     assert_eq!(status["ready"], true);
     assert_eq!(status["plugins"][0]["loaded"], false);
     assert_eq!(status["plugins"][0]["runningDigest"], digest(&v1));
+    let before = setup.nginx.received().len();
     assert_eq!(sidecar.post("/test.log", &access_request(999)).0, 200);
-    let last = setup.nginx.received().pop().expect("delivered");
+    let last = setup
+        .nginx
+        .wait_received(before + 1)
+        .pop()
+        .expect("delivered");
     assert!(last.1.ends_with(",\"seen-by-us\":\"v1\"}"), "{}", last.1);
 }
 
@@ -515,7 +523,7 @@ fn a_plugin_that_does_not_load_refuses_events_until_a_good_version_arrives() {
         &sidecar,
     );
     assert_eq!(sidecar.post("/test.log", &login(1, "alice")).0, 200);
-    assert_eq!(setup.nginx.received().len(), 1);
+    assert_eq!(setup.nginx.wait_received(1).len(), 1);
 }
 
 #[test]
@@ -548,5 +556,5 @@ fn sigterm_keeps_serving_through_the_grace_period_then_exits_zero() {
     );
     let code = sidecar.child.wait().expect("exits").code();
     assert_eq!(code, Some(0));
-    assert_eq!(setup.nginx.received().len(), 1);
+    assert_eq!(setup.nginx.wait_received(1).len(), 1);
 }

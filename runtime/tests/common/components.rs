@@ -220,6 +220,19 @@ http {{
             .collect()
     }
 
+    /// What was received, once at least `count` requests are in the log (nginx writes its log line
+    /// just after answering, so a reader can be a moment ahead of it).
+    pub fn wait_received(&self, count: usize) -> Vec<(String, String)> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let received = self.received();
+            if received.len() >= count || Instant::now() > deadline {
+                return received;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.port)
     }
