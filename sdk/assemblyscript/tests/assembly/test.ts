@@ -1,0 +1,195 @@
+// The SDK's tests, run by `eventplug test --build build/test.wasm --fixtures tests/fixtures` with the
+// configuration {"label": "sdk-test"} (see package.json).
+
+export * from "./plugin";
+
+import { JsonKind, jsonString, parseJson, Severity } from "../../assembly/index";
+import { JsonParser } from "../../assembly/json";
+import {
+  ApiRequestKind,
+  assertEqual,
+  assertOutcome,
+  assertTrue,
+  getAlerts,
+  getAPIRequests,
+  getFixture,
+  handleEvent,
+  Outcome,
+} from "../../assembly/testing";
+
+/** The event JSON with `"sdk_check": check` added as its first key. */
+function withCheck(json: string, check: string): string {
+  const open = json.indexOf("{");
+  return '{"sdk_check":' + jsonString(check) + "," + json.substring(open + 1);
+}
+
+function jsonTextAndValues(): void {
+  assertEqual(jsonString("plain"), '"plain"', "a plain string is only quoted");
+  assertEqual(jsonString('a"b\\c\nd\re\tf\u0001g'), '"a\\"b\\\\c\\nd\\re\\tf\\u0001g"', "escapes");
+  assertEqual(jsonString("é😀"), '"é😀"', "non-ASCII text stays as it is");
+  assertEqual(jsonString("lone \ud800 surrogate"), '"lone \\ufffd surrogate"', "a lone surrogate becomes U+FFFD");
+
+  const value = parseJson('{"addr.remote": "1.2.3.4:5", "n": -1.5e2, "t": true, "f": false, "z": null,' +
+    ' "list": ["x", 2, "y"], "nested": {"a": {"b": "deep"}}, "esc": "\\u00e9\\ud83d\\ude00\\n"}');
+  assertEqual(value.kind, JsonKind.Object, "an object parses as an object");
+  assertEqual(value.length, 8, "members of the object");
+  assertEqual(value.get("addr.remote")!.asString(), "1.2.3.4:5", "a key with a dot is one key");
+  assertTrue(value.get("addr") === null, "no path splitting on dots");
+  assertEqual(value.get("n")!.asNumber(), -150.0, "numbers");
+  assertEqual(value.get("t")!.asBool(), true, "true");
+  assertEqual(value.get("f")!.kind, JsonKind.Bool, "false is a boolean, not absent");
+  assertEqual(value.get("f")!.asBool(true), false, "false");
+  assertTrue(value.get("z")!.isNull, "null");
+  assertEqual(value.get("list")!.length, 3, "array length");
+  assertEqual(value.get("list")!.at(1)!.asNumber(), 2.0, "array element");
+  assertTrue(value.get("list")!.at(3) === null, "past the end of an array");
+  assertEqual(value.get("list")!.asStringArray().join(","), "x,y", "string elements of an array");
+  assertEqual(value.getAt(["nested", "a", "b"])!.asString(), "deep", "a path into nested objects");
+  assertEqual(value.getAt(["list", "2"])!.asString(), "y", "a path segment of digits indexes an array");
+  assertEqual(value.get("esc")!.asString(), "é😀\n", "escapes in parsed strings");
+  assertTrue(value.get("esc")!.equalsString("é😀\n"), "comparing a string without decoding it");
+  assertEqual(value.keys().join(","), "addr.remote,n,t,f,z,list,nested,esc", "keys in order");
+  assertEqual(value.get("n")!.asString("fallback"), "fallback", "a fallback for the wrong kind");
+  assertEqual(
+    value.toJson(),
+    '{"addr.remote":"1.2.3.4:5","n":-150,"t":true,"f":false,"z":null,"list":["x",2,"y"],"nested":{"a":{"b":"deep"}},"esc":"é😀\\n"}',
+    "compact JSON text",
+  );
+
+  const parser = new JsonParser();
+  assertTrue(parser.parse(String.UTF8.encode('{"a": [1, 2')) === null, "truncated JSON is refused");
+  assertEqual(parser.error, "invalid JSON at byte 11: unexpected end of text", "the parser says where and why");
+  assertTrue(parser.parse(String.UTF8.encode('{"a": 1} x')) === null, "text after the value is refused");
+  assertTrue(parser.parse(String.UTF8.encode("[01]")) === null, "a leading zero is refused");
+}
+
+function forwardsUnchanged(): void {
+  const fixture = getFixture(1);
+  const result = handleEvent(fixture);
+  assertOutcome(result, Outcome.Forwarded, "an event the plugin does not touch");
+  assertEqual(result.output.trimEnd(), fixture.trimEnd(), "forwarded byte for byte");
+}
+
+function typedViews(): void {
+  const login = handleEvent(withCheck(getFixture(1), "typed"));
+  assertOutcome(login, Outcome.Modified, "typed reads written back");
+  const event = login.event!;
+  assertEqual(event.get("read_user")!.asString(), "alice", "UserLogin.user");
+  assertEqual(event.get("read_success")!.asBool(), true, "UserLogin.success");
+  assertEqual(event.get("read_user_kind")!.asNumber(), 1.0, "UserLogin.userKind");
+  assertEqual(event.get("read_addr_remote")!.asString(), "203.0.113.10:51234", "UserLogin.addrRemote");
+  assertEqual(event.get("read_user_roles")!.asStringArray().join(","), "access,editor", "UserLogin.userRoles");
+  assertEqual(event.get("read_mfa_type")!.asString(), "TOTP", "UserLogin.mfaDevice");
+  assertEqual(event.get("user")!.asString(), "renamed", "a typed setter edits the event");
+
+  const session = handleEvent(withCheck(getFixture(2), "typed"));
+  assertOutcome(session, Outcome.Modified, "typed session reads written back");
+  assertEqual(session.event!.get("read_server_hostname")!.asString(), "ip-10-1-2-3", "SessionStart.serverHostname");
+  assertEqual(session.event!.get("read_size")!.asString(), "80:24", "SessionStart.size");
+}
+
+function edits(): void {
+  const result = handleEvent(withCheck(getFixture(1), "write"));
+  assertOutcome(result, Outcome.Modified, "every kind of edit");
+  const event = result.event!;
+  assertEqual(
+    event.get("text")!.asString(),
+    'quote " backslash \\ newline \n tab \t control \u0001 accent é emoji 😀',
+    "a string that needs escaping arrives intact",
+  );
+  assertTrue(result.output.includes('"integer":42,'), "whole numbers are written without a fraction");
+  assertEqual(event.get("fraction")!.asNumber(), -0.25, "fractions");
+  assertEqual(event.get("flag")!.kind, JsonKind.Bool, "setBool writes a boolean");
+  assertEqual(event.get("flag")!.asBool(true), false, "setBool(false)");
+  assertTrue(event.get("nothing")!.isNull, "setNull");
+  assertEqual(event.get("list")!.asStringArray().join("|"), 'a|b"c', "setStringArray");
+  assertEqual(event.getAt(["object", "k", "2", "deep"])!.asBool(), true, "setJson with nested JSON");
+  assertEqual(event.getAt(["mfa_device", "mfa_device_name"])!.asString(), "renamed-device", "setJsonAt into an object");
+  assertEqual(event.getAt(["mfa_device", "mfa_device_type"])!.asString(), "TOTP", "siblings of an edit stay");
+  assertEqual(event.get("user_roles")!.asStringArray().join(","), "access,editor,appended-role", "setJsonAt appends at the array's length");
+  assertEqual(event.getAt(["created", "inner", "leaf"])!.asNumber(), 1.0, "setJsonAt creates missing objects");
+  assertTrue(!event.has("user_agent"), "remove");
+  assertTrue(event.get("user_traits")!.get("logins") === null, "removeAt");
+  assertEqual(event.get("user_traits")!.get("db_users")!.asStringArray().join(","), "alice", "removeAt leaves siblings");
+  assertEqual(event.get("addr.remote")!.asString(), "redacted", "a key with a dot is edited as one key");
+}
+
+function verdicts(): void {
+  assertOutcome(handleEvent(withCheck(getFixture(1), "skip")), Outcome.Skipped, "skip()");
+  const failed = handleEvent(withCheck(getFixture(1), "fail"));
+  assertOutcome(failed, Outcome.Failed, "error()");
+  assertTrue(failed.output.includes("failed as the event asks"), "the error message reaches the host: " + failed.output);
+}
+
+function effects(): void {
+  const alertsBefore = getAlerts().length;
+  const requestsBefore = getAPIRequests().length;
+  const result = handleEvent(withCheck(getFixture(1), "effects"));
+  assertOutcome(result, Outcome.Modified, "effects check");
+  assertEqual(result.event!.get("tokens")!.asStringArray().join(","), "1,2,2,1", "takeToken counts, releaseTokens empties");
+
+  const alerts = getAlerts();
+  assertEqual(alerts.length, alertsBefore + 1, "one alert declared");
+  const declared = alerts[alerts.length - 1];
+  assertEqual(declared.message, "effects check", "alert message");
+  assertEqual(declared.severity, Severity.CRITICAL, "alert severity");
+  assertEqual(declared.includeEvent, true, "alert includes the event");
+  assertEqual(declared.metadata.get("user"), "alice", "alert metadata");
+
+  const requests = getAPIRequests();
+  assertEqual(requests.length, requestsBefore + 2, "a lock created and one deleted");
+  const create = requests[requests.length - 2];
+  assertEqual(create.kind, ApiRequestKind.CreateLock, "first request");
+  const lock = create.createLock!;
+  assertEqual(lock.target!.user, "alice", "lock target user");
+  assertEqual(lock.target!.login, "root", "lock target login");
+  assertEqual(lock.message, "locked by the SDK check", "lock message");
+  assertEqual(lock.ttlSeconds, <i64>600, "lock TTL");
+  const remove = requests[requests.length - 1];
+  assertEqual(remove.kind, ApiRequestKind.DeleteLock, "second request");
+  assertEqual(remove.deleteLock!.name, "sdk-check-lock", "deleted lock name");
+}
+
+function genericAccess(): void {
+  const result = handleEvent(withCheck(getFixture(1), "generic"));
+  assertOutcome(result, Outcome.Modified, "generic reads written back");
+  const event = result.event!;
+  assertEqual(event.get("read_type")!.asString(), "user.login", "Event.type");
+  assertEqual(event.get("read_label")!.asString(), "sdk-test", "the config reached init");
+  assertEqual(event.get("read_has_addr")!.asBool(), true, "has() a key with a dot");
+  assertEqual(event.get("read_has_absent")!.asBool(true), false, "has() an absent key");
+  assertEqual(event.get("read_addr_remote")!.asString(), "203.0.113.10:51234", "getString");
+  assertEqual(event.get("read_ei")!.asNumber(), 0.0, "getNumber");
+  assertEqual(event.get("read_success")!.asBool(), true, "getBool");
+  assertEqual(event.get("read_nested")!.asString(), "TOTP", "getAt into an object");
+  assertEqual(event.get("read_array_item")!.asString(), "editor", "getAt into an array");
+  assertEqual(event.get("read_keys")!.asStringArray().join(","), "sdk_check,ei,event", "keys()");
+  assertEqual(event.getAt(["read_traits", "db_users", "0"])!.asString(), "alice", "toJson of a nested value");
+  assertEqual(event.get("read_byte_length_positive")!.asNumber(), 1.0, "Event.byteLength");
+
+  const custom = handleEvent('{"sdk_check":"generic","event":"custom.unknown","time":"2024-02-23T18:56:50Z","ei":7}');
+  assertOutcome(custom, Outcome.Modified, "an event type the SDK does not know");
+  assertEqual(custom.event!.get("read_type")!.asString(), "custom.unknown", "its type");
+  assertEqual(custom.event!.get("read_ei")!.asNumber(), 7.0, "its fields");
+}
+
+function prototypeFixture(): void {
+  const event = parseJson(getFixture(3));
+  assertEqual(event.get("event")!.asString(), "user.login", "the prototype's Metadata.Type");
+  assertEqual(event.get("ei")!.asNumber(), 1.0, "Metadata.Index");
+  assertEqual(event.get("user")!.asString(), "foo", "the User block is flattened");
+  assertEqual(event.get("success")!.asBool(true), false, "the Status block is flattened");
+  assertEqual(event.get("addr.remote")!.asString(), "192.168.0.1:51234", "ConnectionMetadata.RemoteAddr");
+  assertEqual(event.get("method")!.asString(), "local", "an event field");
+}
+
+export function test(): void {
+  jsonTextAndValues();
+  forwardsUnchanged();
+  typedViews();
+  edits();
+  verdicts();
+  effects();
+  genericAccess();
+  prototypeFixture();
+}
