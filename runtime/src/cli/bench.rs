@@ -6,6 +6,7 @@ use crate::engine::{EngineSettings, PluginEngine};
 use crate::pipeline::{Pipeline, PipelineSettings, Verdict, encode_event};
 use crate::store::LocalTokenStore;
 use anyhow::{Context, bail};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -37,6 +38,7 @@ fn rate(count: u64, elapsed: Duration) -> f64 {
 
 /// Runs the command.
 pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
     let text = match &args.events {
         Some(file) => std::fs::read_to_string(file)
             .with_context(|| format!("cannot read {}", file.display()))?,
@@ -64,44 +66,48 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let tokens = Arc::new(LocalTokenStore::new());
 
-    println!("plugin: {}", args.plugin.display());
+    writeln!(out, "plugin: {}", args.plugin.display())?;
     let started = Instant::now();
     let cold =
         PluginEngine::new(engine_settings.clone())?.load_plugin(&settings, tokens.clone())?;
-    println!(
+    writeln!(
+        out,
         "load, compiling:                 {:>10.2} ms",
         started.elapsed().as_secs_f64() * 1e3
-    );
+    )?;
     drop(cold);
 
     let engine = PluginEngine::new(engine_settings)?;
     let started = Instant::now();
     let plugin = engine.load_plugin(&settings, tokens)?;
     let load = started.elapsed();
-    println!(
+    writeln!(
+        out,
         "load, precompiled from disk:     {:>10.3} ms  (includes the first instance; source: {:?})",
         load.as_secs_f64() * 1e3,
         plugin.source
-    );
+    )?;
 
     let rounds = 2000u32;
     let started = Instant::now();
     for _ in 0..rounds {
         drop(plugin.pool.instantiate()?);
     }
-    println!(
+    writeln!(
+        out,
         "fresh instance (incl. init):     {:>10.2} µs",
         started.elapsed().as_secs_f64() * 1e6 / f64::from(rounds)
-    );
+    )?;
 
     let mean_size = events.iter().map(Vec::len).sum::<usize>() / events.len();
     let (encoded, elapsed) = run_for(args.duration / 3, &events, |event| {
         encode_event(event).map(|_| ()).map_err(anyhow::Error::from)
     })?;
-    println!(
+    writeln!(
+        out,
         "JSON -> envelope only:           {:>10.0} events/s  (mean event {mean_size} bytes)",
         rate(encoded, elapsed)
-    );
+    )?;
 
     let pipeline = Pipeline::new(
         vec![Arc::new(plugin)],
@@ -121,11 +127,12 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(())
     })?;
-    println!(
+    writeln!(
+        out,
         "pipeline, one thread:            {:>10.0} events/s  ({:.2} µs/event; {count} events: {modified} modified, {skipped} skipped)",
         rate(count, elapsed),
         elapsed.as_secs_f64() * 1e6 / count as f64
-    );
+    )?;
     let _ = std::fs::remove_dir_all(cache);
     Ok(ExitCode::SUCCESS)
 }

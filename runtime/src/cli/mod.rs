@@ -2,6 +2,8 @@
 
 mod bench;
 mod chain_file;
+mod fixtures;
+mod new;
 mod run;
 mod serve;
 mod test;
@@ -19,6 +21,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create a plugin project from an example, with the SDK, and install its tools.
+    New(new::NewArgs),
+    /// List fixture templates, or make a fixture file from one.
+    Fixtures(fixtures::FixturesArgs),
     /// Run plugins on events read from stdin, one JSON object per line.
     Run(run::RunArgs),
     /// The sidecar: receive events from event-handler, run the plugin chain, forward to fluentd.
@@ -43,9 +49,19 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Bench(args) => bench::bench(args),
         Command::Test(args) => test::test(args),
+        Command::New(args) => new::new(args),
+        Command::Fixtures(args) => fixtures::fixtures(args),
     };
     match result {
         Ok(code) => code,
+        // A reader that went away (`eventplug … | head`) is not an error of ours.
+        Err(error)
+            if error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("eventplug: {error:#}");
             ExitCode::from(EXIT_LOAD_ERROR)

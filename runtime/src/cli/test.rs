@@ -6,6 +6,7 @@ use crate::settings::PluginSettings;
 use crate::store::LocalTokenStore;
 use crate::testing::FixtureSet;
 use anyhow::Context;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ const EXIT_TEST_FAILED: u8 = 1;
 
 /// Runs the command.
 pub fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
     let fixtures = FixtureSet::load(&args.fixtures).map_err(anyhow::Error::msg)?;
     let mut settings = PluginSettings::for_module("test", &args.build);
     settings.limits.timeout = args.timeout;
@@ -55,15 +57,15 @@ pub fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     )?;
     let run = plugin.pool.run_test()?;
     for log in &run.logs {
-        println!("{:?}: {}", log.level, log.message);
+        writeln!(out, "{:?}: {}", log.level, log.message)?;
     }
     match run.outcome {
         Ok(()) => {
-            println!("Success!");
+            writeln!(out, "Success!")?;
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {
-            println!("Failed: {}", first_line(&error.to_string()));
+            writeln!(out, "Failed: {}", first_line(&error.to_string()))?;
             Ok(ExitCode::from(EXIT_TEST_FAILED))
         }
     }

@@ -32,12 +32,10 @@ impl EventIdentity {
     /// and session id together.
     pub fn key(&self) -> String {
         if self.uid.is_empty() {
+            let index = self.index.map(|i| i.to_string()).unwrap_or_default();
             format!(
-                "tie:{}|{}|{}|{}",
-                self.event_type,
-                self.time,
-                self.index.unwrap_or(f64::NAN),
-                self.session_id
+                "tie:{}|{}|{index}|{}",
+                self.event_type, self.time, self.session_id
             )
         } else {
             format!("uid:{}", self.uid)

@@ -15,5 +15,5 @@ pub use envelope::{EncodedEvent, EventIdentity, InputError, encode_event};
 pub use json_edit::apply_edits;
 pub use response::{Decision, interpret_response};
 pub use selector::Selector;
-pub use timestamp::parse_rfc3339;
+pub use timestamp::{format_rfc3339, parse_rfc3339};
 pub use verdict_cache::VerdictCache;

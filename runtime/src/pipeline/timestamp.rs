@@ -64,6 +64,39 @@ pub fn parse_rfc3339(text: &str) -> Option<(i64, i32)> {
     Some((seconds, nanos as i32))
 }
 
+/// Formats seconds and milliseconds since the Unix epoch as Teleport writes times:
+/// `2024-02-23T18:56:50.628Z`.
+pub fn format_rfc3339(seconds: i64, millis: u32) -> String {
+    let days = seconds.div_euclid(86_400);
+    let second_of_day = seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        second_of_day / 3600,
+        second_of_day % 3600 / 60,
+        second_of_day % 60
+    )
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let year = if month <= 2 { year - 1 } else { year };
@@ -77,7 +110,7 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_rfc3339;
+    use super::{format_rfc3339, parse_rfc3339};
 
     #[test]
     fn parses_teleport_times() {
@@ -98,6 +131,19 @@ mod tests {
             parse_rfc3339("2024-02-23T18:56:50.123456789123Z"),
             Some((1_708_714_610, 123_456_789))
         );
+    }
+
+    #[test]
+    fn formatting_is_the_inverse_of_parsing() {
+        assert_eq!(
+            format_rfc3339(1_708_714_610, 628),
+            "2024-02-23T18:56:50.628Z"
+        );
+        assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
+        for seconds in [-62_135_596_800, 951_782_400, 4_102_444_799, 1_709_164_800] {
+            let text = format_rfc3339(seconds, 5);
+            assert_eq!(parse_rfc3339(&text), Some((seconds, 5_000_000)), "{text}");
+        }
     }
 
     #[test]
