@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing eventplug needs and is not already here:
 #   protoc and the protobuf well-known types (build), clang-14 + lld-14 (the C example plugin),
-#   nginx and openssl (the fluentd stand-in with mTLS in the sidecar tests), wrk (benchmarks).
+#   nginx and openssl (the fluentd stand-in with mTLS in the sidecar tests), wrk (benchmarks),
+#   node and npm (the AssemblyScript SDK; Node.js 20 or newer, which this machine kind ships).
 # Safe to run again: it installs only what is missing. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
@@ -13,6 +14,8 @@ command -v wasm-ld-14 >/dev/null || [ -x /usr/lib/llvm-14/bin/wasm-ld ] || need+
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v openssl >/dev/null || need+=(openssl)
 command -v wrk >/dev/null || need+=(wrk)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
