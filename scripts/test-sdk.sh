@@ -35,7 +35,7 @@ npm_ci() {
 echo "== sdk/assemblyscript: npm ci"
 npm_ci sdk/assemblyscript
 
-if [ -d ../shared/reference ] && command -v protoc >/dev/null && [ -d .git ]; then
+if [ -d ../shared/reference ] && command -v protoc >/dev/null && git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
   echo "== sdk/assemblyscript: generated files are up to date"
   (cd sdk/assemblyscript && npm run --silent generate >/dev/null) || fail "npm run generate failed in sdk/assemblyscript"
   generated=(sdk/assemblyscript/assembly/generated sdk/fixture-templates.json sdk/prototype-fields.json)

@@ -40,7 +40,7 @@ function writeOutput(path, text) {
 
 /** Doc comment text: one line, no comment terminators. */
 function doc(text) {
-  return text.replace(/\*\//g, "*\u2215").replace(/\s+/g, " ").trim();
+  return text.replace(/\*\//g, "* /").replace(/\s+/g, " ").trim();
 }
 
 /** `user.login` → `userLogin`, `addr.remote` → `addrRemote`, `exitCode` stays. */
