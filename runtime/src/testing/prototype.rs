@@ -1,101 +1,111 @@
 //! Converts fixtures in the 2022 prototype's wrapper format — `{name, type, description, data}` with
 //! `data` the typed event as protobuf JSON with Go field names — to flat event JSON as
-//! event-handler posts it: embedded metadata blocks are lifted to the top level and Go field names
-//! become Teleport's JSON keys.
+//! event-handler posts it, with the table generated into `sdk/prototype-fields.json` (its `about`
+//! says how the table reads).
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
 
-/// Go field names whose JSON key is not simply their snake_case form.
-const KEYS: &[(&str, &str)] = &[
-    ("Index", "ei"),
-    ("Type", "event"),
-    ("ID", "uid"),
-    ("ClusterName", "cluster_name"),
-    ("AWSRoleARN", "aws_role_arn"),
-    ("GCPServiceAccount", "gcp_service_account"),
-    ("LocalAddr", "addr.local"),
-    ("RemoteAddr", "addr.remote"),
-    ("Protocol", "proto"),
-    ("SessionID", "sid"),
-    ("WithMFA", "with_mfa"),
-    ("ServerNamespace", "namespace"),
-    ("ServerID", "server_id"),
-    ("ServerHostname", "server_hostname"),
-    ("ServerAddr", "server_addr"),
-    ("ServerLabels", "server_labels"),
-    ("UserMessage", "message"),
-    ("MFADevice", "mfa_device"),
-    ("MFADeviceName", "mfa_device_name"),
-    ("MFADeviceUUID", "mfa_device_uuid"),
-    ("MFADeviceType", "mfa_device_type"),
-    ("UserAgent", "user_agent"),
-    ("ExitCode", "exitCode"),
-];
+const TABLE: &str = include_str!("../../../sdk/prototype-fields.json");
 
-/// Embedded blocks whose fields sit at the top level of the flat JSON.
-fn is_embedded(name: &str) -> bool {
-    name.ends_with("Metadata") || name == "Status"
+/// The conversion of one event type.
+#[derive(Debug, Deserialize)]
+struct EventTable {
+    /// The typed event's message name (`UserLogin`), under which `data` may wrap the event.
+    message: String,
+    /// Flat keys whose values are JSON numbers (protobuf JSON writes 64-bit integers as strings).
+    #[serde(default)]
+    numbers: BTreeSet<String>,
+    /// Go field path → flat key; `""` for an embedded block whose members are lifted.
+    fields: BTreeMap<String, String>,
 }
 
-/// `ClusterName` → `cluster_name`; runs of capitals stay one word (`AWSRole` → `aws_role`).
-fn snake_case(name: &str) -> String {
-    let chars: Vec<char> = name.chars().collect();
-    let mut out = String::new();
-    for (i, c) in chars.iter().enumerate() {
-        if c.is_uppercase() {
-            let previous_lower =
-                i > 0 && (chars[i - 1].is_lowercase() || chars[i - 1].is_ascii_digit());
-            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
-            if i > 0 && (previous_lower || (next_lower && chars[i - 1].is_uppercase())) {
-                out.push('_');
-            }
-            out.extend(c.to_lowercase());
-        } else {
-            out.push(*c);
-        }
-    }
-    out
+#[derive(Debug, Deserialize)]
+struct Table {
+    events: BTreeMap<String, EventTable>,
 }
 
-fn key(name: &str) -> String {
-    KEYS.iter()
-        .find(|(go, _)| *go == name)
-        .map_or_else(|| snake_case(name), |(_, json)| (*json).to_string())
+fn table() -> Result<&'static Table, String> {
+    static PARSED: OnceLock<Result<Table, String>> = OnceLock::new();
+    PARSED
+        .get_or_init(|| {
+            serde_json::from_str(TABLE)
+                .map_err(|e| format!("the bundled prototype field table is malformed: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
 }
 
-/// Nested objects keep their shape, with their Go field names mapped too.
-fn convert_value(value: &Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (key(k), convert_value(v)))
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(convert_value).collect()),
-        other => other.clone(),
-    }
-}
-
-fn flatten(data: &Map<String, Value>, out: &mut Map<String, Value>) {
-    for (name, value) in data {
+fn convert_object(
+    table: &EventTable,
+    object: &Map<String, Value>,
+    prefix: &str,
+    out: &mut Map<String, Value>,
+) {
+    for (name, value) in object {
+        let path = format!("{prefix}{name}");
+        let Some(key) = table.fields.get(&path) else {
+            continue;
+        };
+        let below = format!("{path}.");
+        let has_paths_below = table
+            .fields
+            .range(below.clone()..)
+            .next()
+            .is_some_and(|(p, _)| p.starts_with(&below));
         match value {
-            Value::Object(block) if is_embedded(name) => flatten(block, out),
+            Value::Object(block) if key.is_empty() => convert_object(table, block, &below, out),
+            Value::Object(inner) if has_paths_below => {
+                let mut converted = Map::new();
+                convert_object(table, inner, &below, &mut converted);
+                out.insert(key.clone(), Value::Object(converted));
+            }
+            Value::String(text) if table.numbers.contains(key) => {
+                let number = text
+                    .parse::<i64>()
+                    .map(Value::from)
+                    .or_else(|_| text.parse::<f64>().map(Value::from));
+                out.insert(key.clone(), number.unwrap_or_else(|_| value.clone()));
+            }
+            _ if key.is_empty() => {}
             _ => {
-                out.insert(key(name), convert_value(value));
+                out.insert(key.clone(), value.clone());
             }
         }
     }
 }
 
 pub(super) fn convert_wrapper(wrapper: &Map<String, Value>) -> Result<Vec<u8>, String> {
-    let Some(Value::Object(data)) = wrapper.get("data") else {
+    let Some(Value::Object(mut data)) = wrapper.get("data").cloned() else {
         return Err("a prototype fixture needs an object under `data`".into());
     };
-    let mut flat = Map::new();
-    flatten(data, &mut flat);
-    if !flat.get("event").is_some_and(Value::is_string) {
-        return Err("the prototype fixture's data has no Metadata.Type (the event type)".into());
+    // The prototype wrapped events in their message name ({"UserLogin": {...}}).
+    if !data.contains_key("Metadata")
+        && data.len() == 1
+        && let Some((_, Value::Object(inner))) = data.iter().next()
+    {
+        data = inner.clone();
     }
+    let Some(event_type) = data
+        .get("Metadata")
+        .and_then(|m| m.get("Type"))
+        .and_then(Value::as_str)
+    else {
+        return Err("the prototype fixture's data has no Metadata.Type (the event type)".into());
+    };
+    let table = table()?;
+    let Some(events) = table.events.get(event_type) else {
+        let known: Vec<&str> = table.events.keys().map(String::as_str).collect();
+        return Err(format!(
+            "prototype fixtures of type {event_type} cannot be converted (the table covers {}); write it as flat JSON as event-handler posts it",
+            known.join(", ")
+        ));
+    };
+    let mut flat = Map::new();
+    convert_object(events, &data, "", &mut flat);
+    tracing::debug!(message = %events.message, "converted a prototype fixture");
     serde_json::to_vec(&Value::Object(flat)).map_err(|e| e.to_string())
 }
 
@@ -103,53 +113,44 @@ pub(super) fn convert_wrapper(wrapper: &Map<String, Value>) -> Result<Vec<u8>, S
 mod tests {
     use super::*;
 
-    #[test]
-    fn go_names_become_teleport_keys() {
-        assert_eq!(key("ClusterName"), "cluster_name");
-        assert_eq!(key("RemoteAddr"), "addr.remote");
-        assert_eq!(key("AccessRequests"), "access_requests");
-        assert_eq!(
-            key("RequiredPrivateKeyPolicy"),
-            "required_private_key_policy"
-        );
-        assert_eq!(snake_case("KubernetesGroups"), "kubernetes_groups");
+    fn convert(wrapper: Value) -> Result<Value, String> {
+        convert_wrapper(wrapper.as_object().expect("object"))
+            .map(|bytes| serde_json::from_slice(&bytes).expect("JSON"))
     }
 
     #[test]
-    fn a_prototype_login_fixture_flattens() {
-        let wrapper: Value = serde_json::json!({
-            "name": "failed-login", "type": "user.login", "description": "a failed login",
-            "data": {
-                "Metadata": {"Index": 0, "Type": "user.login", "ID": "u-1", "Code": "T1000W", "Time": "2024-02-23T18:56:50.628Z", "ClusterName": "c"},
-                "UserMetadata": {"User": "mallory", "Login": "root"},
-                "Status": {"Success": false, "Error": "bad password"},
-                "ConnectionMetadata": {"RemoteAddr": "1.2.3.4:5"},
-                "Method": "local",
-                "MFADevice": {"MFADeviceName": "otp", "MFADeviceType": "TOTP"}
-            }
+    fn a_prototype_login_fixture_flattens_through_the_generated_table() {
+        let data = serde_json::json!({
+            "Metadata": {"Index": "3", "Type": "user.login", "ID": "u-1", "Code": "T1000W", "Time": "2024-02-23T18:56:50.628Z", "ClusterName": "c"},
+            "User": {"User": "mallory", "Login": "root"},
+            "Status": {"Success": false, "Error": "bad password"},
+            "Connection": {"RemoteAddr": "1.2.3.4:5"},
+            "Method": "local",
+            "MFADevice": {"DeviceName": "otp", "DeviceType": "TOTP"},
+            "NotInTheTable": 1
         });
-        let flat: Value = serde_json::from_slice(
-            &convert_wrapper(wrapper.as_object().expect("object")).expect("converts"),
-        )
-        .expect("json");
-        assert_eq!(
-            flat,
-            serde_json::json!({
-                "ei": 0, "event": "user.login", "uid": "u-1", "code": "T1000W", "time": "2024-02-23T18:56:50.628Z",
-                "cluster_name": "c", "user": "mallory", "login": "root", "success": false, "error": "bad password",
-                "addr.remote": "1.2.3.4:5", "method": "local",
-                "mfa_device": {"mfa_device_name": "otp", "mfa_device_type": "TOTP"}
-            })
-        );
+        let expected = serde_json::json!({
+            "ei": 3, "event": "user.login", "uid": "u-1", "code": "T1000W", "time": "2024-02-23T18:56:50.628Z",
+            "cluster_name": "c", "user": "mallory", "login": "root", "success": false, "error": "bad password",
+            "addr.remote": "1.2.3.4:5", "method": "local",
+            "mfa_device": {"mfa_device_name": "otp", "mfa_device_type": "TOTP"}
+        });
+        let wrapper = serde_json::json!({"name": "failed-login", "type": "user.login", "description": "", "data": data.clone()});
+        assert_eq!(convert(wrapper).expect("converts"), expected);
+        // The same event wrapped in its message name, as the prototype's OneOf wrote it.
+        let wrapped = serde_json::json!({"name": "x", "type": "user.login", "description": "", "data": {"UserLogin": data}});
+        assert_eq!(convert(wrapped).expect("converts"), expected);
     }
 
     #[test]
-    fn a_wrapper_without_a_type_is_refused() {
-        let wrapper = serde_json::json!({"name": "x", "type": "t", "description": "", "data": {"Method": "local"}});
+    fn fixtures_without_a_type_or_a_table_are_refused_with_the_reason() {
+        let no_type = serde_json::json!({"name": "x", "type": "t", "description": "", "data": {"Method": "local"}});
+        assert!(convert(no_type).unwrap_err().contains("Metadata.Type"));
+        let unknown = serde_json::json!({"name": "x", "type": "t", "description": "", "data": {"Metadata": {"Type": "no.such.type"}}});
+        let err = convert(unknown).unwrap_err();
         assert!(
-            convert_wrapper(wrapper.as_object().expect("object"))
-                .unwrap_err()
-                .contains("Metadata.Type")
+            err.contains("no.such.type") && err.contains("user.login") && err.contains("flat JSON"),
+            "{err}"
         );
     }
 }
