@@ -109,7 +109,70 @@ fn flat_event(bytes: &[u8]) -> Result<Vec<u8>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::fixture_id;
+    use super::{FixtureSet, fixture_id};
+    use std::path::PathBuf;
+
+    fn folder(files: &[(&str, &str)]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "eventplug-fixtures-{}-{}",
+            std::process::id(),
+            files.len()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).expect("write");
+        }
+        dir
+    }
+
+    #[test]
+    fn a_folder_loads_flat_and_prototype_fixtures_by_id() {
+        let dir = folder(&[
+            ("1-flat.json", r#"{"event":"user.login","uid":"a"}"#),
+            (
+                "2-old.json",
+                r#"{"name":"old","type":"user.login","description":"","data":{"Metadata":{"Type":"user.login","ID":"b"},"User":{"User":"alice"}}}"#,
+            ),
+            ("notes.txt", "not a fixture"),
+        ]);
+        let set = FixtureSet::load(&dir).expect("loads");
+        assert_eq!(set.ids(), [1, 2]);
+        assert_eq!(set.next_id(), 3);
+        assert_eq!(
+            set.get(1).expect("1").json,
+            br#"{"event":"user.login","uid":"a"}"#
+        );
+        let converted: serde_json::Value =
+            serde_json::from_slice(&set.get(2).expect("2").json).expect("JSON");
+        assert_eq!(
+            converted,
+            serde_json::json!({"event": "user.login", "uid": "b", "user": "alice"})
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn duplicate_ids_and_bad_files_are_named() {
+        let dir = folder(&[
+            ("1-a.json", "{}"),
+            ("1-b.json", "{}"),
+            ("3-c.json", "[]"),
+            ("4-d.json", "{}"),
+        ]);
+        let err = FixtureSet::load(&dir).unwrap_err();
+        assert!(
+            err.contains("share the id 1") || err.contains("3-c.json"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+        assert!(
+            FixtureSet::load(std::path::Path::new("/nonexistent/fixtures"))
+                .expect("missing is empty")
+                .ids()
+                .is_empty()
+        );
+    }
 
     #[test]
     fn ids_come_from_the_file_name() {
