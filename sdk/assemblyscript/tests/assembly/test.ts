@@ -181,6 +181,14 @@ function prototypeFixture(): void {
   assertEqual(event.get("success")!.asBool(true), false, "the Status block is flattened");
   assertEqual(event.get("addr.remote")!.asString(), "192.168.0.1:51234", "ConnectionMetadata.RemoteAddr");
   assertEqual(event.get("method")!.asString(), "local", "an event field");
+
+  // As the prototype's own fixtures are written: wrapped in types.OneOf, blocks under field names.
+  const wrapped = parseJson(getFixture(4));
+  assertEqual(wrapped.get("event")!.asString(), "user.login", "the event inside the message name");
+  assertEqual(wrapped.get("ei")!.kind, JsonKind.Number, "an int64 written as a string becomes a number");
+  assertEqual(wrapped.get("user")!.asString(), "foo", "the block under its field name User");
+  assertEqual(wrapped.get("addr.remote")!.asString(), "192.168.0.1:51234", "Connection.RemoteAddr");
+  assertEqual(wrapped.getAt(["mfa_device", "mfa_device_uuid"])!.asString(), "d23f0824-128b-4f33-8c5c-7fd0a6a3a450", "nested Go names");
 }
 
 export function test(): void {
