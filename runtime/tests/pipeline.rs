@@ -451,6 +451,31 @@ fn tokens_are_counted_per_scope_through_the_store_imports() {
 }
 
 #[test]
+fn a_scope_that_is_not_utf8_is_refused_with_minus_one() {
+    let harness = Harness::new();
+    // Skips the event when store_take_token answers -1 for the scope bytes ff fe.
+    let wat = plugin_wat(
+        r#"(import "eventplug" "store_take_token" (func $take (param i32 i32 i32) (result i32)))"#,
+        &format!(
+            "(if (result i64) (i32.eq (call $take (i32.const 4096) (i32.const 2) (i32.const 60)) (i32.const -1)) (then {}) (else (i64.const 0)))",
+            common::region(2)
+        ),
+        &format!(
+            r#"(data (i32.const 4096) "\ff\fe") (data (i32.const {}) "\08\01")"#,
+            common::RESPONSE_AT
+        ),
+    );
+    let pipeline = harness.pipeline(&[harness.settings("bad-scope", &wat)]);
+    let processed = pipeline.process(&login_event("scope")).expect("valid");
+    assert_eq!(
+        processed.outcome.verdict,
+        Verdict::Skip {
+            plugin: "bad-scope".into()
+        }
+    );
+}
+
+#[test]
 fn log_lines_are_collected_and_limited_per_call() {
     let harness = Harness::new();
     let wat = plugin_wat(

@@ -100,17 +100,6 @@ fn read(caller: &mut HostCaller<'_>, ptr: i32, len: i32, what: &str) -> wasmtime
     read_guest_bytes(&memory, &*caller, ptr as u32, len as u32, what).map_err(wasmtime::Error::msg)
 }
 
-fn read_text(
-    caller: &mut HostCaller<'_>,
-    ptr: i32,
-    len: i32,
-    what: &str,
-) -> wasmtime::Result<String> {
-    let bytes = read(caller, ptr, len, what)?;
-    String::from_utf8(bytes)
-        .map_err(|e| wasmtime::Error::msg(format!("{what}: text is not UTF-8 ({e})")))
-}
-
 /// Reads an effect message, or returns -1 to the plugin when it is too long or malformed.
 fn declare_effect<M: Message + Default>(
     caller: &mut HostCaller<'_>,
@@ -142,7 +131,10 @@ fn scope(
     if len < 0 || len as usize > caps::MAX_SCOPE_BYTES {
         return Ok(None);
     }
-    read_text(caller, ptr, len, what).map(Some)
+    // Bytes outside memory trap (a broken pointer); bytes that are not UTF-8 are an invalid
+    // scope (-1), as the ABI says.
+    let bytes = read(caller, ptr, len, what)?;
+    Ok(String::from_utf8(bytes).ok())
 }
 
 /// Defines every host function of the ABI in `linker`.
