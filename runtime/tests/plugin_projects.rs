@@ -103,6 +103,21 @@ fn new_refuses_unknown_examples_and_non_empty_folders() {
 }
 
 #[test]
+fn new_names_a_missing_node_and_writes_nothing() {
+    let workspace = TempDir::new("new-no-node");
+    let output = Command::new(env!("CARGO_BIN_EXE_eventplug"))
+        .args(["new", "project"])
+        .current_dir(&workspace.0)
+        .env("PATH", workspace.0.join("empty-path"))
+        .output()
+        .expect("run eventplug new");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("`node` is not installed or not on PATH") && stderr.contains("Node.js"), "{stderr}");
+    assert!(!workspace.0.join("project").exists(), "a project was half written");
+}
+
+#[test]
 fn fixtures_come_from_templates_with_fresh_ids_uids_and_times() {
     let workspace = TempDir::new("fixtures");
     let output = eventplug(&workspace.0, &["fixtures", "list-templates"]);
