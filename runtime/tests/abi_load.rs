@@ -7,11 +7,7 @@ use eventplug::engine::{LoadError, ModuleSource};
 use eventplug::proto::v1 as pb;
 
 fn load_error(harness: &Harness, name: &str, wat: &str) -> String {
-    let settings = harness.settings(name, wat);
-    match harness.try_load(&settings) {
-        Ok(_) => panic!("{name} should be refused"),
-        Err(e) => e.to_string(),
-    }
+    harness.load_error(&harness.settings(name, wat))
 }
 
 #[test]
@@ -170,11 +166,7 @@ fn init_receives_the_config_and_may_refuse_it() {
     settings.config = Some(serde_json::json!("fine"));
     harness.load(&settings);
     settings.config = Some(serde_json::json!({"x": 1}));
-    let err = harness
-        .try_load(&settings)
-        .err()
-        .expect("refused config")
-        .to_string();
+    let err = harness.load_error(&settings);
     assert!(
         err.contains("refused its configuration: x is not allowed"),
         "{err}"
@@ -229,11 +221,7 @@ fn a_module_whose_bytes_do_not_match_the_configured_digest_is_refused() {
     );
     harness.load(&settings);
     settings.digest = Some(format!("sha256:{}", "0".repeat(64)));
-    let err = harness
-        .try_load(&settings)
-        .err()
-        .expect("refused")
-        .to_string();
+    let err = harness.load_error(&settings);
     assert!(
         err.contains("not the configured sha256:000")
             && err.contains("the file changed, or the digest is wrong"),
@@ -249,21 +237,13 @@ fn settings_beyond_the_engine_are_refused() {
         &constant_plugin(&pb::HandleEventResponse::default()),
     );
     settings.limits.memory_limit = 8 << 30;
-    let err = harness
-        .try_load(&settings)
-        .err()
-        .expect("refused")
-        .to_string();
+    let err = harness.load_error(&settings);
     assert!(
         err.contains("memoryLimit") && err.contains("over the engine's maximum"),
         "{err}"
     );
     settings.limits.memory_limit = 1 << 20;
     settings.limits.concurrency = 0;
-    let err = harness
-        .try_load(&settings)
-        .err()
-        .expect("refused")
-        .to_string();
+    let err = harness.load_error(&settings);
     assert!(err.contains("concurrency must be from 1"), "{err}");
 }

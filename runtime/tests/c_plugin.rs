@@ -89,11 +89,7 @@ fn the_c_plugin_refuses_an_oversized_config_at_load() {
     let harness = Harness::new();
     let mut settings = eventplug::settings::PluginSettings::for_module("c-filter", module);
     settings.config = Some(serde_json::json!({"drop": ["x".repeat(5000)]}));
-    let err = harness
-        .try_load(&settings)
-        .err()
-        .expect("refused")
-        .to_string();
+    let err = harness.load_error(&settings);
     assert!(
         err.contains("refused its configuration: config is larger than 4096 bytes"),
         "{err}"

@@ -103,11 +103,7 @@ fn a_module_whose_initial_memory_is_over_the_limit_does_not_load() {
     );
     let mut settings = harness.settings("fat", &wat);
     settings.limits.memory_limit = 16 << 20;
-    let err = harness
-        .try_load(&settings)
-        .err()
-        .expect("refused")
-        .to_string();
+    let err = harness.load_error(&settings);
     assert!(
         err.contains("exceeded its memory limit of 16777216 bytes"),
         "{err}"

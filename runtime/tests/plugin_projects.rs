@@ -113,8 +113,14 @@ fn new_names_a_missing_node_and_writes_nothing() {
         .expect("run eventplug new");
     assert_eq!(output.status.code(), Some(2));
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("`node` is not installed or not on PATH") && stderr.contains("Node.js"), "{stderr}");
-    assert!(!workspace.0.join("project").exists(), "a project was half written");
+    assert!(
+        stderr.contains("`node` is not installed or not on PATH") && stderr.contains("Node.js"),
+        "{stderr}"
+    );
+    assert!(
+        !workspace.0.join("project").exists(),
+        "a project was half written"
+    );
 }
 
 #[test]

@@ -121,6 +121,14 @@ impl Harness {
         self.engine.load_plugin(settings, self.tokens.clone())
     }
 
+    /// The message of the error that refuses `settings`; panics when they load.
+    pub fn load_error(&self, settings: &PluginSettings) -> String {
+        match self.try_load(settings) {
+            Ok(_) => panic!("{} should be refused", settings.name),
+            Err(error) => error.to_string(),
+        }
+    }
+
     pub fn load(&self, settings: &PluginSettings) -> Arc<LoadedPlugin> {
         Arc::new(
             self.try_load(settings)

@@ -3,19 +3,19 @@
 
 import { ByteWriter, WIRE_FIXED64, WIRE_VARINT } from "./wire";
 import { decodeUtf8, encodeUtf8 } from "./text";
-import { JsonValue } from "./value";
-
-// Field numbers written (google.protobuf.Value, Struct, Struct entry, ListValue).
-const VALUE_NULL: u32 = 1;
-const VALUE_NUMBER: u32 = 2;
-const VALUE_STRING: u32 = 3;
-const VALUE_BOOL: u32 = 4;
-const VALUE_STRUCT: u32 = 5;
-const VALUE_LIST: u32 = 6;
-const STRUCT_FIELDS: u32 = 1;
-const ENTRY_KEY: u32 = 1;
-const ENTRY_VALUE: u32 = 2;
-const LIST_VALUES: u32 = 1;
+import {
+  ENTRY_KEY,
+  ENTRY_VALUE,
+  JsonValue,
+  LIST_VALUES,
+  STRUCT_FIELDS,
+  VALUE_BOOL,
+  VALUE_LIST,
+  VALUE_NULL,
+  VALUE_NUMBER,
+  VALUE_STRING,
+  VALUE_STRUCT,
+} from "./value";
 
 /** Nesting deeper than this is refused rather than risking the stack. */
 const MAX_DEPTH = 128;

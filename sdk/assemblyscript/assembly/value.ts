@@ -15,16 +15,16 @@ export enum JsonKind {
 }
 
 // Field numbers of google.protobuf.Value's `kind` oneof, of Struct and of ListValue.
-const VALUE_NULL: u32 = 1;
-const VALUE_NUMBER: u32 = 2;
-const VALUE_STRING: u32 = 3;
-const VALUE_BOOL: u32 = 4;
-const VALUE_STRUCT: u32 = 5;
-const VALUE_LIST: u32 = 6;
-const STRUCT_FIELDS: u32 = 1;
-const ENTRY_KEY: u32 = 1;
-const ENTRY_VALUE: u32 = 2;
-const LIST_VALUES: u32 = 1;
+export const VALUE_NULL: u32 = 1;
+export const VALUE_NUMBER: u32 = 2;
+export const VALUE_STRING: u32 = 3;
+export const VALUE_BOOL: u32 = 4;
+export const VALUE_STRUCT: u32 = 5;
+export const VALUE_LIST: u32 = 6;
+export const STRUCT_FIELDS: u32 = 1;
+export const ENTRY_KEY: u32 = 1;
+export const ENTRY_VALUE: u32 = 2;
+export const LIST_VALUES: u32 = 1;
 
 /**
  * One JSON value of an event, a configuration or a test result. Reads decode only what they touch: a
