@@ -269,3 +269,28 @@ fn assemblyscript_abort_traps_with_its_message_and_location() {
         "{error}"
     );
 }
+
+#[test]
+fn an_instance_whose_response_is_a_bad_output_is_replaced() {
+    let harness = Harness::new();
+    // Answers with bytes that are not a HandleEventResponse.
+    let wat = plugin_wat(
+        "",
+        &common::region(3),
+        &format!(r#"(data (i32.const {}) "\ff\ff\ff")"#, common::RESPONSE_AT),
+    );
+    let plugin = harness.load(&harness.settings("garbage", &wat));
+    let request = request_for(&login_event("g"));
+    for _ in 0..3 {
+        let error = plugin
+            .pool
+            .handle_event_checked(&request, |response| {
+                eventplug::pipeline::interpret_response(response, b"{}")
+            })
+            .expect_err("bad output");
+        assert!(matches!(error, CallError::BadOutput(_)), "{error}");
+    }
+    assert_eq!(plugin.pool.stats().discarded.load(Ordering::Relaxed), 3);
+    // Every call had a fresh instance: the one made at load, then two replacements.
+    assert_eq!(plugin.pool.stats().created.load(Ordering::Relaxed), 3);
+}

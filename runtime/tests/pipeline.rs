@@ -3,8 +3,8 @@
 mod common;
 
 use common::{
-    Harness, branching_plugin, constant_plugin, login_event, plugin_wat, session_event,
-    set_response, verdict,
+    Harness, alert_plugin, branching_plugin, constant_plugin, login_event, plugin_wat,
+    session_event, set_response, verdict,
 };
 use eventplug::abi::EffectKind;
 use eventplug::engine::CallError;
@@ -202,24 +202,6 @@ fn shadow_plugins_are_recorded_but_not_applied() {
     assert_eq!(results[0], (true, StepResult::Skipped));
     assert_eq!(results[1], (true, StepResult::Modified(1)));
     assert!(matches!(results[2], (true, StepResult::Failed(_))));
-}
-
-fn alert_plugin() -> String {
-    let alert = pb::Alert {
-        message: "failed login".into(),
-        severity: pb::Severity::Warning as i32,
-        include_event: true,
-        metadata: [("rule".to_string(), "brute-force".to_string())].into(),
-    };
-    let bytes = alert.encode_to_vec();
-    plugin_wat(
-        r#"(import "eventplug" "alert" (func $alert (param i32 i32) (result i32)))"#,
-        &format!(
-            "(drop (call $alert (i32.const 4096) (i32.const {}))) (i64.const 0)",
-            bytes.len()
-        ),
-        &format!(r#"(data (i32.const 4096) "{}")"#, common::wat_bytes(&bytes)),
-    )
 }
 
 #[test]

@@ -7,7 +7,7 @@ mod common;
 use common::components::{
     Certificates, EventHandlerEmulator, Nginx, SidecarProcess, free_port, http,
 };
-use common::{CONTAINS, TempDir, branching_plugin, set_response, verdict};
+use common::{CONTAINS, TempDir, alert_plugin, branching_plugin, set_response, verdict};
 use eventplug::proto::v1 as pb;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -557,4 +557,58 @@ fn sigterm_keeps_serving_through_the_grace_period_then_exits_zero() {
     let code = sidecar.child.wait().expect("exits").code();
     assert_eq!(code, Some(0));
     assert_eq!(setup.nginx.wait_received(1).len(), 1);
+}
+
+fn effects_carried_out(sidecar: &SidecarProcess) -> u64 {
+    let (_, metrics) = sidecar.get("/metrics");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"eventplug_effects_total{kind="alert",mode="enforce"} "#))
+        .map_or(0, |v| v.parse().expect("a count"))
+}
+
+#[test]
+fn effects_happen_once_when_the_event_is_delivered_and_never_for_a_failed_event() {
+    let mut setup = Setup::new();
+    let alert = write_module(&setup.dir.0, "alert", &alert_plugin());
+    let failing = write_module(&setup.dir.0, "failing", &failing_plugin());
+    setup.write_config(
+        &(plugin_entry("alert", &alert, "")
+            + &plugin_entry(
+                "closed",
+                &failing,
+                "    priority: 5\n    failurePolicy: FailClosed\n",
+            )),
+        "  poisonPolicy: block\n",
+    );
+    let sidecar = setup.start();
+    // fluentd is down: the event is refused, its alert not yet carried out.
+    setup.nginx.stop();
+    let event = login(1, "alice");
+    assert_eq!(sidecar.post("/test.log", &event).0, 503);
+    assert_eq!(sidecar.post("/test.log", &event).0, 503);
+    assert_eq!(
+        effects_carried_out(&sidecar),
+        0,
+        "effects before the event's fate is known"
+    );
+    setup.nginx.resume();
+    assert_eq!(sidecar.post("/test.log", &event).0, 200);
+    assert_eq!(
+        sidecar.post("/test.log", &event).0,
+        200,
+        "a redelivery after success"
+    );
+    assert_eq!(
+        effects_carried_out(&sidecar),
+        1,
+        "the alert is carried out once"
+    );
+    // The FailClosed plugin after the alerting one fails: its event never gets a fate, so the
+    // alert declared before the failure is never carried out, however often it is retried.
+    let poison = br#"{"event":"user.login","uid":"p-1","note":"poison"}"#;
+    for _ in 0..4 {
+        assert_eq!(sidecar.post("/test.log", poison).0, 500);
+    }
+    assert_eq!(effects_carried_out(&sidecar), 1);
 }

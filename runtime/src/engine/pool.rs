@@ -162,6 +162,18 @@ impl InstancePool {
 
     /// Runs `eventplug_handle_event` on `request` in a free instance.
     pub fn handle_event(&self, request: &[u8]) -> Result<CallOutput, CallError> {
+        self.handle_event_checked(request, |response| Ok(response.to_vec()))
+            .map(|(response, record)| CallOutput { response, record })
+    }
+
+    /// Runs `eventplug_handle_event` on `request` and interprets the response with `interpret`
+    /// while the instance is still held: an instance whose response is a bad output is thrown away
+    /// like one that trapped (an error verdict is the plugin's answer, not a fault).
+    pub fn handle_event_checked<T>(
+        &self,
+        request: &[u8],
+        interpret: impl FnOnce(&[u8]) -> Result<T, CallError>,
+    ) -> Result<(T, CallRecord), CallError> {
         let _slot = self.claim_slot()?;
         let idle = self.lock_idle().pop();
         let mut instance = match idle {
@@ -169,14 +181,21 @@ impl InstancePool {
             None => self.instantiate()?,
         };
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        match self.call(&mut instance, request) {
-            Ok(output) => {
+        let result = self
+            .call(&mut instance, request)
+            .and_then(|output| interpret(&output.response).map(|value| (value, output.record)));
+        match result {
+            Err(error @ (CallError::Plugin(_) | CallError::Busy { .. })) => {
                 self.lock_idle().push(instance);
-                Ok(output)
+                Err(error)
             }
             Err(error) => {
                 self.stats.discarded.fetch_add(1, Ordering::Relaxed);
                 Err(error)
+            }
+            Ok(value) => {
+                self.lock_idle().push(instance);
+                Ok(value)
             }
         }
     }

@@ -9,6 +9,7 @@ use crate::engine::{CallError, LoadedPlugin};
 use crate::settings::{FailurePolicy, Mode};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Settings of the pipeline itself.
@@ -104,10 +105,21 @@ pub struct Processed {
     /// The outcome.
     pub outcome: Arc<Outcome>,
     /// True when this delivery reused the outcome of an earlier one of the same event: no plugin
-    /// ran and its effects must not be carried out again.
+    /// ran.
     pub replayed: bool,
     /// The event's identity.
     pub identity: EventIdentity,
+    /// Shared by every delivery of the outcome: set once its effects were claimed.
+    effects_claimed: Arc<AtomicBool>,
+}
+
+impl Processed {
+    /// Claims the outcome's effects for carrying out: true for exactly one caller, however many
+    /// deliveries replay the outcome. Claim them once the event's fate is final (delivered or
+    /// skipped), so that a failed delivery's retry can still carry them out once.
+    pub fn claim_effects(&self) -> bool {
+        !self.effects_claimed.swap(true, Ordering::AcqRel)
+    }
 }
 
 struct ChainPlugin {
@@ -178,21 +190,25 @@ impl Pipeline {
         let encoded = encode_event(body)?;
         let key = encoded.identity.key();
         let hash = body_hash(body);
-        if let Some(outcome) = self.cache.get(&key, hash) {
+        if let Some((outcome, effects_claimed)) = self.cache.get(&key, hash) {
             return Ok(Processed {
                 outcome,
                 replayed: true,
                 identity: encoded.identity,
+                effects_claimed,
             });
         }
         let outcome = Arc::new(self.run_chain(body, encoded.request, &encoded.identity.event_type));
+        let effects_claimed = Arc::new(AtomicBool::new(false));
         if !matches!(outcome.verdict, Verdict::Fail { .. }) {
-            self.cache.put(key, hash, outcome.clone());
+            self.cache
+                .put(key, hash, outcome.clone(), effects_claimed.clone());
         }
         Ok(Processed {
             outcome,
             replayed: false,
             identity: encoded.identity,
+            effects_claimed,
         })
     }
 
@@ -297,9 +313,9 @@ fn call_plugin(
     request: &[u8],
     event: &[u8],
 ) -> Result<PluginCall, CallError> {
-    let output = plugin.pool.handle_event(request)?;
-    let decision = interpret_response(&output.response, event)?;
-    let record = output.record;
+    let (decision, record) = plugin
+        .pool
+        .handle_event_checked(request, |response| interpret_response(response, event))?;
     Ok(PluginCall {
         result: decision.result,
         effects: record.effects,

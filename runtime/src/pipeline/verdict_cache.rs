@@ -3,12 +3,14 @@
 
 use super::chain::Outcome;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 struct Entry {
     body_hash: u64,
     outcome: Arc<Outcome>,
+    effects_claimed: Arc<AtomicBool>,
     stored: Instant,
 }
 
@@ -39,19 +41,26 @@ impl VerdictCache {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The outcome stored for `key`, if it is fresh and was computed for the same body.
-    pub fn get(&self, key: &str, body_hash: u64) -> Option<Arc<Outcome>> {
+    /// The outcome stored for `key`, if it is fresh and was computed for the same body, with the flag
+    /// that says whether its effects were claimed.
+    pub fn get(&self, key: &str, body_hash: u64) -> Option<(Arc<Outcome>, Arc<AtomicBool>)> {
         if self.capacity == 0 {
             return None;
         }
         let entries = self.lock();
         let entry = entries.by_key.get(key)?;
         (entry.body_hash == body_hash && entry.stored.elapsed() < self.ttl)
-            .then(|| entry.outcome.clone())
+            .then(|| (entry.outcome.clone(), entry.effects_claimed.clone()))
     }
 
-    /// Stores an outcome, evicting the oldest entries beyond capacity or age.
-    pub fn put(&self, key: String, body_hash: u64, outcome: Arc<Outcome>) {
+    /// Stores an outcome and its effects flag, evicting the oldest entries beyond capacity or age.
+    pub fn put(
+        &self,
+        key: String,
+        body_hash: u64,
+        outcome: Arc<Outcome>,
+        effects_claimed: Arc<AtomicBool>,
+    ) {
         if self.capacity == 0 {
             return;
         }
@@ -63,6 +72,7 @@ impl VerdictCache {
             Entry {
                 body_hash,
                 outcome,
+                effects_claimed,
                 stored: now,
             },
         );

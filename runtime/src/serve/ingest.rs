@@ -5,6 +5,7 @@ use super::Sidecar;
 use super::config::PoisonPolicy;
 use super::live::Live;
 use crate::abi::{Effect, EffectKind};
+use crate::engine::CallError;
 use crate::pipeline::{InputError, Processed, StepResult, Verdict};
 use crate::settings::{FailurePolicy, Mode};
 use bytes::Bytes;
@@ -186,27 +187,26 @@ pub(super) async fn handle(
         }
         Ok(processed) => {
             record(&sidecar, &processed);
-            let key = processed.identity.key();
-            match &processed.outcome.verdict {
+            // Failed attempts are counted per event identity and bytes.
+            let key = format!(
+                "{}#{}",
+                processed.identity.key(),
+                crate::engine::module_digest(&body)
+            );
+            let response = match &processed.outcome.verdict {
                 Verdict::Forward => {
-                    deliver(
-                        &sidecar,
-                        &live,
-                        &target,
-                        body,
-                        Some(&key),
-                        replayed(&processed, "forwarded"),
-                    )
-                    .await
+                    let result = replayed(&processed, "forwarded");
+                    deliver(&sidecar, &live, &target, body, Some(&key), result).await
                 }
                 Verdict::Modified(bytes) => {
+                    let result = replayed(&processed, "modified");
                     deliver(
                         &sidecar,
                         &live,
                         &target,
                         Bytes::from(bytes.clone()),
                         Some(&key),
-                        replayed(&processed, "modified"),
+                        result,
                     )
                     .await
                 }
@@ -218,18 +218,39 @@ pub(super) async fn handle(
                     sidecar.poison.settled(&key);
                     text(StatusCode::OK, format!("skipped by {plugin}"))
                 }
+                Verdict::Fail {
+                    plugin,
+                    error: error @ (CallError::Busy { .. } | CallError::Instantiate(_)),
+                } => {
+                    // Load, not the event's fault: retry without counting towards poison.
+                    sidecar
+                        .metrics
+                        .inc("eventplug_events_total", &[("result", "failed")]);
+                    return text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "plugin {plugin} could not take the event (FailClosed): {error}; retry"
+                        ),
+                    );
+                }
                 Verdict::Fail { plugin, error } => {
-                    fail(
-                        &sidecar,
-                        &live,
-                        &key,
-                        &target,
-                        body,
-                        &format!("plugin {plugin} failed (FailClosed): {error}"),
-                    )
-                    .await
+                    let why = format!("plugin {plugin} failed (FailClosed): {error}");
+                    return fail(&sidecar, &live, &key, &target, body, &why).await;
+                }
+            };
+            // The event's fate is final once it was delivered or skipped: carry out its effects,
+            // once, whichever delivery of it gets here first.
+            if response.status() == StatusCode::OK && processed.claim_effects() {
+                for (effects, mode) in [
+                    (&processed.outcome.effects, "enforce"),
+                    (&processed.outcome.shadow_effects, "shadow"),
+                ] {
+                    for effect in effects {
+                        carry_out(&sidecar, effect, mode);
+                    }
                 }
             }
+            response
         }
     }
 }
@@ -339,7 +360,7 @@ async fn fail(
     }
 }
 
-/// Metrics and logs for what the chain did, and the effects of a first delivery.
+/// Metrics and logs for what the chain did (once per outcome, not per replay).
 fn record(sidecar: &Sidecar, processed: &Processed) {
     if processed.replayed {
         return;
@@ -373,14 +394,6 @@ fn record(sidecar: &Sidecar, processed: &Processed) {
         }
         for log in &step.logs {
             tracing::info!(plugin = %step.plugin, level = ?log.level, "{}", log.message);
-        }
-    }
-    for (effects, mode) in [
-        (&processed.outcome.effects, "enforce"),
-        (&processed.outcome.shadow_effects, "shadow"),
-    ] {
-        for effect in effects {
-            carry_out(sidecar, effect, mode);
         }
     }
 }

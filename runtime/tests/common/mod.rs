@@ -241,3 +241,22 @@ pub fn verdict(verdict: pb::Verdict) -> pb::HandleEventResponse {
         ..Default::default()
     }
 }
+
+/// A plugin that declares one WARNING alert per event and forwards it.
+pub fn alert_plugin() -> String {
+    let alert = pb::Alert {
+        message: "failed login".into(),
+        severity: pb::Severity::Warning as i32,
+        include_event: true,
+        metadata: [("rule".to_string(), "brute-force".to_string())].into(),
+    };
+    let bytes = alert.encode_to_vec();
+    plugin_wat(
+        r#"(import "eventplug" "alert" (func $alert (param i32 i32) (result i32)))"#,
+        &format!(
+            "(drop (call $alert (i32.const 4096) (i32.const {}))) (i64.const 0)",
+            bytes.len()
+        ),
+        &format!(r#"(data (i32.const 4096) "{}")"#, wat_bytes(&bytes)),
+    )
+}
