@@ -11,7 +11,6 @@ use eventplug::engine::CallError;
 use eventplug::pipeline::{InputError, Pipeline, PipelineSettings, StepResult, Verdict};
 use eventplug::proto::v1 as pb;
 use eventplug::settings::{FailurePolicy, Mode};
-use prost::Message;
 use std::sync::atomic::Ordering;
 
 fn trapping_plugin() -> String {
