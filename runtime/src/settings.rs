@@ -122,7 +122,20 @@ impl PluginSettings {
     }
 }
 
-/// Parses a duration such as `250ms`, `2s`, `1m`, `500us` (a bare number is seconds).
+/// The longest duration any setting takes: longer values are mistakes, and refusing them keeps
+/// every sum of durations far from overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+fn at_most_a_day(text: &str, duration: Duration) -> Result<Duration, String> {
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "`{text}` is longer than the 24 h any eventplug duration may be"
+        ));
+    }
+    Ok(duration)
+}
+
+/// Parses a duration such as `250ms`, `2s`, `1m`, `500us` (a bare number is seconds), at most 24 h.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -144,7 +157,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ));
         }
     };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
+    if seconds > MAX_DURATION.as_secs_f64() {
+        return at_most_a_day(text, Duration::MAX);
+    }
+    let duration = Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))?;
+    at_most_a_day(text, duration)
 }
 
 /// Parses a size such as `64Mi`, `1Gi`, `512KiB`, `4096` (bytes).
@@ -183,7 +200,10 @@ enum NumberOrText {
 
 fn de_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     match NumberOrText::deserialize(deserializer)? {
-        NumberOrText::Number(seconds) => Ok(Duration::from_secs(seconds)),
+        NumberOrText::Number(seconds) => {
+            at_most_a_day(&seconds.to_string(), Duration::from_secs(seconds))
+                .map_err(serde::de::Error::custom)
+        }
         NumberOrText::Text(text) => parse_duration(&text).map_err(serde::de::Error::custom),
     }
 }
@@ -207,6 +227,15 @@ mod tests {
         assert_eq!(parse_duration("500us"), Ok(Duration::from_micros(500)));
         assert!(parse_duration("5 parsecs").unwrap_err().contains("parsecs"));
         assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("25h").unwrap_err().contains("24 h"));
+        assert!(
+            parse_duration("18446744073709551615")
+                .unwrap_err()
+                .contains("24 h")
+        );
+        let yaml = "name: x\nmodule: x.wasm\nlimits: {maxWait: 18446744073709551615}\n";
+        let err = serde_saphyr::from_str::<PluginSettings>(yaml).unwrap_err();
+        assert!(err.to_string().contains("24 h"), "{err}");
     }
 
     #[test]

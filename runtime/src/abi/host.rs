@@ -50,6 +50,8 @@ impl InstanceState {
         let test = context.test_fixtures.clone().map(|fixtures| TestState {
             fixtures,
             record: TestRecord::default(),
+            call_deadline_ticks: u64::MAX,
+            max_output: u64::MAX,
         });
         Self {
             memory_cap: MemoryCap::new(memory_limit),

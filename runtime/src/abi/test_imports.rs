@@ -4,9 +4,10 @@
 use super::effects::EffectKind;
 use super::host::InstanceState;
 use super::memory::read_guest_bytes;
+use crate::engine::CallError;
 use crate::pipeline::{StepResult, encode_event, interpret_response};
 use prost::Message;
-use wasmtime::{Caller, Extern, Linker, Memory, TypedFunc};
+use wasmtime::{AsContextMut, Caller, Extern, Linker, Memory, TypedFunc};
 
 /// The import module of the test harness.
 pub const TEST_MODULE: &str = "eventplug_test";
@@ -95,10 +96,26 @@ fn handle_event(caller: &mut HostCaller<'_>, json: &[u8]) -> wasmtime::Result<i3
             ))
         })?;
     let effects_before = caller.data().record.effects.len();
+    // Each handled event runs as in production: its own deadline and memory-cap state.
+    let (deadline, max_output) = caller
+        .data()
+        .test
+        .as_ref()
+        .map_or((u64::MAX, u64::MAX), |t| {
+            (t.call_deadline_ticks, t.max_output)
+        });
+    caller.data_mut().memory_cap.reset();
+    caller.as_context_mut().set_epoch_deadline(deadline);
     let packed = handle.call(&mut *caller, (ptr, len))?;
     let (out_ptr, out_len) = super::memory::unpack_region(packed);
-    let response = read_guest_bytes(&memory, &*caller, out_ptr, out_len, "response")
-        .map_err(wasmtime::Error::msg)?;
+    let response = if u64::from(out_len) > max_output {
+        Err(CallError::BadOutput(format!(
+            "the response is {out_len} bytes, over the limit of {max_output} bytes"
+        )))
+    } else {
+        read_guest_bytes(&memory, &*caller, out_ptr, out_len, "response")
+            .map_err(CallError::BadOutput)
+    };
     let effects: Vec<EffectKind> = caller
         .data_mut()
         .record
@@ -106,7 +123,7 @@ fn handle_event(caller: &mut HostCaller<'_>, json: &[u8]) -> wasmtime::Result<i3
         .drain(effects_before..)
         .map(|e| e.kind)
         .collect();
-    let (code, result) = match interpret_response(&response, json) {
+    let (code, result) = match response.and_then(|response| interpret_response(&response, json)) {
         Ok(decision) => match decision.result {
             StepResult::Modified(_) => (1, decision.edited.unwrap_or_default()),
             StepResult::Skipped => (2, Vec::new()),

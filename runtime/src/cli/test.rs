@@ -24,7 +24,7 @@ pub struct TestArgs {
     /// Configuration (JSON) handed to the plugin at init.
     #[arg(long, value_name = "JSON")]
     plugin_config: Option<String>,
-    /// How long `test()` may run in all.
+    /// The time limit for each event `test()` handles, and for `test()`'s own code between them.
     #[arg(short, long, default_value = "10s", value_parser = crate::settings::parse_duration)]
     timeout: Duration,
 }

@@ -240,6 +240,10 @@ impl InstancePool {
             InstanceState::new(self.context.clone(), memory_limit),
         );
         store.limiter(|state| &mut state.memory_cap);
+        if let Some(test) = store.data_mut().test.as_mut() {
+            test.call_deadline_ticks = self.deadline_ticks;
+            test.max_output = self.limits.max_output;
+        }
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.deadline_ticks);
         let instance = self

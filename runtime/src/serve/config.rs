@@ -14,7 +14,10 @@ pub const ACCEPTED_API_VERSIONS: &[&str] = &[API_VERSION];
 /// The config `kind`.
 pub const KIND: &str = "SidecarConfig";
 
-/// event-handler gives up on a request after this long (FACTS: its client timeout).
+/// The shortest `delivery.reloadInterval`.
+pub const MIN_RELOAD_INTERVAL: Duration = Duration::from_millis(10);
+
+/// event-handler gives up on a request after this long (its client timeout).
 pub const EVENT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The whole config file.
@@ -283,8 +286,20 @@ impl SidecarConfig {
                 self.delivery.quarantine_tag
             ));
         }
+        if self.upstream.audit_url.starts_with("https://") && self.upstream.ca.is_none() {
+            return Err("upstream.auditUrl is https but upstream.ca is not set: name the CA certificate that signed fluentd's certificate (event-handler's ca.crt)".into());
+        }
+        if self.listen.session_path.is_some() && self.upstream.session_url.is_none() {
+            return Err("listen.sessionPath is set but upstream.sessionUrl is not: session events would have nowhere to go".into());
+        }
+        if self.delivery.reload_interval < MIN_RELOAD_INTERVAL {
+            return Err(format!(
+                "delivery.reloadInterval must be at least {MIN_RELOAD_INTERVAL:?}"
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         let mut chain_budget = Duration::ZERO;
+        let mut instances = 0u32;
         for (i, plugin) in self.plugins.iter().enumerate() {
             if plugin.name.is_empty() {
                 return Err(format!("plugins[{i}].name is empty"));
@@ -295,13 +310,23 @@ impl SidecarConfig {
                     plugin.name
                 ));
             }
-            chain_budget += plugin.limits.timeout + plugin.limits.max_wait;
+            // A call after a discarded instance: wait, instantiate, init, call, each under the
+            // timeout.
+            chain_budget += plugin.limits.max_wait + plugin.limits.timeout * 3;
+            instances = instances.saturating_add(plugin.limits.concurrency);
         }
         let total = chain_budget + self.upstream.timeout;
         if total >= EVENT_HANDLER_TIMEOUT {
             return Err(format!(
-                "upstream.timeout ({:?}) plus the plugins' timeouts and maxWait ({chain_budget:?}) reach {total:?}, not under event-handler's 30 s client timeout: lower them",
+                "upstream.timeout ({:?}) plus the plugins' worst case, maxWait + 3 × timeout each ({chain_budget:?}), reach {total:?}, not under event-handler's 30 s client timeout: lower them",
                 self.upstream.timeout
+            ));
+        }
+        // Old and new versions of every plugin may be alive together during a reload.
+        let max_instances = crate::engine::EngineSettings::default().max_instances;
+        if instances.saturating_mul(2) > max_instances {
+            return Err(format!(
+                "the plugins' concurrency adds up to {instances}; with room for a reload (twice that) it must stay within the engine's {max_instances} instances"
             ));
         }
         Ok(())
@@ -331,7 +356,7 @@ impl SidecarConfig {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = "apiVersion: eventplug.dev/v1alpha1\nkind: SidecarConfig\nupstream:\n  auditUrl: https://fluentd:8888/test.log\n  sessionUrl: https://fluentd:8888/session\n";
+    const MINIMAL: &str = "apiVersion: eventplug.dev/v1alpha1\nkind: SidecarConfig\nupstream:\n  auditUrl: https://fluentd:8888/test.log\n  sessionUrl: https://fluentd:8888/session\n  ca: ca.crt\n";
 
     #[test]
     fn a_minimal_config_takes_defaults_and_paths_from_the_urls() {
@@ -382,6 +407,32 @@ mod tests {
                 .unwrap_err()
                 .contains("used twice")
         );
+    }
+
+    #[test]
+    fn https_needs_a_ca_and_sessions_need_an_upstream() {
+        let err = SidecarConfig::parse(&MINIMAL.replace("  ca: ca.crt\n", "")).unwrap_err();
+        assert!(err.contains("upstream.ca is not set"), "{err}");
+        let plain = MINIMAL
+            .replace("  ca: ca.crt\n", "")
+            .replace("auditUrl: https://", "auditUrl: http://")
+            .replace("  sessionUrl: https://fluentd:8888/session\n", "");
+        assert!(
+            SidecarConfig::parse(&plain).is_ok(),
+            "plain http needs no CA"
+        );
+        let err =
+            SidecarConfig::parse(&format!("{plain}listen:\n  sessionPath: /s\n")).unwrap_err();
+        assert!(err.contains("upstream.sessionUrl is not"), "{err}");
+    }
+
+    #[test]
+    fn concurrency_must_leave_room_for_a_reload() {
+        let text = format!(
+            "{MINIMAL}plugins:\n  - name: a\n    module: a.wasm\n    limits: {{concurrency: 100}}\n  - name: b\n    module: b.wasm\n    limits: {{concurrency: 100}}\n"
+        );
+        let err = SidecarConfig::parse(&text).unwrap_err();
+        assert!(err.contains("adds up to 200"), "{err}");
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub struct Live {
     pub statuses: Vec<PluginStatus>,
     /// The upstream client.
     pub upstream: Arc<Upstream>,
+    /// What the client was made from (settings and certificate files), to know when to remake it.
+    pub upstream_fingerprint: String,
     /// Paths and URLs.
     pub routes: Routes,
 }

@@ -43,13 +43,21 @@ pub struct Sidecar {
     fingerprint: Mutex<String>,
 }
 
-/// What identifies the config on disk: the file's bytes and each module file's size and time.
+/// What identifies the config on disk: the file's bytes, and the size and time of every file it
+/// names (plugin modules, and the upstream certificates, which a Secret update rotates).
 fn fingerprint(config_path: &Path, config: Option<&SidecarConfig>) -> String {
     let mut text = std::fs::read(config_path)
         .map(|b| module_digest(&b))
         .unwrap_or_default();
-    for plugin in config.map(|c| c.plugins.as_slice()).unwrap_or_default() {
-        if let Ok(meta) = std::fs::metadata(&plugin.module) {
+    let Some(config) = config else { return text };
+    let upstream = &config.upstream;
+    let files = config.plugins.iter().map(|p| &p.module).chain(
+        [&upstream.ca, &upstream.cert, &upstream.key]
+            .into_iter()
+            .flatten(),
+    );
+    for file in files {
+        if let Ok(meta) = std::fs::metadata(file) {
             let modified = meta
                 .modified()
                 .ok()
@@ -57,7 +65,7 @@ fn fingerprint(config_path: &Path, config: Option<&SidecarConfig>) -> String {
                 .unwrap_or_default();
             text.push_str(&format!(
                 "|{}:{}:{}",
-                plugin.module.display(),
+                file.display(),
                 meta.len(),
                 modified.as_nanos()
             ));
@@ -133,6 +141,19 @@ impl Sidecar {
 
     fn apply(&self, config: SidecarConfig, print: String) -> Result<(), String> {
         let previous = self.live();
+        if previous.generation > 0
+            && (
+                previous.config.delivery.verdict_cache_entries,
+                previous.config.delivery.verdict_cache_ttl,
+            ) != (
+                config.delivery.verdict_cache_entries,
+                config.delivery.verdict_cache_ttl,
+            )
+        {
+            tracing::warn!(
+                "delivery.verdictCacheEntries and verdictCacheTtl changes take effect at the next start"
+            );
+        }
         if previous.generation > 0 && previous.config.listen.address != config.listen.address {
             tracing::warn!(old = %previous.config.listen.address, new = %config.listen.address, "listen.address changes take effect at the next start");
         }
@@ -164,7 +185,9 @@ impl Sidecar {
                     .inc("eventplug_reloads_total", &[("outcome", "plugin_failed")]);
             }
         }
-        let upstream = if previous.generation > 0 && previous.config.upstream_same(&config) {
+        let upstream_print = upstream_fingerprint(&config.upstream);
+        let upstream = if previous.generation > 0 && previous.upstream_fingerprint == upstream_print
+        {
             previous.upstream.clone()
         } else {
             Arc::new(Upstream::new(&config.upstream)?)
@@ -190,6 +213,7 @@ impl Sidecar {
             blocked,
             statuses: applied.statuses,
             upstream,
+            upstream_fingerprint: upstream_print,
         };
         self.metrics
             .set("eventplug_config_generation", &[], generation as f64);
@@ -200,11 +224,21 @@ impl Sidecar {
     }
 }
 
-impl SidecarConfig {
-    fn upstream_same(&self, other: &SidecarConfig) -> bool {
-        let (a, b) = (&self.upstream, &other.upstream);
-        a.ca == b.ca && a.cert == b.cert && a.key == b.key && a.timeout == b.timeout
+/// What the upstream client is made of: its settings and the certificate files' size and time.
+fn upstream_fingerprint(upstream: &config::UpstreamConfig) -> String {
+    let mut text = format!(
+        "{:?}|{:?}|{:?}|{:?}",
+        upstream.ca, upstream.cert, upstream.key, upstream.timeout
+    );
+    for file in [&upstream.ca, &upstream.cert, &upstream.key]
+        .into_iter()
+        .flatten()
+    {
+        if let Ok(meta) = std::fs::metadata(file) {
+            text.push_str(&format!("|{}:{:?}", meta.len(), meta.modified().ok()));
+        }
     }
+    text
 }
 
 /// The state before the first config is applied (generation 0, no plugins).
@@ -217,6 +251,7 @@ fn placeholder_live(config: &SidecarConfig) -> Result<Live, String> {
         blocked: Some("starting".into()),
         statuses: Vec::new(),
         upstream: Arc::new(Upstream::new(&config.upstream)?),
+        upstream_fingerprint: String::new(),
         routes: Routes::new(config)?,
     })
 }
@@ -253,7 +288,10 @@ pub async fn serve(
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            accepted = listener.accept() => if let Ok((stream, _)) = accepted { accept(stream) },
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => accept(stream),
+                Err(error) => accept_failed(&error).await,
+            },
             () = &mut shutdown => break,
         }
     }
@@ -264,7 +302,10 @@ pub async fn serve(
     tokio::pin!(grace);
     loop {
         tokio::select! {
-            accepted = listener.accept() => if let Ok((stream, _)) = accepted { accept(stream) },
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => accept(stream),
+                Err(error) => accept_failed(&error).await,
+            },
             () = &mut grace => break,
         }
     }
@@ -278,6 +319,13 @@ pub async fn serve(
     }
     tracing::info!("drained; exiting");
     Ok(())
+}
+
+/// An accept error (out of file descriptors, say) is logged and waited out rather than retried in a
+/// busy loop.
+async fn accept_failed(error: &std::io::Error) {
+    tracing::error!(%error, "cannot accept a connection; retrying in 100 ms");
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 async fn reload_loop(sidecar: Arc<Sidecar>) {

@@ -5,10 +5,29 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Tokens kept in this process only, lost when it exits.
+/// Scopes the store holds at most; expired scopes are dropped before this refuses a new one.
+const MAX_SCOPES: usize = 100_000;
+/// Every this many takes, scopes whose tokens all expired are dropped.
+const PURGE_EVERY: u64 = 1024;
+
+#[derive(Default)]
+struct Scopes {
+    by_key: HashMap<(String, String), VecDeque<Instant>>,
+    takes: u64,
+}
+
+impl Scopes {
+    fn purge(&mut self, now: Instant) {
+        self.by_key
+            .retain(|_, expiries| expiries.iter().any(|expiry| *expiry > now));
+    }
+}
+
+/// Tokens kept in this process only, lost when it exits. Bounded: scopes whose tokens all expired
+/// are dropped regularly, and at most 100,000 scopes are held.
 #[derive(Default)]
 pub struct LocalTokenStore {
-    scopes: Mutex<HashMap<(String, String), VecDeque<Instant>>>,
+    scopes: Mutex<Scopes>,
 }
 
 impl LocalTokenStore {
@@ -17,17 +36,34 @@ impl LocalTokenStore {
         Self::default()
     }
 
-    fn take_token_at(&self, plugin: &str, scope: &str, ttl: Duration, now: Instant) -> u32 {
+    fn take_token_at(
+        &self,
+        plugin: &str,
+        scope: &str,
+        ttl: Duration,
+        now: Instant,
+    ) -> Result<u32, TokenStoreError> {
         let mut scopes = self
             .scopes
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let expiries = scopes
-            .entry((plugin.to_string(), scope.to_string()))
-            .or_default();
+        scopes.takes += 1;
+        if scopes.takes.is_multiple_of(PURGE_EVERY) {
+            scopes.purge(now);
+        }
+        let key = (plugin.to_string(), scope.to_string());
+        if !scopes.by_key.contains_key(&key) && scopes.by_key.len() >= MAX_SCOPES {
+            scopes.purge(now);
+            if scopes.by_key.len() >= MAX_SCOPES {
+                return Err(TokenStoreError(format!(
+                    "{MAX_SCOPES} scopes hold live tokens; refusing a new scope (release scopes or use shorter TTLs)"
+                )));
+            }
+        }
+        let expiries = scopes.by_key.entry(key).or_default();
         expiries.retain(|expiry| *expiry > now);
         expiries.push_back(now + ttl);
-        u32::try_from(expiries.len()).unwrap_or(u32::MAX)
+        Ok(u32::try_from(expiries.len()).unwrap_or(u32::MAX))
     }
 
     fn release_tokens_at(&self, plugin: &str, scope: &str, now: Instant) -> u32 {
@@ -36,10 +72,20 @@ impl LocalTokenStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         scopes
+            .by_key
             .remove(&(plugin.to_string(), scope.to_string()))
             .map(|expiries| expiries.iter().filter(|expiry| **expiry > now).count())
             .and_then(|count| u32::try_from(count).ok())
             .unwrap_or(0)
+    }
+
+    /// How many scopes the store holds now.
+    pub fn scope_count(&self) -> usize {
+        self.scopes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .by_key
+            .len()
     }
 }
 
@@ -51,7 +97,7 @@ impl TokenStore for LocalTokenStore {
         ttl_seconds: u32,
     ) -> Result<u32, TokenStoreError> {
         let ttl = Duration::from_secs(u64::from(ttl_seconds));
-        Ok(self.take_token_at(plugin, scope, ttl, Instant::now()))
+        self.take_token_at(plugin, scope, ttl, Instant::now())
     }
 
     fn release_tokens(&self, plugin: &str, scope: &str) -> Result<u32, TokenStoreError> {
@@ -68,21 +114,62 @@ mod tests {
         let store = LocalTokenStore::new();
         let start = Instant::now();
         let ttl = Duration::from_secs(300);
-        assert_eq!(store.take_token_at("count", "alice", ttl, start), 1);
         assert_eq!(
-            store.take_token_at("count", "alice", ttl, start + Duration::from_secs(10)),
+            store
+                .take_token_at("count", "alice", ttl, start)
+                .expect("taken"),
+            1
+        );
+        assert_eq!(
+            store
+                .take_token_at("count", "alice", ttl, start + Duration::from_secs(10))
+                .expect("taken"),
             2
         );
-        assert_eq!(store.take_token_at("count", "bob", ttl, start), 1);
         assert_eq!(
-            store.take_token_at("other-plugin", "alice", ttl, start),
+            store
+                .take_token_at("count", "bob", ttl, start)
+                .expect("taken"),
+            1
+        );
+        assert_eq!(
+            store
+                .take_token_at("other-plugin", "alice", ttl, start)
+                .expect("taken"),
             1,
             "plugins do not share scopes"
         );
         // Past the first two tokens' lifetime only the new one is live.
         assert_eq!(
-            store.take_token_at("count", "alice", ttl, start + Duration::from_secs(400)),
+            store
+                .take_token_at("count", "alice", ttl, start + Duration::from_secs(400))
+                .expect("taken"),
             1
+        );
+    }
+
+    #[test]
+    fn expired_scopes_are_dropped_so_the_store_stays_bounded() {
+        let store = LocalTokenStore::new();
+        let start = Instant::now();
+        for n in 0..PURGE_EVERY - 1 {
+            store
+                .take_token_at("p", &format!("ip-{n}"), Duration::from_secs(1), start)
+                .expect("taken");
+        }
+        // The next take is the one that purges, after every scope above expired: only it is left.
+        store
+            .take_token_at(
+                "p",
+                "late",
+                Duration::from_secs(1),
+                start + Duration::from_secs(5),
+            )
+            .expect("taken");
+        assert!(
+            store.scope_count() <= 2,
+            "{} scopes kept",
+            store.scope_count()
         );
     }
 
@@ -90,15 +177,21 @@ mod tests {
     fn release_counts_only_live_tokens_and_empties_the_scope() {
         let store = LocalTokenStore::new();
         let start = Instant::now();
-        store.take_token_at("p", "s", Duration::from_secs(5), start);
-        store.take_token_at("p", "s", Duration::from_secs(100), start);
+        store
+            .take_token_at("p", "s", Duration::from_secs(5), start)
+            .expect("taken");
+        store
+            .take_token_at("p", "s", Duration::from_secs(100), start)
+            .expect("taken");
         assert_eq!(
             store.release_tokens_at("p", "s", start + Duration::from_secs(10)),
             1
         );
         assert_eq!(store.release_tokens_at("p", "s", start), 0);
         assert_eq!(
-            store.take_token_at("p", "s", Duration::from_secs(5), start),
+            store
+                .take_token_at("p", "s", Duration::from_secs(5), start)
+                .expect("taken"),
             1
         );
     }

@@ -15,6 +15,10 @@ pub struct TestState {
     pub fixtures: Arc<FixtureSet>,
     /// What the test has recorded.
     pub record: TestRecord,
+    /// The deadline each handled event gets, in epoch ticks (the plugin's timeout).
+    pub call_deadline_ticks: u64,
+    /// The largest response a handled event may return.
+    pub max_output: u64,
 }
 
 /// What a test run has recorded so far.
