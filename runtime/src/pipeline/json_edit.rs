@@ -4,6 +4,31 @@
 use crate::proto::v1 as pb;
 use std::borrow::Cow;
 
+/// The deepest nesting an event may have after edits (the JSON parser's own limit), so that an
+/// edited event always parses again for the next plugin.
+const MAX_DEPTH: usize = 128;
+
+/// How deeply objects and arrays nest in `doc` (strings skipped).
+fn nesting_depth(doc: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0usize);
+    while i < doc.len() {
+        match doc[i] {
+            b'"' => {
+                i = skip_string(doc, i).unwrap_or(doc.len());
+                continue;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    deepest
+}
+
 /// Applies `edits` in order to `json` (a JSON object) and returns the new bytes.
 pub fn apply_edits(json: &[u8], edits: &[pb::Edit]) -> Result<Vec<u8>, String> {
     let mut doc = json.to_vec();
@@ -16,6 +41,12 @@ pub fn apply_edits(json: &[u8], edits: &[pb::Edit]) -> Result<Vec<u8>, String> {
             };
             format!("edit {n} ({op} {:?}): {problem}", edit.path)
         })?;
+    }
+    let depth = nesting_depth(&doc);
+    if depth > MAX_DEPTH {
+        return Err(format!(
+            "the edits nest the event {depth} levels deep; at most {MAX_DEPTH} are allowed"
+        ));
     }
     Ok(doc)
 }
@@ -351,6 +382,17 @@ mod tests {
             apply(r#"{"a":1,"a":2,"b":3}"#, &[remove(&["a"])]),
             r#"{"b":3}"#
         );
+    }
+
+    #[test]
+    fn edits_may_not_nest_the_event_past_what_parses() {
+        let deep_value = "[".repeat(100) + &"]".repeat(100);
+        let path: Vec<&str> = std::iter::repeat_n("k", 40).collect();
+        let err = apply_edits(br#"{"a":1}"#, &[set(&path, &deep_value)]).unwrap_err();
+        assert!(err.contains("levels deep"), "{err}");
+        let ok = apply_edits(br#"{"a":"[[[{"}"#, &[set(&["b"], "[1]")])
+            .expect("brackets in strings do not count");
+        assert_eq!(ok, br#"{"a":"[[[{","b":[1]}"#);
     }
 
     #[test]
