@@ -152,6 +152,10 @@ fn report(
             _ => {}
         }
     }
+    // As the sidecar does: effects belong to events whose fate is final (forwarded or skipped).
+    if matches!(processed.outcome.verdict, Verdict::Fail { .. }) || !processed.claim_effects() {
+        return Ok(());
+    }
     for effect in &processed.outcome.effects {
         writeln!(err, "event {number}: effect: {effect}")?;
     }
