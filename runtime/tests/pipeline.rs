@@ -505,3 +505,50 @@ fn malformed_effects_are_refused_with_minus_one_and_not_recorded() {
     );
     assert!(processed.outcome.effects.is_empty());
 }
+
+#[test]
+fn two_deliveries_of_one_event_at_once_run_the_chain_once() {
+    let harness = Harness::new();
+    // Spins a few milliseconds per call, so the second delivery arrives while the first runs.
+    let wat = plugin_wat(
+        "",
+        "(local $i i32)
+         (loop $spin (local.set $i (i32.add (local.get $i) (i32.const 1))) (br_if $spin (i32.lt_u (local.get $i) (i32.const 3000000))))
+         (i64.const 0)",
+        "",
+    );
+    let mut settings = harness.settings("slow", &wat);
+    settings.limits.concurrency = 2;
+    settings.limits.timeout = std::time::Duration::from_secs(5);
+    let pipeline = std::sync::Arc::new(harness.pipeline(&[settings]));
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let deliveries: Vec<_> = (0..2)
+        .map(|_| {
+            let (pipeline, barrier) = (pipeline.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                pipeline.process(&login_event("racing")).expect("valid")
+            })
+        })
+        .collect();
+    let results: Vec<_> = deliveries
+        .into_iter()
+        .map(|d| d.join().expect("delivery finished"))
+        .collect();
+    let plugin = pipeline.plugins().next().expect("plugin");
+    assert_eq!(
+        plugin.pool.stats().calls.load(Ordering::Relaxed),
+        1,
+        "the chain ran once"
+    );
+    assert_eq!(
+        results.iter().filter(|p| p.replayed).count(),
+        1,
+        "one delivery took the other's outcome"
+    );
+    assert_eq!(
+        results.iter().filter(|p| p.claim_effects()).count(),
+        1,
+        "effects are claimed once"
+    );
+}

@@ -3,7 +3,7 @@
 use super::envelope::{EventIdentity, InputError, encode_event};
 use super::response::interpret_response;
 use super::selector::Selector;
-use super::verdict_cache::VerdictCache;
+use super::verdict_cache::{Lookup, VerdictCache};
 use crate::abi::{Effect, PluginLog};
 use crate::engine::{CallError, LoadedPlugin};
 use crate::settings::{FailurePolicy, Mode};
@@ -132,6 +132,8 @@ pub struct Pipeline {
     plugins: Vec<ChainPlugin>,
     cache: Arc<VerdictCache>,
     settings: PipelineSettings,
+    /// The longest one run of the chain can take (each plugin: maxWait + 3 × timeout).
+    longest_chain: Duration,
 }
 
 fn body_hash(body: &[u8]) -> u64 {
@@ -166,10 +168,16 @@ impl Pipeline {
             })
             .collect();
         plugins.sort_by_key(|p| p.plugin.settings.priority);
+        let longest_chain = plugins
+            .iter()
+            .map(|p| p.plugin.pool.limits().max_wait + p.plugin.pool.limits().timeout * 3)
+            .sum::<Duration>()
+            + Duration::from_secs(1);
         Self {
             cache,
             plugins,
             settings,
+            longest_chain,
         }
     }
 
@@ -190,20 +198,29 @@ impl Pipeline {
         let encoded = encode_event(body)?;
         let key = encoded.identity.key();
         let hash = body_hash(body);
-        if let Some((outcome, effects_claimed)) = self.cache.get(&key, hash) {
-            return Ok(Processed {
-                outcome,
-                replayed: true,
-                identity: encoded.identity,
-                effects_claimed,
-            });
-        }
+        let computing = loop {
+            match self.cache.lookup(&key, hash) {
+                Lookup::Cached(outcome, effects_claimed) => {
+                    return Ok(Processed {
+                        outcome,
+                        replayed: true,
+                        identity: encoded.identity,
+                        effects_claimed,
+                    });
+                }
+                // Another delivery of this event is running the chain: take its outcome rather
+                // than running the plugins (and their effects) a second time.
+                Lookup::Running(in_flight) => in_flight.wait(self.longest_chain),
+                Lookup::Compute(computing) => break computing,
+            }
+        };
         let outcome = Arc::new(self.run_chain(body, encoded.request, &encoded.identity.event_type));
         let effects_claimed = Arc::new(AtomicBool::new(false));
         if !matches!(outcome.verdict, Verdict::Fail { .. }) {
             self.cache
                 .put(key, hash, outcome.clone(), effects_claimed.clone());
         }
+        drop(computing);
         Ok(Processed {
             outcome,
             replayed: false,

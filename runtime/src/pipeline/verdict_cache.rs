@@ -1,10 +1,12 @@
 //! Remembers recent outcomes by event identity, so a redelivered event gets its first outcome
-//! again without running plugins or effects twice. Bounded in entries and in age.
+//! again without running plugins or effects twice. Bounded in entries and in age. A delivery that
+//! arrives while the same event is still being computed waits for that outcome instead of running
+//! the chain a second time.
 
 use super::chain::Outcome;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 struct Entry {
@@ -20,11 +22,64 @@ struct Entries {
     order: VecDeque<(String, Instant)>,
 }
 
+/// An outcome being computed, that other deliveries of the same event wait for.
+#[derive(Default)]
+pub struct InFlight {
+    done: Mutex<bool>,
+    finished: Condvar,
+}
+
+impl InFlight {
+    /// Waits until the computation ends, or `limit` passes.
+    pub fn wait(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        while !*done {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            done = self
+                .finished
+                .wait_timeout(done, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+/// The right to compute an outcome; others wait until it is dropped.
+pub struct Computing<'a> {
+    cache: &'a VerdictCache,
+    claim: Option<((String, u64), Arc<InFlight>)>,
+}
+
+impl Drop for Computing<'_> {
+    fn drop(&mut self) {
+        if let Some((key, in_flight)) = self.claim.take() {
+            self.cache.lock_in_flight().remove(&key);
+            *in_flight.done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            in_flight.finished.notify_all();
+        }
+    }
+}
+
+/// What a lookup found.
+pub enum Lookup<'a> {
+    /// The outcome of an earlier delivery, and its effects flag.
+    Cached(Arc<Outcome>, Arc<AtomicBool>),
+    /// Another delivery of the same event is computing it: wait, then look again.
+    Running(Arc<InFlight>),
+    /// Nobody has it: compute it while holding this.
+    Compute(Computing<'a>),
+}
+
 /// Outcomes by event identity key.
 pub struct VerdictCache {
     capacity: usize,
     ttl: Duration,
     entries: Mutex<Entries>,
+    in_flight: Mutex<HashMap<(String, u64), Arc<InFlight>>>,
 }
 
 impl VerdictCache {
@@ -34,23 +89,48 @@ impl VerdictCache {
             capacity,
             ttl,
             entries: Mutex::new(Entries::default()),
+            in_flight: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u64), Arc<InFlight>>> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The outcome for `key` and `body_hash`: cached, being computed, or for the caller to compute.
+    pub fn lookup(&self, key: &str, body_hash: u64) -> Lookup<'_> {
+        if self.capacity == 0 {
+            return Lookup::Compute(Computing {
+                cache: self,
+                claim: None,
+            });
+        }
+        // The entries lock is held while the in-flight table is consulted, and a computation
+        // stores its outcome before it leaves the table, so a lookup sees one or the other.
+        let entries = self.lock();
+        if let Some(entry) = entries.by_key.get(key)
+            && entry.body_hash == body_hash
+            && entry.stored.elapsed() < self.ttl
+        {
+            return Lookup::Cached(entry.outcome.clone(), entry.effects_claimed.clone());
+        }
+        let mut in_flight = self.lock_in_flight();
+        let id = (key.to_string(), body_hash);
+        if let Some(running) = in_flight.get(&id) {
+            return Lookup::Running(running.clone());
+        }
+        let running = Arc::new(InFlight::default());
+        in_flight.insert(id.clone(), running.clone());
+        drop(in_flight);
+        drop(entries);
+        Lookup::Compute(Computing {
+            cache: self,
+            claim: Some((id, running)),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The outcome stored for `key`, if it is fresh and was computed for the same body, with the flag
-    /// that says whether its effects were claimed.
-    pub fn get(&self, key: &str, body_hash: u64) -> Option<(Arc<Outcome>, Arc<AtomicBool>)> {
-        if self.capacity == 0 {
-            return None;
-        }
-        let entries = self.lock();
-        let entry = entries.by_key.get(key)?;
-        (entry.body_hash == body_hash && entry.stored.elapsed() < self.ttl)
-            .then(|| (entry.outcome.clone(), entry.effects_claimed.clone()))
     }
 
     /// Stores an outcome and its effects flag, evicting the oldest entries beyond capacity or age.
