@@ -1,0 +1,86 @@
+//! The `eventplug` command line: one module per subcommand.
+#![forbid(unsafe_code)]
+
+mod bench;
+mod chain_file;
+mod fixtures;
+mod new;
+mod run;
+mod serve;
+mod test;
+mod testing;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Run WebAssembly plugins on Teleport audit events.
+#[derive(Debug, Parser)]
+#[command(name = "eventplug", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a plugin project from an example, with the SDK, and install its tools.
+    New(new::NewArgs),
+    /// List fixture templates, or make a fixture file from one.
+    Fixtures(fixtures::FixturesArgs),
+    /// Run plugins on events read from stdin, one JSON object per line.
+    Run(run::RunArgs),
+    /// The sidecar: receive events from event-handler, run the plugin chain, forward to fluentd.
+    Serve(serve::ServeArgs),
+    /// Run a plugin's tests (its test build's `test()` export) against its fixtures.
+    Test(test::TestArgs),
+    /// Measure a plugin: compile, load, instantiate, and events per second through the pipeline.
+    Bench(bench::BenchArgs),
+}
+
+/// Exit code for a plugin or configuration that could not be loaded.
+pub const EXIT_LOAD_ERROR: u8 = 2;
+
+/// Parses the command line and runs the subcommand.
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        init_logging(false, "warn");
+    }
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Bench(args) => bench::bench(args),
+        Command::Test(args) => test::test(args),
+        Command::New(args) => new::new(args),
+        Command::Fixtures(args) => fixtures::fixtures(args),
+    };
+    match result {
+        Ok(code) => code,
+        // A reader that went away (`eventplug … | head`) is not an error of ours.
+        Err(error)
+            if error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("eventplug: {error:#}");
+            ExitCode::from(EXIT_LOAD_ERROR)
+        }
+    }
+}
+
+/// Logs to stderr at `default_level` (or `EVENTPLUG_LOG`), as text or JSON lines.
+fn init_logging(json: bool, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EVENTPLUG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}

@@ -1,0 +1,642 @@
+//! The sidecar end to end, with real parts: nginx with mTLS as fluentd, the `eventplug serve`
+//! process, and an event-handler emulator (Teleport's event-handler is not available here; the
+//! emulator follows its documented delivery behaviour).
+
+mod common;
+
+use common::components::{
+    Certificates, EventHandlerEmulator, Nginx, SidecarProcess, free_port, http,
+};
+use common::{CONTAINS, TempDir, alert_plugin, branching_plugin, set_response, verdict};
+use eventplug_proto::v1 as pb;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A plugin that traps on events containing "poison", loops forever on "loopme", else forwards.
+fn failing_plugin() -> String {
+    common::plugin_wat(
+        "",
+        "(if (call $contains (local.get $ptr) (local.get $len) (i32.const 8192) (i32.const 6)) (then unreachable))
+         (if (call $contains (local.get $ptr) (local.get $len) (i32.const 8256) (i32.const 6)) (then (loop $forever (br $forever))))
+         (i64.const 0)",
+        &format!(r#"(data (i32.const 8192) "poison") (data (i32.const 8256) "loopme") {CONTAINS}"#),
+    )
+}
+
+fn annotate_plugin(value: &str) -> String {
+    branching_plugin(
+        "",
+        "access_request.create",
+        &set_response("seen-by-us", &format!("\"{value}\"")),
+        &pb::HandleEventResponse::default(),
+        "",
+    )
+}
+
+fn skip_santa_plugin() -> String {
+    branching_plugin(
+        "",
+        "secret-santa",
+        &verdict(pb::Verdict::Skip),
+        &pb::HandleEventResponse::default(),
+        "",
+    )
+}
+
+struct Setup {
+    dir: TempDir,
+    certs: Certificates,
+    nginx: Nginx,
+    port: u16,
+    config: PathBuf,
+}
+
+fn write_module(dir: &Path, name: &str, wat: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.wasm"));
+    std::fs::write(&path, wat::parse_str(wat).expect("plugin WAT parses")).expect("write module");
+    path
+}
+
+impl Setup {
+    fn new() -> Self {
+        let dir = TempDir::new("sidecar");
+        let certs = Certificates::generate(&dir.0);
+        let nginx = Nginx::start(&dir.0, &certs);
+        let port = free_port();
+        let config = dir.0.join("mount/config.yaml");
+        std::fs::create_dir_all(dir.0.join("mount")).expect("mount folder");
+        Self {
+            dir,
+            certs,
+            nginx,
+            port,
+            config,
+        }
+    }
+
+    /// Writes the config the way a mounted ConfigMap changes: the file is a symlink into a
+    /// timestamped folder, and an update swaps the `..data` symlink to a new folder.
+    fn write_config(&self, plugins: &str, delivery: &str) {
+        let text = format!(
+            "apiVersion: eventplug.dev/v1alpha1\nkind: SidecarConfig\nlisten:\n  address: 127.0.0.1:{port}\n  maxBodyBytes: 64Ki\nupstream:\n  auditUrl: {audit}\n  sessionUrl: {session}\n  ca: {ca}\n  cert: {cert}\n  key: {key}\n  timeout: 2s\ndelivery:\n  reloadInterval: 100ms\n  shutdownGrace: 1s\n{delivery}plugins:\n{plugins}",
+            port = self.port,
+            audit = self.nginx.url("/test.log"),
+            session = self.nginx.url("/session"),
+            ca = self.certs.ca.display(),
+            cert = self.certs.client_cert.display(),
+            key = self.certs.client_key.display(),
+        );
+        static VERSION: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let version = format!(
+            "..v{}",
+            VERSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let mount = self.config.parent().expect("config folder");
+        std::fs::create_dir_all(mount.join(&version)).expect("version folder");
+        std::fs::write(mount.join(&version).join("config.yaml"), text).expect("write config");
+        let _ = std::fs::remove_file(mount.join("..data_tmp"));
+        std::os::unix::fs::symlink(&version, mount.join("..data_tmp")).expect("symlink");
+        std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).expect("swap ..data");
+        if std::fs::symlink_metadata(&self.config).is_err() {
+            std::os::unix::fs::symlink("..data/config.yaml", &self.config).expect("config symlink");
+        }
+    }
+
+    fn start(&self) -> SidecarProcess {
+        let sidecar = SidecarProcess::start(
+            std::path::Path::new(env!("CARGO_BIN_EXE_eventplug")),
+            &self.config,
+            self.port,
+            &self.dir.0.join("cache"),
+        );
+        wait_until(
+            || sidecar.get("/readyz").0 == 200,
+            "the sidecar becomes ready",
+            &sidecar,
+        );
+        sidecar
+    }
+}
+
+fn wait_until(mut condition: impl FnMut() -> bool, what: &str, sidecar: &SidecarProcess) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting until {what}; sidecar log:\n{}",
+            sidecar.logs()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn plugin_entry(name: &str, module: &Path, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    module: {}\n{extra}",
+        module.display()
+    )
+}
+
+fn login(n: usize, user: &str) -> Vec<u8> {
+    format!(r#"{{"ei":0,"event":"user.login","uid":"login-{n}","time":"2024-02-23T18:56:50.628Z","user":"{user}","success":true,"addr.remote":"1.2.3.4:{n}"}}"#).into_bytes()
+}
+
+fn access_request(n: usize) -> Vec<u8> {
+    format!(r#"{{"event":"access_request.create", "uid":"ar-{n}","user":"alice","roles":["db-admin"],"reason":"caf\u00e9 {n}"}}"#).into_bytes()
+}
+
+fn session_print(n: usize) -> Vec<u8> {
+    format!(r#"{{"ei":{n},"event":"print","sid":"s-77","time":"2024-02-23T19:00:00Z","data":"bHMgLWxh"}}"#).into_bytes()
+}
+
+/// The stream of a small cluster: logins, access requests, a skipped user, session output.
+fn mixed_events(count: usize) -> Vec<(String, Vec<u8>)> {
+    (0..count)
+        .map(|n| match n % 4 {
+            0 => ("/test.log".to_string(), login(n, "alice")),
+            1 => ("/test.log".to_string(), access_request(n)),
+            2 => ("/test.log".to_string(), login(n, "secret-santa")),
+            _ => ("/session.s-77.log".to_string(), session_print(n)),
+        })
+        .collect()
+}
+
+/// What nginx must receive for `events`: skipped ones absent, access requests annotated with
+/// `value`, the rest byte-for-byte.
+fn expected(events: &[(String, Vec<u8>)], value: &str) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter(|(_, body)| !String::from_utf8_lossy(body).contains("secret-santa"))
+        .map(|(path, body)| {
+            let text = String::from_utf8(body.clone()).expect("utf-8");
+            let text = if text.contains("access_request.create") {
+                format!(
+                    "{},\"seen-by-us\":\"{value}\"}}",
+                    text.trim_end_matches('}')
+                )
+            } else {
+                text
+            };
+            (path.clone(), text)
+        })
+        .collect()
+}
+
+/// Received bodies with repeats of the same event next to each other collapsed (a retry of an event
+/// fluentd had already accepted).
+fn without_retries(mut received: Vec<(String, String)>) -> Vec<(String, String)> {
+    received.dedup();
+    received
+}
+
+#[test]
+fn events_arrive_unchanged_modified_or_skipped_in_order_even_when_fluentd_restarts() {
+    let mut setup = Setup::new();
+    let annotate = write_module(&setup.dir.0, "annotate", &annotate_plugin("yes"));
+    let skip = write_module(&setup.dir.0, "skip", &skip_santa_plugin());
+    setup.write_config(
+        &(plugin_entry(
+            "annotate",
+            &annotate,
+            "    events: [access_request.create]\n",
+        ) + &plugin_entry("skip", &skip, "    events: [user.login]\n")),
+        "",
+    );
+    let sidecar = setup.start();
+    let events = mixed_events(120);
+    let port = setup.port;
+    let stream = events.clone();
+    let emulator = std::thread::spawn(move || {
+        let mut emulator = EventHandlerEmulator::new(port, stream);
+        emulator.pace = Duration::from_millis(5);
+        emulator.run(Duration::from_secs(60));
+        emulator
+    });
+    // Stop fluentd once some events went through, and bring it back a little later.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while setup.nginx.received().len() < 15 {
+        assert!(
+            Instant::now() < deadline,
+            "events do not reach nginx; sidecar log:\n{}",
+            sidecar.logs()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    setup.nginx.stop();
+    std::thread::sleep(Duration::from_millis(700));
+    setup.nginx.resume();
+    let emulator = emulator.join().expect("emulator finished");
+    assert!(
+        emulator.failures > 0,
+        "the outage was not noticed by event-handler"
+    );
+
+    let expected = expected(&events, "yes");
+    let received = setup.nginx.wait_received(expected.len());
+    assert_eq!(without_retries(received.clone()), expected);
+    // Each plugin ran once per event it selects, however often the event was delivered.
+    let (_, metrics) = sidecar.get("/metrics");
+    assert!(metrics.contains(r#"eventplug_plugin_events_total{plugin="annotate",mode="enforce",result="modified"} 30"#), "{metrics}");
+    assert!(
+        metrics.contains(
+            r#"eventplug_plugin_events_total{plugin="skip",mode="enforce",result="skipped"} 30"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"eventplug_upstream_errors_total{reason="unreachable"}"#),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn failure_policies_hold_for_traps_and_infinite_loops() {
+    let setup = Setup::new();
+    let failing = write_module(&setup.dir.0, "failing", &failing_plugin());
+    setup.write_config(
+        &plugin_entry(
+            "open",
+            &failing,
+            "    failurePolicy: FailOpen\n    limits: {timeout: 100ms}\n",
+        ),
+        "",
+    );
+    let sidecar = setup.start();
+    let trap = br#"{"event":"x","uid":"t1","note":"poison"}"#;
+    let looping = br#"{"event":"x","uid":"t2","note":"loopme"}"#;
+    assert_eq!(sidecar.post("/test.log", trap).0, 200);
+    let started = Instant::now();
+    assert_eq!(sidecar.post("/test.log", looping).0, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a looping plugin held the event for {:?}",
+        started.elapsed()
+    );
+    let received: Vec<String> = setup
+        .nginx
+        .wait_received(2)
+        .into_iter()
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(
+        received,
+        [
+            String::from_utf8_lossy(trap),
+            String::from_utf8_lossy(looping)
+        ]
+    );
+
+    setup.write_config(
+        &plugin_entry(
+            "closed",
+            &failing,
+            "    failurePolicy: FailClosed\n    limits: {timeout: 100ms}\n",
+        ),
+        "  poisonPolicy: block\n",
+    );
+    wait_until(
+        || sidecar.get("/status").1.contains("\"closed\""),
+        "the FailClosed config is applied",
+        &sidecar,
+    );
+    let (status, body) = sidecar.post("/test.log", br#"{"event":"x","uid":"t3","note":"poison"}"#);
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains("plugin closed failed (FailClosed): trapped")
+            && body.contains("attempt 1 of 3"),
+        "{body}"
+    );
+    let (status, body) = sidecar.post("/test.log", br#"{"event":"x","uid":"t4","note":"loopme"}"#);
+    assert_eq!(status, 500);
+    assert!(body.contains("timed out"), "{body}");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(setup.nginx.received().len(), 2, "nothing unfiltered left");
+}
+
+#[test]
+fn poison_events_are_quarantined_as_a_bodyless_record_or_blocked_after_n_attempts() {
+    // The failing plugin is FailClosed (a redactor, say), so the original must never leave:
+    // `quarantine` sends a record of the event without its body, `block` keeps refusing it, and
+    // `forward` is refused as a config (eventplug-contract's tests).
+    let setup = Setup::new();
+    let failing = write_module(&setup.dir.0, "failing", &failing_plugin());
+    let closed = plugin_entry("closed", &failing, "    failurePolicy: FailClosed\n");
+    for policy in ["quarantine", "block"] {
+        setup.write_config(
+            &closed,
+            &format!("  poisonPolicy: {policy}\n  poisonAttempts: 3\n"),
+        );
+        let sidecar = setup.start();
+        let before = setup.nginx.received().len();
+        let event = format!(
+            r#"{{"event":"x","uid":"poison-{policy}","note":"poison","secret":"hunter2"}}"#
+        );
+        let statuses: Vec<u16> = (0..4)
+            .map(|_| sidecar.post("/test.log", event.as_bytes()).0)
+            .collect();
+        if policy == "quarantine" {
+            assert_eq!(statuses[..3], [500, 500, 200], "{policy}: {statuses:?}");
+            let received = setup.nginx.wait_received(before + 1)[before..].to_vec();
+            let (uri, body) = &received[0];
+            assert_eq!(uri, "/eventplug.quarantine");
+            assert!(
+                !body.contains("hunter2") && !body.contains("poison\""),
+                "{body}"
+            );
+            let record: serde_json::Value = serde_json::from_str(body).expect("a JSON record");
+            assert!(
+                record["event_key"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("uid:poison-quarantine#")),
+                "{body}"
+            );
+            assert_eq!(record["fail_closed_plugin"], "closed", "{body}");
+            assert_eq!(
+                record["body_sha256"].as_str(),
+                Some(eventplug_runtime::engine::module_digest(event.as_bytes()).as_str())
+            );
+        } else {
+            assert_eq!(statuses, [500, 500, 500, 500], "{policy}");
+        }
+        let (_, metrics) = sidecar.get("/metrics");
+        assert!(
+            metrics.contains(&format!(
+                "eventplug_poison_events_total{{policy=\"{policy}\"}}"
+            )),
+            "{metrics}"
+        );
+        drop(sidecar);
+    }
+    let quarantined = setup.nginx.received().len();
+    assert!(
+        setup
+            .nginx
+            .received()
+            .iter()
+            .all(|(_, body)| !body.contains("hunter2")),
+        "nothing unfiltered left ({quarantined} requests)"
+    );
+}
+
+#[test]
+fn reloads_under_load_lose_nothing_and_a_broken_module_keeps_the_last_good_version() {
+    let setup = Setup::new();
+    let v1 = write_module(&setup.dir.0, "v1", &annotate_plugin("v1"));
+    let v2 = write_module(&setup.dir.0, "v2", &annotate_plugin("v2"));
+    let entry =
+        |module: &Path| plugin_entry("annotate", module, "    events: [access_request.create]\n");
+    setup.write_config(&entry(&v1), "");
+    let sidecar = setup.start();
+    let events: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|n| ("/test.log".to_string(), access_request(n)))
+        .collect();
+    let port = setup.port;
+    let stream = events.clone();
+    let emulator = std::thread::spawn(move || {
+        let mut emulator = EventHandlerEmulator::new(port, stream);
+        emulator.run(Duration::from_secs(60));
+        emulator
+    });
+    for round in 0..8 {
+        std::thread::sleep(Duration::from_millis(150));
+        setup.write_config(&entry(if round % 2 == 0 { &v2 } else { &v1 }), "");
+    }
+    let emulator = emulator.join().expect("emulator finished");
+    assert_eq!(emulator.failures, 0, "a request failed during a switch");
+    let received = setup.nginx.wait_received(events.len());
+    assert_eq!(received.len(), events.len(), "every event arrived once");
+    for ((_, body), (_, sent)) in received.iter().zip(&events) {
+        let sent = String::from_utf8_lossy(sent);
+        let base = sent.trim_end_matches('}');
+        assert!(
+            *body == format!("{base},\"seen-by-us\":\"v1\"}}")
+                || *body == format!("{base},\"seen-by-us\":\"v2\"}}"),
+            "{body}"
+        );
+    }
+    let (_, metrics) = sidecar.get("/metrics");
+    let generation: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("eventplug_config_generation "))
+        .and_then(|v| v.parse().ok())
+        .expect("generation metric");
+    assert!(generation >= 5.0, "only {generation} configs applied");
+
+    // A broken module arrives: the last good version keeps serving, and status says so.
+    setup.write_config(&entry(&v1), "");
+    wait_until(
+        || sidecar.get("/status").1.contains(&digest(&v1)),
+        "v1 runs",
+        &sidecar,
+    );
+    let broken = setup.dir.0.join("broken.wasm");
+    std::fs::write(&broken, b"\0asm\x01\0\0\0 this is not a module").expect("write broken");
+    setup.write_config(&entry(&broken), "");
+    wait_until(
+        || {
+            sidecar
+                .get("/status")
+                .1
+                .contains("not a valid WebAssembly module")
+        },
+        "the broken module is reported",
+        &sidecar,
+    );
+    let (_, status) = sidecar.get("/status");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status is JSON");
+    assert_eq!(status["ready"], true);
+    assert_eq!(status["plugins"][0]["loaded"], false);
+    assert_eq!(status["plugins"][0]["runningDigest"], digest(&v1));
+    let before = setup.nginx.received().len();
+    assert_eq!(sidecar.post("/test.log", &access_request(999)).0, 200);
+    let last = setup
+        .nginx
+        .wait_received(before + 1)
+        .pop()
+        .expect("delivered");
+    assert!(last.1.ends_with(",\"seen-by-us\":\"v1\"}"), "{}", last.1);
+}
+
+fn digest(module: &Path) -> String {
+    eventplug_runtime::engine::module_digest(&std::fs::read(module).expect("module"))
+}
+
+#[test]
+fn bad_requests_get_clear_answers_and_operations_endpoints_work() {
+    let setup = Setup::new();
+    let failing = write_module(&setup.dir.0, "failing", &failing_plugin());
+    setup.write_config(
+        &plugin_entry("closed", &failing, "    failurePolicy: FailClosed\n"),
+        "",
+    );
+    let sidecar = setup.start();
+    let (status, body) = sidecar.post("/test.log", b"{\"event\":");
+    assert_eq!(status, 500);
+    assert!(body.contains("not valid JSON"), "{body}");
+    let (status, body) = sidecar.post("/test.log", b"[1,2,3]");
+    assert_eq!(status, 500);
+    assert!(body.contains("not an object"), "{body}");
+    let big = format!(r#"{{"event":"print","data":"{}"}}"#, "x".repeat(70_000));
+    let (status, body) = sidecar.post("/test.log", big.as_bytes());
+    assert_eq!(status, 413);
+    assert!(body.contains("listen.maxBodyBytes"), "{body}");
+    let (status, body) = sidecar.post("/elsewhere", b"{}");
+    assert_eq!(status, 404);
+    assert!(
+        body.contains("/test.log") && body.contains("/session.<session id>.log"),
+        "{body}"
+    );
+    let (status, _) = http(setup.port, "GET", "/test.log", b"").expect("answer");
+    assert_eq!(status, 405);
+    assert!(
+        setup.nginx.received().is_empty(),
+        "nothing bad was forwarded"
+    );
+
+    assert_eq!(sidecar.get("/healthz").0, 200);
+    assert_eq!(sidecar.get("/readyz").0, 200);
+    let (_, status) = sidecar.get("/status");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status is JSON");
+    assert_eq!(status["plugins"][0]["runningDigest"], digest(&failing));
+    assert!(
+        status["configHash"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("sha256:"))
+    );
+    let (_, metrics) = sidecar.get("/metrics");
+    assert!(
+        metrics.contains(r#"eventplug_events_total{result="rejected"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"eventplug_events_received_total{path="audit"}"#),
+        "{metrics}"
+    );
+    assert!(
+        !sidecar
+            .logs()
+            .contains(&std::fs::read_to_string(&setup.certs.client_key).expect("key")),
+        "the log holds a secret"
+    );
+}
+
+#[test]
+fn a_plugin_that_does_not_load_refuses_events_until_a_good_version_arrives() {
+    let setup = Setup::new();
+    let broken = setup.dir.0.join("broken.wasm");
+    std::fs::write(&broken, b"not wasm").expect("write");
+    setup.write_config(
+        &plugin_entry("redact", &broken, "    failurePolicy: FailClosed\n"),
+        "",
+    );
+    let sidecar = SidecarProcess::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_eventplug")),
+        &setup.config,
+        setup.port,
+        &setup.dir.0.join("cache"),
+    );
+    let (status, body) = sidecar.get("/readyz");
+    assert_eq!(status, 503);
+    assert!(body.contains("redact"), "{body}");
+    assert_eq!(sidecar.post("/test.log", &login(1, "alice")).0, 503);
+    assert!(setup.nginx.received().is_empty());
+    let good = write_module(&setup.dir.0, "good", &skip_santa_plugin());
+    setup.write_config(
+        &plugin_entry("redact", &good, "    failurePolicy: FailClosed\n"),
+        "",
+    );
+    wait_until(
+        || sidecar.get("/readyz").0 == 200,
+        "the good version loads",
+        &sidecar,
+    );
+    assert_eq!(sidecar.post("/test.log", &login(1, "alice")).0, 200);
+    assert_eq!(setup.nginx.wait_received(1).len(), 1);
+}
+
+#[test]
+fn sigterm_keeps_serving_through_the_grace_period_then_exits_zero() {
+    let setup = Setup::new();
+    let skip = write_module(&setup.dir.0, "skip", &skip_santa_plugin());
+    setup.write_config(&plugin_entry("skip", &skip, ""), "");
+    let mut sidecar = setup.start();
+    let port = setup.port;
+    let pid = sidecar.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        http(port, "GET", "/readyz", b"").expect("still serving").0,
+        503,
+        "not ready while draining"
+    );
+    assert_eq!(
+        http(port, "POST", "/test.log", &login(5, "alice"))
+            .expect("still serving")
+            .0,
+        200,
+        "events during the grace period are served"
+    );
+    let code = sidecar.child.wait().expect("exits").code();
+    assert_eq!(code, Some(0));
+    assert_eq!(setup.nginx.wait_received(1).len(), 1);
+}
+
+fn effects_carried_out(sidecar: &SidecarProcess) -> u64 {
+    let (_, metrics) = sidecar.get("/metrics");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"eventplug_effects_total{kind="alert",mode="enforce"} "#))
+        .map_or(0, |v| v.parse().expect("a count"))
+}
+
+#[test]
+fn effects_happen_once_when_the_event_is_delivered_and_never_for_a_failed_event() {
+    let mut setup = Setup::new();
+    let alert = write_module(&setup.dir.0, "alert", &alert_plugin());
+    let failing = write_module(&setup.dir.0, "failing", &failing_plugin());
+    setup.write_config(
+        &(plugin_entry("alert", &alert, "")
+            + &plugin_entry(
+                "closed",
+                &failing,
+                "    priority: 5\n    failurePolicy: FailClosed\n",
+            )),
+        "  poisonPolicy: block\n",
+    );
+    let sidecar = setup.start();
+    // fluentd is down: the event is refused, its alert not yet carried out.
+    setup.nginx.stop();
+    let event = login(1, "alice");
+    assert_eq!(sidecar.post("/test.log", &event).0, 503);
+    assert_eq!(sidecar.post("/test.log", &event).0, 503);
+    assert_eq!(
+        effects_carried_out(&sidecar),
+        0,
+        "effects before the event's fate is known"
+    );
+    setup.nginx.resume();
+    assert_eq!(sidecar.post("/test.log", &event).0, 200);
+    assert_eq!(
+        sidecar.post("/test.log", &event).0,
+        200,
+        "a redelivery after success"
+    );
+    assert_eq!(
+        effects_carried_out(&sidecar),
+        1,
+        "the alert is carried out once"
+    );
+    // The FailClosed plugin after the alerting one fails: its event never gets a fate, so the
+    // alert declared before the failure is never carried out, however often it is retried.
+    let poison = br#"{"event":"user.login","uid":"p-1","note":"poison"}"#;
+    for _ in 0..4 {
+        assert_eq!(sidecar.post("/test.log", poison).0, 500);
+    }
+    assert_eq!(effects_carried_out(&sidecar), 1);
+}

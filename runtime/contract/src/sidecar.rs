@@ -1,0 +1,609 @@
+//! The sidecar's config file (YAML): where to listen, where fluentd is, which plugins run, and how
+//! delivery behaves. Rendered by the operator, or written by hand; every key is in docs/sidecar.md.
+
+use crate::{ByteSize, Duration, PluginSettings, ValidationError, from_yaml};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The config `apiVersion` this sidecar writes and reads.
+pub const API_VERSION: &str = "eventplug.dev/v1alpha1";
+/// Versions read as well: the current one and the one before it, so an operator and a sidecar one
+/// version apart work together. (v1alpha1 is the first; the list grows with the next version.)
+pub const ACCEPTED_API_VERSIONS: &[&str] = &[API_VERSION];
+/// The config `kind`.
+pub const KIND: &str = "SidecarConfig";
+
+/// The shortest `delivery.reloadInterval`.
+pub const MIN_RELOAD_INTERVAL: Duration = Duration::from_millis(10);
+
+/// event-handler gives up on a request after this long (its client timeout).
+pub const EVENT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Instances that may exist at once across all plugins of one sidecar (the engine's pool size).
+pub const MAX_INSTANCES: u32 = 256;
+
+/// The whole config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SidecarConfig {
+    /// `eventplug.dev/v1alpha1`.
+    pub api_version: String,
+    /// `SidecarConfig`.
+    pub kind: String,
+    /// Where event-handler posts events.
+    #[serde(default)]
+    pub listen: ListenConfig,
+    /// The real fluentd.
+    pub upstream: UpstreamConfig,
+    /// Delivery, retries and poison events.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    /// The plugin chain.
+    #[serde(default)]
+    pub plugins: Vec<PluginSettings>,
+    /// Shared token store (filled by a later version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<EmptySection>,
+    /// Teleport API access (filled by a later version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teleport: Option<EmptySection>,
+    /// Alert routing (filled by a later version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<EmptySection>,
+    /// Logging.
+    #[serde(default)]
+    pub logging: LoggingConfig,
+}
+
+/// A section reserved for a later version; only `{}` is accepted now.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmptySection {}
+
+/// Where the sidecar listens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct ListenConfig {
+    /// Address and port, plain HTTP; loopback by default (event-handler is in the same pod).
+    pub address: String,
+    /// The largest event body accepted.
+    pub max_body_bytes: ByteSize,
+    /// The path event-handler posts audit events to; default: the path of `upstream.auditUrl`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_path: Option<String>,
+    /// The path session events are posted under (`<path>.<sid>.log`); default: the path of
+    /// `upstream.sessionUrl`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_path: Option<String>,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1:8888".into(),
+            max_body_bytes: ByteSize(8 << 20),
+            audit_path: None,
+            session_path: None,
+        }
+    }
+}
+
+/// The real fluentd, as event-handler's own config names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpstreamConfig {
+    /// Audit events go here as they are (`https://fluentd:8888/test.log`).
+    pub audit_url: String,
+    /// Session events go to this URL + `.<sid>.log`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_url: Option<String>,
+    /// CA certificate file that signed fluentd's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate file (with `key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// Client key file (with `cert`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// How long one forward may take.
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_upstream_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// What happens to an event a plugin keeps failing on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PoisonPolicy {
+    /// Forward the original to the quarantine tag on the upstream, so it is kept but marked.
+    #[default]
+    Quarantine,
+    /// Forward the original as if no plugin ran.
+    Forward,
+    /// Keep refusing it.
+    Block,
+}
+
+/// Delivery settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct DeliveryConfig {
+    /// Failed attempts of one event before the poison policy applies.
+    pub poison_attempts: u32,
+    /// What the poison policy does.
+    pub poison_policy: PoisonPolicy,
+    /// The fluentd tag (URL path on the audit upstream) quarantined events go to.
+    pub quarantine_tag: String,
+    /// Outcomes remembered for redeliveries.
+    pub verdict_cache_entries: usize,
+    /// How long an outcome is remembered.
+    pub verdict_cache_ttl: Duration,
+    /// After SIGTERM, how long to keep serving before no longer accepting.
+    pub shutdown_grace: Duration,
+    /// How often the config file is checked for changes.
+    pub reload_interval: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            poison_attempts: 3,
+            poison_policy: PoisonPolicy::Quarantine,
+            quarantine_tag: "eventplug.quarantine".into(),
+            verdict_cache_entries: 10_000,
+            verdict_cache_ttl: Duration::from_secs(15 * 60),
+            shutdown_grace: Duration::from_secs(5),
+            reload_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct LoggingConfig {
+    /// `text` (default) or `json`.
+    pub format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The path of a URL (`https://h:1/a/b` → `/a/b`), or an error naming `key`.
+pub fn url_path(key: &str, url: &str) -> Result<String, ValidationError> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| ValidationError::at(key, format!("`{url}` is not a URL: {e}")))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => {
+            return Err(ValidationError::at(
+                key,
+                format!("`{url}` must start with http:// or https://"),
+            ));
+        }
+    }
+    if uri.host().is_none() {
+        return Err(ValidationError::at(key, format!("`{url}` has no host")));
+    }
+    Ok(uri.path().to_string())
+}
+
+impl SidecarConfig {
+    /// Reads and checks a config file. Module paths and certificate paths are relative to it.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        let mut config =
+            Self::parse(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rebase = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for plugin in &mut config.plugins {
+            rebase(&mut plugin.module);
+        }
+        for file in [
+            &mut config.upstream.ca,
+            &mut config.upstream.cert,
+            &mut config.upstream.key,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            rebase(file);
+        }
+        Ok(config)
+    }
+
+    /// Parses and checks config text.
+    pub fn parse(text: &str) -> Result<Self, ValidationError> {
+        let config: Self = from_yaml(text)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// The config as YAML text, as the operator renders it.
+    pub fn to_yaml(&self) -> Result<String, String> {
+        serde_saphyr::to_string(self).map_err(|e| e.to_string())
+    }
+
+    /// Checks what the types alone cannot say: versions, addresses, URLs, pairs of keys that go
+    /// together, unique plugin names, and that the worst case fits event-handler's timeout.
+    pub fn check(&self) -> Result<(), ValidationError> {
+        if !ACCEPTED_API_VERSIONS.contains(&self.api_version.as_str()) {
+            return Err(ValidationError::at(
+                "apiVersion",
+                format!(
+                    "`{}` is not one this sidecar reads ({}); upgrade the sidecar or render the config for it",
+                    self.api_version,
+                    ACCEPTED_API_VERSIONS.join(", ")
+                ),
+            ));
+        }
+        if self.kind != KIND {
+            return Err(ValidationError::at(
+                "kind",
+                format!("must be `{KIND}`, not `{}`", self.kind),
+            ));
+        }
+        self.listen
+            .address
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| {
+                ValidationError::at(
+                    "listen.address",
+                    format!("`{}` is not an address:port ({e})", self.listen.address),
+                )
+            })?;
+        url_path("upstream.auditUrl", &self.upstream.audit_url)?;
+        if let Some(url) = &self.upstream.session_url {
+            url_path("upstream.sessionUrl", url)?;
+        }
+        if self.upstream.cert.is_some() != self.upstream.key.is_some() {
+            let key = if self.upstream.cert.is_some() {
+                "upstream.key"
+            } else {
+                "upstream.cert"
+            };
+            return Err(ValidationError::at(
+                key,
+                "upstream.cert and upstream.key go together: set both or neither",
+            ));
+        }
+        if self.delivery.poison_attempts == 0 {
+            return Err(ValidationError::at(
+                "delivery.poisonAttempts",
+                "must be at least 1",
+            ));
+        }
+        if let (PoisonPolicy::Forward, Some(plugin)) =
+            (self.delivery.poison_policy, self.fail_closed_plugin())
+        {
+            return Err(ValidationError::at(
+                "delivery.poisonPolicy",
+                format!(
+                    "`forward` would send an event that FailClosed plugin `{}` failed on past it, unfiltered; use `block`, or `quarantine` (which then keeps a record of the event without its body)",
+                    plugin.name
+                ),
+            ));
+        }
+        if self.delivery.quarantine_tag.is_empty() || self.delivery.quarantine_tag.contains('/') {
+            return Err(ValidationError::at(
+                "delivery.quarantineTag",
+                format!(
+                    "`{}` must be a non-empty tag without `/`",
+                    self.delivery.quarantine_tag
+                ),
+            ));
+        }
+        if self.upstream.audit_url.starts_with("https://") && self.upstream.ca.is_none() {
+            return Err(ValidationError::at(
+                "upstream.ca",
+                "upstream.auditUrl is https but upstream.ca is not set: name the CA certificate that signed fluentd's certificate (event-handler's ca.crt)",
+            ));
+        }
+        if self.listen.session_path.is_some() && self.upstream.session_url.is_none() {
+            return Err(ValidationError::at(
+                "listen.sessionPath",
+                "is set but upstream.sessionUrl is not: session events would have nowhere to go",
+            ));
+        }
+        if self.delivery.reload_interval < MIN_RELOAD_INTERVAL {
+            return Err(ValidationError::at(
+                "delivery.reloadInterval",
+                format!("must be at least {MIN_RELOAD_INTERVAL}"),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut chain_budget = std::time::Duration::ZERO;
+        let mut instances = 0u32;
+        for (i, plugin) in self.plugins.iter().enumerate() {
+            let at = format!("plugins[{i}]");
+            plugin.check().map_err(|e| e.within(&at))?;
+            if !names.insert(plugin.name.as_str()) {
+                return Err(ValidationError::at(
+                    format!("{at}.name"),
+                    format!("`{}` is used twice; names must be unique", plugin.name),
+                ));
+            }
+            // A call after a discarded instance: wait, instantiate, init, call, each under the
+            // timeout.
+            chain_budget += plugin.limits.max_wait.get() + plugin.limits.timeout.get() * 3;
+            instances = instances.saturating_add(plugin.limits.concurrency);
+        }
+        let total = chain_budget + self.upstream.timeout.get();
+        if total >= EVENT_HANDLER_TIMEOUT.get() {
+            return Err(ValidationError::at(
+                "upstream.timeout",
+                format!(
+                    "upstream.timeout ({}) plus the plugins' worst case, maxWait + 3 × timeout each ({}), reach {}, not under event-handler's 30 s client timeout: lower them",
+                    self.upstream.timeout,
+                    Duration(chain_budget),
+                    Duration(total)
+                ),
+            ));
+        }
+        // Old and new versions of every plugin may be alive together during a reload.
+        if instances.saturating_mul(2) > MAX_INSTANCES {
+            return Err(ValidationError::at(
+                "plugins",
+                format!(
+                    "the plugins' concurrency adds up to {instances}; with room for a reload (twice that) it must stay within the engine's {MAX_INSTANCES} instances"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The first enforcing plugin whose failures fail the event (a redactor, say): while one is in
+    /// the chain, no poison policy may send an event's original body anywhere.
+    pub fn fail_closed_plugin(&self) -> Option<&PluginSettings> {
+        self.plugins.iter().find(|p| {
+            p.mode == crate::Mode::Enforce && p.failure_policy == crate::FailurePolicy::FailClosed
+        })
+    }
+
+    /// The path audit events arrive on.
+    pub fn audit_path(&self) -> String {
+        self.listen
+            .audit_path
+            .clone()
+            .or_else(|| url_path("", &self.upstream.audit_url).ok())
+            .unwrap_or_else(|| "/".into())
+    }
+
+    /// The path session events arrive under, if sessions are forwarded.
+    pub fn session_path(&self) -> Option<String> {
+        self.listen.session_path.clone().or_else(|| {
+            self.upstream
+                .session_url
+                .as_ref()
+                .and_then(|u| url_path("", u).ok())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refuse(text: &str) -> String {
+        match SidecarConfig::parse(text) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    const MINIMAL: &str = "apiVersion: eventplug.dev/v1alpha1\nkind: SidecarConfig\nupstream:\n  auditUrl: https://fluentd:8888/test.log\n  sessionUrl: https://fluentd:8888/session\n  ca: ca.crt\n";
+
+    #[test]
+    fn a_minimal_config_takes_defaults_and_paths_from_the_urls() {
+        let config = SidecarConfig::parse(MINIMAL).expect("valid");
+        assert_eq!(config.listen.address, "127.0.0.1:8888");
+        assert_eq!(config.audit_path(), "/test.log");
+        assert_eq!(config.session_path().as_deref(), Some("/session"));
+        assert_eq!(config.delivery.poison_attempts, 3);
+        assert_eq!(config.delivery.poison_policy, PoisonPolicy::Quarantine);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let err = refuse(&format!("{MINIMAL}delivery:\n  poisonAttempt: 3\n"));
+        assert!(err.contains("poisonAttempt"), "{err}");
+        let err = refuse(&format!("{MINIMAL}delivery:\n  poisonPolicy: drop\n"));
+        assert!(err.contains("drop"), "{err}");
+        let err = refuse(&MINIMAL.replace("v1alpha1", "v9"));
+        assert!(
+            err.contains("apiVersion: `eventplug.dev/v9`")
+                && err.contains("eventplug.dev/v1alpha1"),
+            "{err}"
+        );
+        let err = refuse(&MINIMAL.replace("https://fluentd:8888/test.log", "fluentd"));
+        assert!(err.contains("upstream.auditUrl"), "{err}");
+        let err = refuse(&format!("{MINIMAL}listen:\n  address: localhost\n"));
+        assert!(err.contains("listen.address"), "{err}");
+        let err = refuse(&format!("{MINIMAL}store:\n  configMap: x\n"));
+        assert!(err.contains("configMap"), "{err}");
+    }
+
+    #[test]
+    fn the_time_budget_must_stay_under_event_handlers_timeout() {
+        let text = format!(
+            "{MINIMAL}plugins:\n  - name: slow\n    module: slow.wasm\n    limits: {{timeout: 25s}}\n"
+        );
+        let err = refuse(&text);
+        assert!(err.contains("30 s client timeout"), "{err}");
+        let text = format!(
+            "{MINIMAL}plugins:\n  - name: a\n    module: a.wasm\n  - name: a\n    module: b.wasm\n"
+        );
+        assert!(refuse(&text).contains("used twice"));
+    }
+
+    #[test]
+    fn https_needs_a_ca_and_sessions_need_an_upstream() {
+        let err = refuse(&MINIMAL.replace("  ca: ca.crt\n", ""));
+        assert!(err.contains("upstream.ca is not set"), "{err}");
+        let plain = MINIMAL
+            .replace("  ca: ca.crt\n", "")
+            .replace("auditUrl: https://", "auditUrl: http://")
+            .replace("  sessionUrl: https://fluentd:8888/session\n", "");
+        assert!(
+            SidecarConfig::parse(&plain).is_ok(),
+            "plain http needs no CA"
+        );
+        let err = refuse(&format!("{plain}listen:\n  sessionPath: /s\n"));
+        assert!(err.contains("upstream.sessionUrl is not"), "{err}");
+    }
+
+    #[test]
+    fn concurrency_must_leave_room_for_a_reload() {
+        let text = format!(
+            "{MINIMAL}plugins:\n  - name: a\n    module: a.wasm\n    limits: {{concurrency: 100}}\n  - name: b\n    module: b.wasm\n    limits: {{concurrency: 100}}\n"
+        );
+        let err = refuse(&text);
+        assert!(err.contains("adds up to 200"), "{err}");
+    }
+
+    #[test]
+    fn cert_and_key_go_together() {
+        let text = MINIMAL.replace("  sessionUrl", "  cert: c.pem\n  sessionUrl");
+        assert!(refuse(&text).contains("upstream.cert and upstream.key"));
+    }
+
+    /// Every documented key (docs/sidecar.md), set to a value other than its default.
+    const EVERY_KEY: &str = r#"
+apiVersion: eventplug.dev/v1alpha1
+kind: SidecarConfig
+listen:
+  address: 127.0.0.1:9888
+  maxBodyBytes: 4Mi
+  auditPath: /in.log
+  sessionPath: /in.session
+upstream:
+  auditUrl: https://fluentd:8888/test.log
+  sessionUrl: https://fluentd:8888/session
+  ca: /certs/ca.crt
+  cert: /certs/client.crt
+  key: /certs/client.key
+  timeout: 5s
+delivery:
+  poisonAttempts: 5
+  poisonPolicy: block
+  quarantineTag: poison.log
+  verdictCacheEntries: 500
+  verdictCacheTtl: 1m30s
+  shutdownGrace: 2s
+  reloadInterval: 250ms
+plugins:
+  - name: redact
+    module: /modules/redact.wasm
+    digest: sha256:0000000000000000000000000000000000000000000000000000000000000000
+    version: "1.2.0"
+    priority: -5
+    events: [user.login, "session.*"]
+    mode: shadow
+    failurePolicy: FailClosed
+    config: {fields: [password], nested: {deep: true}}
+    limits:
+      timeout: 50ms
+      memoryLimit: 16Mi
+      concurrency: 4
+      maxWait: 1s
+      maxOutput: 1Mi
+      maxLogLinesPerCall: 8
+store: {}
+teleport: {}
+alerts: {}
+logging:
+  format: json
+"#;
+
+    #[test]
+    fn every_documented_key_renders_and_parses_back_to_the_same_value() {
+        let config = SidecarConfig::parse(EVERY_KEY).expect("every key is valid");
+        let defaults = SidecarConfig::parse(MINIMAL).expect("valid");
+        assert_ne!(config.listen, defaults.listen);
+        assert_ne!(config.delivery, defaults.delivery);
+        assert_eq!(config.plugins[0].limits.memory_limit, ByteSize(16 << 20));
+        assert_eq!(config.delivery.verdict_cache_ttl, Duration::from_secs(90));
+        let rendered = config.to_yaml().expect("renders");
+        let again = SidecarConfig::parse(&rendered).expect("the rendering parses");
+        assert_eq!(again, config, "{rendered}");
+        let minimal_again = SidecarConfig::parse(&defaults.to_yaml().expect("renders"));
+        assert_eq!(minimal_again.expect("parses"), defaults);
+    }
+
+    #[test]
+    fn errors_carry_the_path_of_the_bad_key() {
+        let text = format!(
+            "{MINIMAL}plugins:\n  - name: a\n    module: a.wasm\n  - name: b\n    module: b.wasm\n    limits: {{timeout: 0}}\n"
+        );
+        let err = SidecarConfig::parse(&text).unwrap_err();
+        assert_eq!(err.path, "plugins[1].limits.timeout", "{err}");
+        let text = format!("{MINIMAL}delivery:\n  verdictCacheTtl: 15\n");
+        let err = SidecarConfig::parse(&text).unwrap_err();
+        assert_eq!(err.path, "delivery.verdictCacheTtl", "{err}");
+        assert!(err.message.contains("no unit"), "{err}");
+    }
+
+    #[test]
+    fn a_refused_config_never_echoes_a_plugins_config_values() {
+        let text = format!(
+            "{MINIMAL}plugins:\n  - name: a\n    module: a.wasm\n    config: {{apiKey: hunter2-secret}}\n    limits: {{timeout: soon}}\n"
+        );
+        let err = refuse(&text);
+        assert!(err.contains("plugins[0].limits.timeout"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn forwarding_poison_events_past_a_fail_closed_plugin_is_refused() {
+        let chain =
+            "plugins:\n  - name: redact\n    module: r.wasm\n    failurePolicy: FailClosed\n";
+        let err = refuse(&format!(
+            "{MINIMAL}delivery:\n  poisonPolicy: forward\n{chain}"
+        ));
+        assert!(
+            err.starts_with("delivery.poisonPolicy:") && err.contains("`redact`"),
+            "{err}"
+        );
+        for policy in ["block", "quarantine"] {
+            let text = format!("{MINIMAL}delivery:\n  poisonPolicy: {policy}\n{chain}");
+            assert!(SidecarConfig::parse(&text).is_ok(), "{policy}");
+        }
+        let shadow = chain.replace(
+            "failurePolicy: FailClosed",
+            "failurePolicy: FailClosed\n    mode: shadow",
+        );
+        let text = format!("{MINIMAL}delivery:\n  poisonPolicy: forward\n{shadow}");
+        assert!(
+            SidecarConfig::parse(&text).is_ok(),
+            "a shadow plugin guards nothing"
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        let err = refuse(&format!(
+            "{MINIMAL}delivery:\n  poisonAttempts: 3\n  poisonAttempts: 4\n"
+        ));
+        assert!(err.to_lowercase().contains("duplicate"), "{err}");
+    }
+}

@@ -1,0 +1,72 @@
+//! What a sidecar reports at `/status`: the config it runs and what each plugin runs. The operator
+//! reads it to decide whether an EventPlugin is Ready.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What one configured plugin is running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginStatus {
+    /// The plugin's name.
+    pub name: String,
+    /// The module configured.
+    pub module: String,
+    /// The configured version label, if any.
+    pub version: Option<String>,
+    /// Digest of the version running now, if any.
+    pub running_digest: Option<String>,
+    /// Whether the configured version is the one running.
+    pub loaded: bool,
+    /// Why the configured version is not running.
+    pub error: Option<String>,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    /// The `apiVersion` of the config running.
+    pub api_version: String,
+    /// `sha256:<hex>` of the config file's bytes.
+    pub config_hash: String,
+    /// Configs applied since start (1 for the first).
+    pub generation: u64,
+    /// Whether events are accepted.
+    pub ready: bool,
+    /// Why not, when not.
+    pub blocked: Option<String>,
+    /// Per configured plugin, in config order.
+    pub plugins: Vec<PluginStatus>,
+    /// The sidecar's version.
+    pub version: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_reads_back_from_its_json() {
+        let report = StatusReport {
+            api_version: crate::API_VERSION.into(),
+            config_hash: "sha256:00".into(),
+            generation: 3,
+            ready: false,
+            blocked: Some("plugins not loaded".into()),
+            plugins: vec![PluginStatus {
+                name: "redact".into(),
+                module: "/m/redact.wasm".into(),
+                version: None,
+                running_digest: Some("sha256:11".into()),
+                loaded: false,
+                error: Some("bad module".into()),
+            }],
+            version: "0.1.0".into(),
+        };
+        let json = serde_json::to_string(&report).expect("serializes");
+        assert!(json.contains("\"runningDigest\":\"sha256:11\""), "{json}");
+        let back: StatusReport = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, report);
+    }
+}

@@ -1,0 +1,189 @@
+//! Compiles each module once: compiled modules are kept in memory by digest and, when a cache folder
+//! is set, precompiled on disk keyed by module digest and engine settings.
+//!
+//! A precompiled artifact is machine code that runs as it is, so one is used only when it provably
+//! is what this cache wrote for this module: each file starts with a record of the module digest,
+//! the engine key and the sha256 of the artifact bytes, written with it and checked before the
+//! bytes are deserialized. A file that fails (another module's artifact under this name, garbled
+//! machine code, a truncated write) is logged, removed and the module compiled again.
+
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use wasmtime::{Engine, Module};
+
+/// The digest of module bytes, as OCI writes it: `sha256:<hex>`.
+pub fn module_digest(bytes: &[u8]) -> String {
+    let hash = Sha256::digest(bytes);
+    let mut text = String::with_capacity(7 + 64);
+    text.push_str("sha256:");
+    for byte in hash {
+        text.push_str(&format!("{byte:02x}"));
+    }
+    text
+}
+
+/// Where a compiled module came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModuleSource {
+    /// Compiled now.
+    Compiled,
+    /// Loaded precompiled from the disk cache.
+    DiskCache,
+    /// Already compiled in this process.
+    MemoryCache,
+}
+
+pub(crate) struct ModuleCache {
+    dir: Option<PathBuf>,
+    engine_key: String,
+    compiled: Mutex<HashMap<String, Module>>,
+}
+
+impl ModuleCache {
+    pub(crate) fn new(engine: &Engine, dir: Option<PathBuf>) -> Self {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        Self {
+            dir,
+            engine_key: format!("{:016x}", hasher.finish()),
+            compiled: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn record(&self, digest: &str, artifact: &[u8]) -> String {
+        format!(
+            "{CACHE_MAGIC} {digest} {} {}\n",
+            self.engine_key,
+            module_digest(artifact)
+        )
+    }
+
+    fn cache_file(&self, digest: &str) -> Option<PathBuf> {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{hex}-{}.cwasm", self.engine_key)))
+    }
+
+    /// Returns the compiled module for `bytes` (wasm binary or text), compiling it only when neither
+    /// cache has it.
+    pub(crate) fn get(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+    ) -> Result<(Module, String, ModuleSource), String> {
+        if Engine::detect_precompiled(bytes).is_some() {
+            return Err("this is a precompiled artifact (.cwasm); give the .wasm module".into());
+        }
+        let digest = module_digest(bytes);
+        if let Some(module) = self.lock().get(&digest) {
+            return Ok((module.clone(), digest, ModuleSource::MemoryCache));
+        }
+        let cache_file = self.cache_file(&digest);
+        let (module, source) = match cache_file
+            .as_deref()
+            .and_then(|f| self.load_precompiled(engine, f, &digest))
+        {
+            Some(module) => (module, ModuleSource::DiskCache),
+            None => {
+                let module = Module::new(engine, bytes).map_err(|e| format!("{e:#}"))?;
+                if let Some(file) = &cache_file
+                    && let Err(e) = self.store_precompiled(&module, file, &digest)
+                {
+                    tracing::warn!(file = %file.display(), error = %e, "could not write the module cache; modules will be compiled again on the next start");
+                }
+                (module, ModuleSource::Compiled)
+            }
+        };
+        self.lock().insert(digest.clone(), module.clone());
+        Ok((module, digest, source))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Module>> {
+        self.compiled
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The first word of every cache file.
+const CACHE_MAGIC: &str = "eventplug-cwasm-v1";
+
+impl ModuleCache {
+    /// Loads the module precompiled for `digest`, or `None` when the file is missing or is not
+    /// provably the artifact this cache wrote for it (then it is removed).
+    ///
+    /// The file is read into memory rather than mapped, so a file changed or truncated on disk later
+    /// cannot fault a running module.
+    #[allow(unsafe_code)]
+    fn load_precompiled(&self, engine: &Engine, file: &Path, digest: &str) -> Option<Module> {
+        let bytes = std::fs::read(file).ok()?;
+        let refuse = |reason: &str| {
+            tracing::warn!(file = %file.display(), reason, "cached module refused; removing it and compiling again");
+            let _ = std::fs::remove_file(file);
+            None
+        };
+        let Some(end) = bytes.iter().position(|&b| b == b'\n') else {
+            return refuse("no record of what it holds");
+        };
+        let (record, artifact) = (&bytes[..=end], &bytes[end + 1..]);
+        if record != self.record(digest, artifact).as_bytes() {
+            return refuse(
+                "its record does not match this module, this engine or the artifact's checksum",
+            );
+        }
+        if Engine::detect_precompiled(artifact).is_none() {
+            return refuse("not a precompiled module");
+        }
+        // SAFETY: the bytes are, checksum-verified, an artifact this cache wrote itself for this
+        // module digest and engine key (`store_precompiled`), by rename into a folder only eventplug
+        // writes (0700), from `Module::serialize` of an engine with the same compatibility hash;
+        // wasmtime checks its header again.
+        match unsafe { Module::deserialize(engine, artifact) } {
+            Ok(module) => Some(module),
+            Err(e) => refuse(&format!("wasmtime refused it: {e}")),
+        }
+    }
+
+    fn store_precompiled(&self, module: &Module, file: &Path, digest: &str) -> std::io::Result<()> {
+        let artifact = module.serialize().map_err(std::io::Error::other)?;
+        if let Some(dir) = file.parent() {
+            create_private_dir(dir)?;
+        }
+        let mut bytes = self.record(digest, &artifact).into_bytes();
+        bytes.extend_from_slice(&artifact);
+        let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, file)
+    }
+}
+
+/// Creates the cache folder readable and writable by its owner only: it holds executable code.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let meta = std::fs::metadata(dir)?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::module_digest;
+
+    #[test]
+    fn digest_is_sha256_in_oci_form() {
+        assert_eq!(
+            module_digest(b""),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}

@@ -1,0 +1,230 @@
+//! Property tests: JSON -> envelope -> JSON keeps every event intact, and no plugin output, however
+//! malformed, makes the host panic or forward anything but a JSON object.
+
+use eventplug_proto::v1 as pb;
+use eventplug_runtime::pipeline::{encode_event, interpret_response};
+use proptest::prelude::*;
+use prost::Message;
+use prost_types::value::Kind;
+use serde_json::{Map, Value};
+
+/// JSON values as a protobuf Struct carries them: numbers are doubles.
+fn as_doubles(value: &Value) -> Value {
+    match value {
+        Value::Number(n) => n
+            .as_f64()
+            .and_then(serde_json::Number::from_f64)
+            .map_or(Value::Null, Value::Number),
+        Value::Array(items) => Value::Array(items.iter().map(as_doubles).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), as_doubles(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn from_proto(value: &prost_types::Value) -> Value {
+    match &value.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::NumberValue(n)) => {
+            serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number)
+        }
+        Some(Kind::StringValue(s)) => Value::String(s.clone()),
+        Some(Kind::BoolValue(b)) => Value::Bool(*b),
+        Some(Kind::StructValue(s)) => Value::Object(
+            s.fields
+                .iter()
+                .map(|(k, v)| (k.clone(), from_proto(v)))
+                .collect(),
+        ),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(from_proto).collect()),
+    }
+}
+
+/// The envelope as Teleport's EventUnstructured, decoded with prost's own well-known types.
+#[derive(Clone, PartialEq, Message)]
+struct Unstructured {
+    #[prost(string, tag = "1")]
+    r#type: String,
+    #[prost(string, tag = "2")]
+    id: String,
+    #[prost(message, optional, tag = "3")]
+    time: Option<prost_types::Timestamp>,
+    #[prost(int64, tag = "4")]
+    index: i64,
+    #[prost(message, optional, tag = "5")]
+    unstructured: Option<prost_types::Struct>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Request {
+    #[prost(message, optional, tag = "1")]
+    event: Option<Unstructured>,
+}
+
+fn key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z_]{1,8}",
+        "[a-z]{1,4}\\.[a-z]{1,6}",
+        "\\PC{0,6}",
+        Just("event".to_string()),
+        Just("uid".to_string()),
+        Just("ei".to_string()),
+    ]
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        (-1e300f64..1e300)
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        "\\PC{0,20}".prop_map(Value::String),
+        "[\"\\\\\n\t\u{0}-\u{1f}é🦀]{0,6}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::btree_map(key(), inner, 0..5)
+                .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
+        ]
+    })
+}
+
+fn event() -> impl Strategy<Value = Map<String, Value>> {
+    (
+        prop::collection::btree_map(key(), json_value(), 0..10),
+        "[a-z.]{1,20}",
+        "[0-9a-f-]{0,36}",
+    )
+        .prop_map(|(fields, ty, uid)| {
+            let mut map: Map<String, Value> = fields.into_iter().collect();
+            map.insert("event".into(), Value::String(ty));
+            map.insert("uid".into(), Value::String(uid));
+            map.insert(
+                "time".into(),
+                Value::String("2024-02-23T18:56:50.628Z".into()),
+            );
+            map
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn json_to_envelope_keeps_every_field(event in event(), pretty in any::<bool>()) {
+        let json = if pretty { serde_json::to_vec_pretty(&event) } else { serde_json::to_vec(&event) }.expect("serialise");
+        let encoded = encode_event(&json).expect("a JSON object encodes");
+        let request = Request::decode(encoded.request.as_slice()).expect("prost decodes the request");
+        let envelope = request.event.expect("an envelope");
+        prop_assert_eq!(&envelope.r#type, event["event"].as_str().expect("type"));
+        prop_assert_eq!(&envelope.id, event["uid"].as_str().expect("uid"));
+        prop_assert_eq!(envelope.time, Some(prost_types::Timestamp { seconds: 1_708_714_610, nanos: 628_000_000 }));
+        let back = Value::Object(envelope.unstructured.expect("struct").fields.iter().map(|(k, v)| (k.clone(), from_proto(v))).collect());
+        prop_assert_eq!(back, as_doubles(&Value::Object(event)));
+        // The type is the first field of the envelope, which is the first field of the request:
+        // request tag, envelope length (a varint), type tag, type length, the type's bytes.
+        let ty = encoded.identity.event_type.as_bytes();
+        let envelope_len_bytes = encoded.request[1..].iter().position(|b| b & 0x80 == 0).expect("varint") + 1;
+        let at = 1 + envelope_len_bytes;
+        prop_assert_eq!(encoded.request[0], 0x0a);
+        prop_assert_eq!(encoded.request[at], 0x0a);
+        prop_assert_eq!(usize::from(encoded.request[at + 1]), ty.len());
+        prop_assert_eq!(&encoded.request[at + 2..at + 2 + ty.len()], ty);
+    }
+
+    #[test]
+    fn arbitrary_bytes_as_a_response_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        let event = br#"{"event":"x","a":{"b":[1,2]}}"#;
+        if let Ok(decision) = interpret_response(&bytes, event)
+            && let Some(edited) = decision.edited
+        {
+            let value: Value = serde_json::from_slice(&edited).expect("edited output is JSON");
+            prop_assert!(value.is_object());
+        }
+    }
+
+    #[test]
+    fn arbitrary_edits_either_apply_to_valid_json_or_fail_cleanly(
+        event in event(),
+        edits in prop::collection::vec(
+            (prop::collection::vec(prop_oneof![key(), "[0-3]"], 0..4), 0i32..3, prop_oneof![json_value().prop_map(|v| v.to_string()), "\\PC{0,8}"]),
+            1..5,
+        ),
+    ) {
+        let json = serde_json::to_vec(&event).expect("serialise");
+        let edits: Vec<pb::Edit> = edits.into_iter().map(|(path, op, value_json)| pb::Edit { path, op, value_json }).collect();
+        let response = pb::HandleEventResponse { edits: edits.clone(), ..Default::default() }.encode_to_vec();
+        if let Ok(decision) = interpret_response(&response, &json) {
+            let edited = decision.edited.expect("edits produce bytes");
+            let value: Value = serde_json::from_slice(&edited).expect("edited output is JSON");
+            prop_assert!(value.is_object());
+            prop_assert_eq!(value, model(Value::Object(event), &edits));
+        }
+    }
+}
+
+/// The same edits applied to a parsed tree: what the byte-level editor must agree with.
+fn model(mut doc: Value, edits: &[pb::Edit]) -> Value {
+    for edit in edits {
+        let value: Value = if edit.op == 0 {
+            serde_json::from_str(edit.value_json.trim()).expect("applied edits are valid")
+        } else {
+            Value::Null
+        };
+        apply_model(&mut doc, &edit.path, edit.op == 1, value);
+    }
+    doc
+}
+
+fn apply_model(node: &mut Value, path: &[String], remove: bool, value: Value) {
+    let (first, rest) = path.split_first().expect("non-empty path");
+    match node {
+        Value::Object(map) => {
+            if rest.is_empty() {
+                if remove {
+                    map.remove(first);
+                } else {
+                    map.insert(first.clone(), value);
+                }
+            } else if let Some(child) = map.get_mut(first) {
+                apply_model(child, rest, remove, value);
+            } else if !remove {
+                let mut created = value;
+                for segment in rest.iter().rev() {
+                    created = Value::Object([(segment.clone(), created)].into_iter().collect());
+                }
+                map.insert(first.clone(), created);
+            }
+        }
+        Value::Array(items) => {
+            let Ok(index) = first.parse::<usize>() else {
+                return;
+            };
+            if rest.is_empty() {
+                if remove {
+                    if index < items.len() {
+                        items.remove(index);
+                    }
+                } else if index < items.len() {
+                    items[index] = value;
+                } else {
+                    items.push(value);
+                }
+            } else if let Some(child) = items.get_mut(index) {
+                apply_model(child, rest, remove, value);
+            } else if !remove {
+                let mut created = value;
+                for segment in rest.iter().rev() {
+                    created = Value::Object([(segment.clone(), created)].into_iter().collect());
+                }
+                items.push(created);
+            }
+        }
+        _ => {}
+    }
+}

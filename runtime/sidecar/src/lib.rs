@@ -1,0 +1,345 @@
+//! `eventplug serve`: the sidecar between event-handler and fluentd. It accepts each event on
+//! loopback as fluentd would, runs the plugin chain, forwards to the real fluentd and answers 200
+//! only once the event is delivered or deliberately skipped.
+//!
+//! Its config is `eventplug_contract::SidecarConfig`; its `/status` report is
+//! `eventplug_contract::StatusReport`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod ingest;
+mod live;
+mod metrics;
+mod plugin_set;
+mod poison;
+mod upstream;
+
+pub use live::{Live, Routes};
+pub use metrics::Metrics;
+pub use upstream::{Upstream, UpstreamError};
+
+use eventplug_contract::SidecarConfig;
+use eventplug_runtime::engine::{EngineSettings, PluginEngine, module_digest};
+use eventplug_runtime::pipeline::{Pipeline, PipelineSettings, VerdictCache};
+use eventplug_runtime::store::{LocalTokenStore, TokenStore};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use poison::PoisonTracker;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+/// The running sidecar.
+pub struct Sidecar {
+    engine: PluginEngine,
+    tokens: Arc<dyn TokenStore>,
+    live: RwLock<Arc<Live>>,
+    /// Counters and histograms.
+    pub metrics: Metrics,
+    poison: PoisonTracker,
+    cache: Arc<VerdictCache>,
+    draining: AtomicBool,
+    config_path: PathBuf,
+    fingerprint: Mutex<String>,
+}
+
+/// What identifies the config on disk: the file's bytes, and the size and time of every file it
+/// names (plugin modules, and the upstream certificates, which a Secret update rotates).
+fn fingerprint(config_path: &Path, config: Option<&SidecarConfig>) -> String {
+    let mut text = std::fs::read(config_path)
+        .map(|b| module_digest(&b))
+        .unwrap_or_default();
+    let Some(config) = config else { return text };
+    let upstream = &config.upstream;
+    let files = config.plugins.iter().map(|p| &p.module).chain(
+        [&upstream.ca, &upstream.cert, &upstream.key]
+            .into_iter()
+            .flatten(),
+    );
+    for file in files {
+        if let Ok(meta) = std::fs::metadata(file) {
+            let modified = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .unwrap_or_default();
+            text.push_str(&format!(
+                "|{}:{}:{}",
+                file.display(),
+                meta.len(),
+                modified.as_nanos()
+            ));
+        }
+    }
+    text
+}
+
+impl Sidecar {
+    /// Reads the config and loads every plugin. A plugin that fails to load does not stop the
+    /// sidecar: events are refused with 503 (so event-handler retries and nothing unfiltered
+    /// leaves) until a config that loads arrives.
+    pub fn start(config_path: &Path) -> Result<Arc<Self>, String> {
+        let config = SidecarConfig::load(config_path)?;
+        let engine =
+            PluginEngine::new(EngineSettings::with_default_cache()).map_err(|e| e.to_string())?;
+        let cache = Arc::new(VerdictCache::new(
+            config.delivery.verdict_cache_entries,
+            config.delivery.verdict_cache_ttl.get(),
+        ));
+        let sidecar = Arc::new(Self {
+            engine,
+            tokens: Arc::new(LocalTokenStore::new()),
+            live: RwLock::new(Arc::new(placeholder_live(&config)?)),
+            metrics: Metrics::default(),
+            poison: PoisonTracker::default(),
+            cache,
+            draining: AtomicBool::new(false),
+            config_path: config_path.to_path_buf(),
+            fingerprint: Mutex::new(String::new()),
+        });
+        let print = fingerprint(config_path, Some(&config));
+        sidecar.apply(config, print)?;
+        Ok(sidecar)
+    }
+
+    /// The current state.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether SIGTERM was received.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Checks the config file and applies it when it changed. Returns whether a new config was
+    /// applied; an invalid config is reported and the running one kept.
+    pub fn reload_if_changed(&self) -> Result<bool, String> {
+        let current = self.live();
+        let print = fingerprint(&self.config_path, Some(&current.config));
+        if *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) == print {
+            return Ok(false);
+        }
+        let outcome = SidecarConfig::load(&self.config_path).and_then(|config| {
+            let print = fingerprint(&self.config_path, Some(&config));
+            self.apply(config, print)
+        });
+        match &outcome {
+            Ok(()) => self
+                .metrics
+                .inc("eventplug_reloads_total", &[("outcome", "applied")]),
+            Err(error) => {
+                // Remember the bad file so it is reported once, not every interval.
+                *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) = print;
+                self.metrics
+                    .inc("eventplug_reloads_total", &[("outcome", "invalid")]);
+                tracing::error!(%error, "new config refused; the running config stays");
+            }
+        }
+        outcome.map(|()| true)
+    }
+
+    fn apply(&self, config: SidecarConfig, print: String) -> Result<(), String> {
+        let previous = self.live();
+        if previous.generation > 0
+            && (
+                previous.config.delivery.verdict_cache_entries,
+                previous.config.delivery.verdict_cache_ttl,
+            ) != (
+                config.delivery.verdict_cache_entries,
+                config.delivery.verdict_cache_ttl,
+            )
+        {
+            tracing::warn!(
+                "delivery.verdictCacheEntries and verdictCacheTtl changes take effect at the next start"
+            );
+        }
+        if previous.generation > 0 && previous.config.listen.address != config.listen.address {
+            tracing::warn!(old = %previous.config.listen.address, new = %config.listen.address, "listen.address changes take effect at the next start");
+        }
+        let running: Vec<_> = previous.pipeline.plugins().cloned().collect();
+        let applied = plugin_set::apply(&self.engine, &running, &config.plugins, &self.tokens);
+        let missing = applied.missing();
+        let blocked = (!missing.is_empty()).then(|| {
+            let names: Vec<String> = missing
+                .iter()
+                .map(|s| format!("{}: {}", s.name, s.error.as_deref().unwrap_or("not loaded")))
+                .collect();
+            format!(
+                "plugins not loaded, events refused until they load: {}",
+                names.join("; ")
+            )
+        });
+        for status in &applied.statuses {
+            let loaded = if status.loaded { 1.0 } else { 0.0 };
+            self.metrics.set(
+                "eventplug_plugin_loaded",
+                &[
+                    ("plugin", &status.name),
+                    ("digest", status.running_digest.as_deref().unwrap_or("")),
+                ],
+                loaded,
+            );
+            if !status.loaded {
+                self.metrics
+                    .inc("eventplug_reloads_total", &[("outcome", "plugin_failed")]);
+            }
+        }
+        let upstream_print = upstream_fingerprint(&config.upstream);
+        let upstream = if previous.generation > 0 && previous.upstream_fingerprint == upstream_print
+        {
+            previous.upstream.clone()
+        } else {
+            Arc::new(Upstream::new(&config.upstream)?)
+        };
+        let pipeline = Arc::new(Pipeline::with_cache(
+            applied.plugins,
+            PipelineSettings {
+                max_event_bytes: usize::try_from(config.listen.max_body_bytes.get())
+                    .unwrap_or(usize::MAX),
+                ..PipelineSettings::default()
+            },
+            self.cache.clone(),
+        ));
+        let generation = previous.generation + 1;
+        let live = Live {
+            routes: Routes::new(&config)?,
+            config_hash: std::fs::read(&self.config_path)
+                .map(|b| module_digest(&b))
+                .unwrap_or_default(),
+            config,
+            generation,
+            pipeline,
+            blocked,
+            statuses: applied.statuses,
+            upstream,
+            upstream_fingerprint: upstream_print,
+        };
+        self.metrics
+            .set("eventplug_config_generation", &[], generation as f64);
+        tracing::info!(generation, config_hash = %live.config_hash, ready = live.blocked.is_none(), "config applied");
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
+        *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) = print;
+        Ok(())
+    }
+}
+
+/// What the upstream client is made of: its settings and the certificate files' size and time.
+fn upstream_fingerprint(upstream: &eventplug_contract::UpstreamConfig) -> String {
+    let mut text = format!(
+        "{:?}|{:?}|{:?}|{:?}",
+        upstream.ca, upstream.cert, upstream.key, upstream.timeout
+    );
+    for file in [&upstream.ca, &upstream.cert, &upstream.key]
+        .into_iter()
+        .flatten()
+    {
+        if let Ok(meta) = std::fs::metadata(file) {
+            text.push_str(&format!("|{}:{:?}", meta.len(), meta.modified().ok()));
+        }
+    }
+    text
+}
+
+/// The state before the first config is applied (generation 0, no plugins).
+fn placeholder_live(config: &SidecarConfig) -> Result<Live, String> {
+    Ok(Live {
+        config: config.clone(),
+        config_hash: String::new(),
+        generation: 0,
+        pipeline: Arc::new(Pipeline::new(Vec::new(), PipelineSettings::default())),
+        blocked: Some("starting".into()),
+        statuses: Vec::new(),
+        upstream: Arc::new(Upstream::new(&config.upstream)?),
+        upstream_fingerprint: String::new(),
+        routes: Routes::new(config)?,
+    })
+}
+
+/// Serves until `shutdown` resolves, then keeps serving for the grace period (so event-handler can
+/// finish its in-flight events), stops accepting, waits for open requests and returns.
+pub async fn serve(
+    sidecar: Arc<Sidecar>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let live = sidecar.live();
+    let address = live.config.listen.address.clone();
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+    tracing::info!(%address, audit_path = %live.routes.audit_path, "eventplug sidecar listening");
+    let reloader = tokio::spawn(reload_loop(sidecar.clone()));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let accept = |stream: tokio::net::TcpStream| {
+        let _ = stream.set_nodelay(true);
+        let sidecar = sidecar.clone();
+        let service = service_fn(move |request| {
+            let sidecar = sidecar.clone();
+            async move { Ok::<_, std::convert::Infallible>(ingest::handle(sidecar, request).await) }
+        });
+        let connection =
+            graceful.watch(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    };
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => accept(stream),
+                Err(error) => accept_failed(&error).await,
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    let period = sidecar.live().config.delivery.shutdown_grace;
+    tracing::info!(grace = ?period, "shutdown requested: serving for the grace period, then draining");
+    sidecar.draining.store(true, Ordering::Relaxed);
+    let grace = tokio::time::sleep(period.get());
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => accept(stream),
+                Err(error) => accept_failed(&error).await,
+            },
+            () = &mut grace => break,
+        }
+    }
+    drop(listener);
+    reloader.abort();
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections were still open after 30 s and were closed");
+    }
+    tracing::info!("drained; exiting");
+    Ok(())
+}
+
+/// An accept error (out of file descriptors, say) is logged and waited out rather than retried in a
+/// busy loop.
+async fn accept_failed(error: &std::io::Error) {
+    tracing::error!(%error, "cannot accept a connection; retrying in 100 ms");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+async fn reload_loop(sidecar: Arc<Sidecar>) {
+    loop {
+        let interval = sidecar.live().config.delivery.reload_interval;
+        tokio::time::sleep(interval.get()).await;
+        let checking = sidecar.clone();
+        match tokio::task::spawn_blocking(move || checking.reload_if_changed()).await {
+            Ok(Ok(true)) => tracing::info!("config reloaded"),
+            Ok(Ok(false)) | Ok(Err(_)) => {}
+            Err(error) => tracing::error!(%error, "reload task failed"),
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The running plugins and how a new config becomes them: unchanged plugins are kept as they are,
+//! changed ones are loaded anew, and a plugin whose new version fails keeps its last good version.
+
+use eventplug_contract::PluginSettings;
+use eventplug_contract::PluginStatus;
+use eventplug_runtime::engine::{PluginEngine, module_digest};
+use eventplug_runtime::pipeline::LoadedPlugin;
+use eventplug_runtime::store::TokenStore;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The outcome of applying plugin settings.
+pub struct Applied {
+    /// Plugins to run, in config order.
+    pub plugins: Vec<Arc<LoadedPlugin>>,
+    /// One status per configured plugin.
+    pub statuses: Vec<PluginStatus>,
+}
+
+impl Applied {
+    /// Configured plugins with no version running at all (the chain is incomplete without them).
+    pub fn missing(&self) -> Vec<&PluginStatus> {
+        self.statuses
+            .iter()
+            .filter(|s| s.running_digest.is_none())
+            .collect()
+    }
+}
+
+/// Loads `wanted`, reusing plugins of `running` whose settings and module bytes are unchanged and
+/// keeping a running plugin's last good version when its new one fails to load.
+pub fn apply(
+    engine: &PluginEngine,
+    running: &[Arc<LoadedPlugin>],
+    wanted: &[PluginSettings],
+    tokens: &Arc<dyn TokenStore>,
+) -> Applied {
+    let by_name: HashMap<&str, &Arc<LoadedPlugin>> = running
+        .iter()
+        .map(|p| (p.settings.name.as_str(), p))
+        .collect();
+    let mut applied = Applied {
+        plugins: Vec::new(),
+        statuses: Vec::new(),
+    };
+    for settings in wanted {
+        let previous = by_name.get(settings.name.as_str()).copied();
+        let unchanged = previous.filter(|p| {
+            p.settings == *settings
+                && std::fs::read(&settings.module)
+                    .map(|bytes| module_digest(&bytes))
+                    .ok()
+                    .as_deref()
+                    == Some(p.digest.as_str())
+        });
+        let status = |running: Option<&Arc<LoadedPlugin>>, error: Option<String>| PluginStatus {
+            name: settings.name.clone(),
+            module: settings.module.display().to_string(),
+            version: settings.version.clone(),
+            running_digest: running.map(|p| p.digest.clone()),
+            loaded: error.is_none(),
+            error,
+        };
+        if let Some(plugin) = unchanged {
+            applied.statuses.push(status(Some(plugin), None));
+            applied.plugins.push(plugin.clone());
+            continue;
+        }
+        match LoadedPlugin::load(engine, settings, tokens.clone()) {
+            Ok(plugin) => {
+                let plugin = Arc::new(plugin);
+                tracing::info!(plugin = %settings.name, digest = %plugin.digest, "plugin loaded");
+                applied.statuses.push(status(Some(&plugin), None));
+                applied.plugins.push(plugin);
+            }
+            Err(error) => {
+                let error = error.to_string();
+                match previous {
+                    Some(last_good) => {
+                        tracing::error!(plugin = %settings.name, %error, running = %last_good.digest, "new plugin version failed to load; its last good version keeps running");
+                        applied.statuses.push(status(Some(last_good), Some(error)));
+                        applied.plugins.push(last_good.clone());
+                    }
+                    None => {
+                        tracing::error!(plugin = %settings.name, %error, "plugin failed to load; events are refused (503) until it loads");
+                        applied.statuses.push(status(None, Some(error)));
+                    }
+                }
+            }
+        }
+    }
+    applied
+}

@@ -1,0 +1,134 @@
+//! The real fluentd: one HTTP POST per event, over mTLS with event-handler's own certificates.
+
+use bytes::Bytes;
+use eventplug_contract::UpstreamConfig;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode, Uri};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Why a forward did not end in 200.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection or no complete answer.
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    /// It answered, but not 200.
+    #[error("upstream answered {0}")]
+    Status(u16),
+    /// No answer within the timeout.
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A client for the upstream's URLs.
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    timeout: Duration,
+}
+
+fn read_certificates(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{} holds a malformed certificate: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+impl Upstream {
+    /// A client with the config's CA and client certificate (each optional).
+    pub fn new(config: &UpstreamConfig) -> Result<Self, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup: {e}"))?;
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(ca) = &config.ca {
+            for cert in read_certificates(ca)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("upstream.ca {}: {e}", ca.display()))?;
+            }
+        }
+        let builder = builder.with_root_certificates(roots);
+        let tls = match (&config.cert, &config.key) {
+            (Some(cert), Some(key)) => {
+                let chain = read_certificates(cert)?;
+                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                    format!(
+                        "upstream.key {}: no usable private key ({e})",
+                        key.display()
+                    )
+                })?;
+                builder.with_client_auth_cert(chain, key).map_err(|e| {
+                    format!("upstream.cert and upstream.key do not make a client identity: {e}")
+                })?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        // No Nagle: a request's header and body are separate TLS records, and waiting for the
+        // peer's delayed ACK between them would add tens of milliseconds.
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Ok(Self {
+            client,
+            timeout: config.timeout.get(),
+        })
+    }
+
+    /// Posts `body` as JSON to `url`; `Ok` only when the upstream answered 200.
+    pub async fn post(&self, url: &Uri, body: Bytes) -> Result<Duration, UpstreamError> {
+        let started = Instant::now();
+        let request = Request::post(url.clone())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| UpstreamError::Unreachable(error_chain(&e)))?;
+            let status = response.status();
+            // Read the answer whole so the connection can be reused.
+            let _ = response.into_body().collect().await;
+            if status == StatusCode::OK {
+                Ok(started.elapsed())
+            } else {
+                Err(UpstreamError::Status(status.as_u16()))
+            }
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout(self.timeout)))
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
