@@ -2,10 +2,11 @@
 # Builds the AssemblyScript SDK and every AssemblyScript example with the real asc and runs their
 # tests (`npm test`: asbuild, then `eventplug test --build build/test.wasm`).
 #
-# Needs node 20+ and npm, and `eventplug` on PATH (or EVENTPLUG_BIN naming the binary). Installs the
-# npm dependencies with `npm ci` from the committed package-lock.json files, from the npm cache
-# (~/.npm) when it already holds them. When the Teleport reference tables sit beside the repository
-# (../shared) and protoc is installed, it also checks that the generated SDK files are up to date.
+# Needs node 20+ and npm, `eventplug` on PATH (or EVENTPLUG_BIN naming the binary), and protoc with
+# the protobuf well-known types (bash scripts/setup.sh installs them). Installs the npm dependencies
+# with `npm ci` from the committed package-lock.json files, from the npm cache (~/.npm) when it
+# already holds them. First checks that the generated SDK files are what `npm run generate` makes
+# from the committed inputs (proto/ and sdk/assemblyscript/reference/), and fails when it cannot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -35,28 +36,45 @@ npm_ci() {
 echo "== sdk/assemblyscript: npm ci"
 npm_ci sdk/assemblyscript
 
-if [ -d ../shared/reference ] && command -v protoc >/dev/null && git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-  echo "== sdk/assemblyscript: generated files are up to date"
-  (cd sdk/assemblyscript && npm run --silent generate >/dev/null) || fail "npm run generate failed in sdk/assemblyscript"
-  generated=(sdk/assemblyscript/assembly/generated sdk/fixture-templates.json sdk/prototype-fields.json)
-  if ! git diff --quiet -- "${generated[@]}" || [ -n "$(git ls-files --others --exclude-standard -- "${generated[@]}")" ]; then
-    git status --short -- "${generated[@]}" >&2
-    fail "the generated SDK files differ from the output of 'npm run generate' (above): commit them"
-  fi
-else
-  echo "== sdk/assemblyscript: generated files not checked (needs ../shared/reference, protoc and a git checkout)"
-fi
+echo "== sdk/assemblyscript: generated files are up to date"
+command -v protoc >/dev/null ||
+  fail "protoc is missing, so the generated SDK files cannot be checked: install protobuf-compiler and libprotobuf-dev (bash scripts/setup.sh does)"
+(cd sdk/assemblyscript && npm run --silent generate:check) ||
+  fail "the generated SDK files are not what 'npm run generate' makes (above): run it in sdk/assemblyscript and commit the result"
 
 echo "== sdk/assemblyscript: npm test"
 (cd sdk/assemblyscript && npm test) || fail "the SDK's tests failed"
 
+# expect_refused_config PLUGIN CONFIG MESSAGE: `eventplug run` does not load PLUGIN with CONFIG, and
+# says MESSAGE.
+expect_refused_config() {
+  local refusal status
+  set +e
+  refusal=$(eventplug run --plugin "$1" --plugin-config "$2" </dev/null 2>&1)
+  status=$?
+  set -e
+  [ "$status" -eq 2 ] || fail "$1 with the config $2: expected exit code 2 from eventplug run, got $status: $refusal"
+  [[ "$refusal" == *"$3"* ]] || fail "$1 with the config $2: the plugin's message ($3) is missing: $refusal"
+}
+
 echo "== sdk/assemblyscript: a refused config stops the plugin from loading"
-set +e
-refusal=$(eventplug run --plugin sdk/assemblyscript/build/release.wasm --plugin-config '{"reject": true}' </dev/null 2>&1)
-status=$?
-set -e
-[ "$status" -eq 2 ] || fail "a refused config: expected exit code 2 from eventplug run, got $status: $refusal"
-[[ "$refusal" == *"rejected as the config asks"* ]] || fail "a refused config: the plugin's message is missing: $refusal"
+expect_refused_config sdk/assemblyscript/build/release.wasm '{"reject": true}' "rejected as the config asks"
+
+# Each edit aborts the call (so `eventplug test` cannot run it): one event per edit, each must fail.
+echo "== sdk/assemblyscript: an edit of a key that identifies the event aborts the call"
+identity_edits=(event:set uid:set time:set ei:set code:set sid:set uid:remove time:nested)
+events=""
+for edit in "${identity_edits[@]}"; do
+  key=${edit%%:*}
+  how=${edit#*:}
+  events+='{"sdk_check":"edit-identity","sdk_key":"'$key'","sdk_edit":"'$how'","event":"user.login",'
+  events+='"uid":"identity-'$key-$how'","time":"2024-02-23T18:56:50Z","ei":0,"code":"T1000I","sid":"s-1"}'$'\n'
+done
+report=$(printf '%s' "$events" | eventplug run --plugin sdk/assemblyscript/build/release.wasm 2>&1 >/dev/null) ||
+  fail "eventplug run failed on the identity edits: $report"
+refused=$(grep 'identifies the event' <<<"$report" | grep -o '^event [0-9]*' | sort -u | wc -l || true)
+[ "$refused" -eq "${#identity_edits[@]}" ] ||
+  fail "identity edits: expected ${#identity_edits[@]} events to fail naming the key that identifies the event, $refused did: $report"
 
 for example in "${examples[@]}"; do
   dir=examples/$example
@@ -69,5 +87,8 @@ for example in "${examples[@]}"; do
   echo "== $dir: npm test"
   (cd "$dir" && npm test) || fail "the tests of $dir failed"
 done
+
+echo "== examples/redact: a config naming a key that identifies the event is refused"
+expect_refused_config examples/redact/build/release.wasm '{"fields": ["addr.remote", ["uid"]]}' '"uid", which identifies the event'
 
 echo "test-sdk: the SDK and ${#examples[@]} examples built and passed their tests"

@@ -3,7 +3,6 @@
 
 import {
   alert,
-  Event,
   HandleEventBase,
   registerHandler,
   RoleCreate,
@@ -11,6 +10,7 @@ import {
   RoleUpdate,
   SessionStart,
   Severity,
+  UserEvent,
   UserLogin,
 } from "eventplug-sdk/assembly";
 
@@ -18,41 +18,43 @@ export * from "eventplug-sdk/assembly/exports";
 
 class RoleAndRootAlerts extends HandleEventBase {
   roleCreated(event: RoleCreate): void {
-    roleChanged(event, event.name, "created");
+    roleChanged(event, "created");
   }
 
   roleUpdated(event: RoleUpdate): void {
-    roleChanged(event, event.name, "updated");
+    roleChanged(event, "updated");
   }
 
   roleDeleted(event: RoleDelete): void {
-    roleChanged(event, event.name, "deleted");
+    roleChanged(event, "deleted");
   }
 
   sessionStart(event: SessionStart): void {
-    if (event.login == "root") rootLogin(event, event.user, "started a session as root on " + event.serverHostname);
+    if (event.login == "root") rootLogin(event, "started a session as root on " + event.server.serverHostname);
   }
 
   userLogin(event: UserLogin): void {
-    if (event.login == "root") rootLogin(event, event.user, "logged in as root");
+    if (event.login == "root") rootLogin(event, "logged in as root");
   }
 }
 
-function roleChanged(event: Event, role: string, change: string): void {
-  const user = event.getString("user");
+// RoleUpdate and RoleDelete are RoleCreate: Teleport's three role events have the same keys.
+function roleChanged(event: RoleCreate, change: string): void {
+  const role = event.resource.name;
   const metadata = new Map<string, string>();
   metadata.set("event", event.type);
   metadata.set("role", role);
-  metadata.set("user", user);
-  alert(Severity.WARNING, "role " + role + " " + change + " by " + user, true, metadata);
+  metadata.set("user", event.user);
+  alert(Severity.WARNING, "role " + role + " " + change + " by " + event.user, true, metadata);
 }
 
-function rootLogin(event: Event, user: string, what: string): void {
+// A view of any event that names who acted (UserEvent: Teleport's UserMetadata) will do.
+function rootLogin(event: UserEvent, what: string): void {
   const metadata = new Map<string, string>();
   metadata.set("event", event.type);
-  metadata.set("user", user);
+  metadata.set("user", event.user);
   metadata.set("login", "root");
-  alert(Severity.CRITICAL, user + " " + what, true, metadata);
+  alert(Severity.CRITICAL, event.user + " " + what, true, metadata);
 }
 
 registerHandler(new RoleAndRootAlerts());

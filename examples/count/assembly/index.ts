@@ -20,7 +20,7 @@ class Count extends HandleEventBase {
   userLogin(event: UserLogin): void {
     const user = event.user;
     // Failed SSO logins may not name a user: there is nobody to lock.
-    if (event.success || user.length == 0) return;
+    if (event.status.success || user.length == 0) return;
 
     const failures = store.takeToken(user, WINDOW_SECONDS);
     if (failures < 0) {

@@ -4,9 +4,10 @@
 //   fields  top-level keys (taken whole: `addr.remote` is one key), or paths into nested objects and
 //           arrays as arrays of keys; default ["addr.remote", "user_agent"]
 //   mask    the text that replaces a present value; default "[REDACTED]"
-// Absent fields stay absent; everything else keeps its exact bytes.
+// Absent fields stay absent; everything else keeps its exact bytes. The keys that identify an event
+// (`uid`, `time`, …: see isIdentityKey) cannot be edited, so a config that names them is refused.
 
-import { Event, HandleEventBase, JsonValue, jsonString, registerHandler } from "eventplug-sdk/assembly";
+import { Event, HandleEventBase, isIdentityKey, JsonValue, jsonString, registerHandler } from "eventplug-sdk/assembly";
 
 export * from "eventplug-sdk/assembly/exports";
 
@@ -31,6 +32,10 @@ class Redact extends HandleEventBase {
         const path = field.isString ? [field.asString()] : field.asStringArray();
         if (path.length == 0 || (field.isArray && path.length != field.length)) {
           this.rejectConfig('redact: entry ' + i.toString() + ' of "fields" is not a key or an array of keys: ' + field.toJson());
+          return;
+        }
+        if (isIdentityKey(path[0])) {
+          this.rejectConfig('redact: entry ' + i.toString() + ' of "fields" is under ' + jsonString(path[0]) + ', which identifies the event and cannot be redacted');
           return;
         }
         this.paths.push(path);

@@ -47,10 +47,20 @@ export class HandleEventBase extends TypedHandlers {
     decision = Decision.Skip;
   }
 
-  /** Fails the event with `message`; the plugin's failure policy decides what happens to the event. */
-  error(message: string): void {
+  /**
+   * Fails the event with `message`: the plugin's failure policy decides what happens to it
+   * (`FailOpen`: it goes on as it entered this plugin; `FailClosed`: it fails). Its edits and effects
+   * are discarded. It returns, unlike a thrown error: the method goes on, and the last `skip` or
+   * `fail` of the call decides.
+   */
+  fail(message: string): void {
     decision = Decision.Fail;
     failure = message;
+  }
+
+  /** An alias of {@link fail}, kept for plugins written before it had that name. */
+  error(message: string): void {
+    this.fail(message);
   }
 
   /** From `init`: refuses the configuration; the plugin does not load, and `message` is shown to the user. */
@@ -82,7 +92,7 @@ export function runHandler(handler: HandleEventBase, typeIndex: i32, event: Even
   return decision;
 }
 
-/** The message of the last `error()` call. */
+/** The message of the last `fail()` call. */
 export function failureMessage(): string {
   return failure;
 }

@@ -5,7 +5,7 @@
 
 export { ABI_VERSION } from "./abi";
 export { alert, api, log, store } from "./effects";
-export { Event } from "./event";
+export { Event, EventBlock, isIdentityKey } from "./event";
 export { HandleEventBase, registerHandler } from "./handler";
 export { parseJson } from "./json";
 export { jsonString } from "./text";

@@ -240,6 +240,38 @@ export class JsonValue {
     return keys;
   }
 
+  /**
+   * The members' values of an object, in the order of {@link keys}, or the elements of an array;
+   * empty for anything else. One pass, where `get` or `at` in a loop would scan again for each.
+   */
+  values(): JsonValue[] {
+    const values = new Array<JsonValue>();
+    if (this.kind == JsonKind.Array) {
+      const reader = new FieldReader(this.start, this.end);
+      while (reader.find(LIST_VALUES, WIRE_LEN)) {
+        values.push(JsonValue.ofValue(this.owner, reader.payloadStart, reader.payloadEnd));
+      }
+      return values;
+    }
+    if (this.kind != JsonKind.Object) return values;
+    const entries = new FieldReader(this.start, this.end);
+    const entry = new FieldReader(0, 0);
+    while (entries.find(STRUCT_FIELDS, WIRE_LEN)) {
+      entry.pos = entries.payloadStart;
+      entry.end = entries.payloadEnd;
+      let hasKey = false;
+      // An entry without a value holds the default Value: null.
+      let value = JsonValue.ofValue(null, 0, 0);
+      while (entry.next()) {
+        if (entry.number == ENTRY_KEY && entry.wire == WIRE_LEN) hasKey = true;
+        else if (entry.number == ENTRY_VALUE && entry.wire == WIRE_LEN) value = JsonValue.ofValue(this.owner, entry.payloadStart, entry.payloadEnd);
+      }
+      // As in keys(): an entry without a key is not a member.
+      if (hasKey) values.push(value);
+    }
+    return values;
+  }
+
   /** This value as compact JSON text. */
   toJson(): string {
     const parts = new Array<string>();
@@ -304,7 +336,7 @@ export class JsonValue {
 }
 
 /** `segment` as an array index when it is only digits (at most 9), else -1. */
-function arrayIndex(segment: string): i32 {
+export function arrayIndex(segment: string): i32 {
   const length = segment.length;
   if (length == 0 || length > 9) return -1;
   let index = 0;

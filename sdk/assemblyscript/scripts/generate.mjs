@@ -1,16 +1,17 @@
 #!/usr/bin/env node
 // Generates every generated part of the AssemblyScript SDK, from the repository's proto/ and from the
-// Teleport reference tables in ../shared/reference (beside the repository root):
+// Teleport reference tables in reference/ (teleport-event-types.tsv, teleport-common-events.md):
 //
 //   assembly/generated/proto/   protobuf classes for what a plugin sends (as-proto-gen via protoc)
 //   assembly/generated/abi_version.ts the ABI version, from package.json's eventplug.abiVersion
-//   assembly/generated/views.ts       typed views of the common events (teleport-common-events.md)
+//   assembly/generated/views.ts       typed views of the common events and their metadata blocks
 //   assembly/generated/event_types.ts event type dispatch for all types (teleport-event-types.tsv)
 //   ../fixture-templates.json   one realistic event per typed view, for `eventplug fixtures`
 //   ../prototype-fields.json    Go field paths of the 2022 prototype's fixtures to flat keys
 //
 // Run `npm run generate` in sdk/assemblyscript (after `npm ci`). The output depends only on the
-// inputs: running it again changes nothing.
+// inputs: running it again changes nothing. `npm run generate:check` (`--check`) writes nothing and
+// fails, naming them, when the files on disk are not what the generator makes.
 
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -24,18 +25,47 @@ import { readCommonEvents, readEventTypes } from "./reference.mjs";
 
 const sdkDir = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const repoRoot = resolve(sdkDir, "../..");
-const referenceDir = resolve(repoRoot, "../shared/reference");
+const referenceDir = join(sdkDir, "reference");
 const generatedDir = join(sdkDir, "assembly/generated");
+const checkOnly = process.argv.includes("--check");
 
 function fail(message) {
   console.error(`generate: ${message}`);
   process.exit(1);
 }
 
-function writeOutput(path, text) {
-  mkdirSync(dirname(path), { recursive: true });
-  writeFileSync(path, text);
-  console.log(`generate: wrote ${relative(repoRoot, path)}`);
+/** What the generator makes: absolute path → text. Written (or checked) once everything is made. */
+const outputs = new Map();
+
+function addOutput(path, text) {
+  if (outputs.has(path)) fail(`${relative(repoRoot, path)} is made twice`);
+  outputs.set(path, text);
+}
+
+/** Replaces assembly/generated/ and writes the other outputs. */
+function writeOutputs() {
+  rmSync(generatedDir, { recursive: true, force: true });
+  for (const [path, text] of outputs) {
+    mkdirSync(dirname(path), { recursive: true });
+    writeFileSync(path, text);
+    console.log(`generate: wrote ${relative(repoRoot, path)}`);
+  }
+}
+
+/** Fails, naming them, when outputs differ from the files on disk or assembly/generated/ holds others. */
+function checkOutputs() {
+  const stale = [];
+  for (const [path, text] of outputs) {
+    if (!existsSync(path)) stale.push(`${relative(repoRoot, path)} is missing`);
+    else if (readFileSync(path, "utf8") !== text) stale.push(`${relative(repoRoot, path)} differs`);
+  }
+  for (const path of existsSync(generatedDir) ? listFiles(generatedDir) : []) {
+    if (!outputs.has(path)) stale.push(`${relative(repoRoot, path)} is not generated any more`);
+  }
+  if (stale.length) {
+    fail(`the generated files are stale; run \`npm run generate\` in sdk/assemblyscript and commit the result:\n  ${stale.join("\n  ")}`);
+  }
+  console.log(`generate: the ${outputs.size} generated files are up to date`);
 }
 
 /** Doc comment text: one line, no comment terminators. */
@@ -74,6 +104,19 @@ function listFiles(dir) {
     .sort();
 }
 
+/** Fails, saying what to install, when protoc cannot run. */
+function requireProtoc() {
+  try {
+    execFileSync("protoc", ["--version"], { stdio: "ignore" });
+  } catch (error) {
+    fail(
+      error.code === "ENOENT"
+        ? "protoc is not installed: install Debian's protobuf-compiler (bash scripts/setup.sh does)"
+        : `protoc --version failed: ${error.message}`,
+    );
+  }
+}
+
 function generateProtobufClasses() {
   const plugin = join(sdkDir, "node_modules/.bin/as-proto-gen");
   if (!existsSync(plugin)) fail(`${plugin} is missing: run \`npm ci\` in sdk/assemblyscript first`);
@@ -81,6 +124,7 @@ function generateProtobufClasses() {
   if (!existsSync(join(wellKnown, "google/protobuf/timestamp.proto"))) {
     fail(`the protobuf well-known types are not in ${wellKnown}: install libprotobuf-dev, or set PROTOBUF_INCLUDE`);
   }
+  requireProtoc();
   const out = mkdtempSync(join(tmpdir(), "eventplug-as-proto-"));
   try {
     execFileSync(
@@ -96,7 +140,6 @@ function generateProtobufClasses() {
       { stdio: ["ignore", "inherit", "inherit"] },
     );
     const target = join(generatedDir, "proto");
-    rmSync(target, { recursive: true, force: true });
     const kept = listFiles(out)
       .map((path) => relative(out, path))
       .filter((path) => !READ_BY_HAND.includes(path));
@@ -106,7 +149,7 @@ function generateProtobufClasses() {
         const target = relative(out, resolve(dirname(join(out, path)), imported)) + ".ts";
         if (READ_BY_HAND.includes(target)) fail(`${path} imports ${target}, which is not kept`);
       }
-      writeOutput(join(target, path), text);
+      addOutput(join(target, path), text);
     }
   } finally {
     rmSync(out, { recursive: true, force: true });
@@ -123,40 +166,79 @@ function generateAbiVersion() {
   const lines = [HEADER("package.json (eventplug.abiVersion)")];
   lines.push(`/** The plugin ABI version this SDK speaks; \`eventplug_abi_version\` returns it (docs/abi.md). */`);
   lines.push(`export const ABI_VERSION: i32 = ${version};`);
-  writeOutput(join(generatedDir, "abi_version.ts"), lines.join("\n") + "\n");
+  addOutput(join(generatedDir, "abi_version.ts"), lines.join("\n") + "\n");
 }
 
 // ---- typed views and dispatch -----------------------------------------------------------------
 
-/** Members of the SDK's Event class; a view property may not take one of these names. */
+/** Members of the SDK's Event class, private ones too; a property of a view may not take one of these names. */
 const EVENT_MEMBERS = new Set([
-  "type", "byteLength", "edits", "root", "has", "get", "getAt", "getString", "getNumber", "getBool",
-  "getStringArray", "keys", "setString", "setNumber", "setBool", "setNull", "setStringArray", "setJson",
-  "setJsonAt", "remove", "removeAt", "modified", "toJson", "record", "constructor",
+  "type", "byteLength", "edits", "root", "replaced", "added", "has", "get", "getAt", "getString", "getNumber",
+  "getBool", "getStringArray", "keys", "setString", "setNumber", "setBool", "setNull", "setStringArray",
+  "setJson", "setJsonAt", "remove", "removeAt", "modified", "toJson", "set", "unset", "put", "isRemoved",
+  "constructor",
 ]);
 
-/** Members of HandleEventBase and TypedHandlers; an event type's method may not take one of these names. */
-const HANDLER_MEMBERS = new Set(["any", "init", "skip", "error", "rejectConfig", "dispatchType", "constructor"]);
+/** Members of the SDK's EventBlock class; a property of a block may not take one of these names. */
+const BLOCK_MEMBERS = new Set(["event", "constructor"]);
 
-/** How a JSON type of teleport-common-events.md reads and writes in AssemblyScript. */
-function accessorFor(jsonType, where) {
+/** Members of HandleEventBase and TypedHandlers; an event type's method may not take one of these names. */
+const HANDLER_MEMBERS = new Set(["any", "init", "skip", "fail", "error", "rejectConfig", "dispatchType", "constructor"]);
+
+/**
+ * How the views show Teleport's shared metadata blocks (the headings of teleport-common-events.md).
+ * Every event has Metadata, and most say who acted (UserMetadata): those two are a chain of base
+ * classes (Event → AuditEvent → UserEvent) whose properties are the view's own. Each other block is
+ * a class of its own that a view returns from a property named as Teleport's events name the field
+ * that embeds it (`event.server.serverHostname`, `event.status.success`).
+ */
+const BLOCKS = {
+  Metadata: { baseClass: "AuditEvent", about: "the index, type, id, code, time and cluster that every audit event has" },
+  UserMetadata: { baseClass: "UserEvent", about: "who acted" },
+  SessionMetadata: { property: "session", about: "the session the event belongs to" },
+  ServerMetadata: { property: "server", about: "the server (node or agent) it happened on" },
+  ConnectionMetadata: { property: "connection", about: "the addresses and protocol of the network connection" },
+  Status: { property: "status", about: "whether the operation succeeded, and why not" },
+  ClientMetadata: { property: "client", about: "the client program" },
+  KubernetesClusterMetadata: { property: "kubernetesCluster", about: "the Kubernetes cluster, and the users and groups used in it" },
+  KubernetesPodMetadata: { property: "kubernetesPod", about: "the Kubernetes pod and container" },
+  ResourceMetadata: { property: "resource", about: "the resource created, changed or removed" },
+  CommandMetadata: { property: "command", about: "the command run, and how it exited" },
+  AppMetadata: { property: "app", about: "the application accessed" },
+  DatabaseMetadata: { property: "database", about: "the database accessed" },
+  MFADeviceMetadata: { property: "device", about: "the MFA device" },
+};
+
+/** The base-class blocks, outermost first: a view extends the class of the last one it has. */
+const BASE_BLOCKS = Object.keys(BLOCKS).filter((heading) => BLOCKS[heading].baseClass);
+
+/** The keys Event refuses to edit (`IDENTITY_KEYS` in assembly/event.ts): their properties have no setter. */
+function readIdentityKeys() {
+  const path = join(sdkDir, "assembly/event.ts");
+  const match = readFileSync(path, "utf8").match(/^const IDENTITY_KEYS: string\[\] = (\[[^\]]*\]);$/m);
+  if (!match) fail(`${relative(repoRoot, path)}: found no line \`const IDENTITY_KEYS: string[] = [...];\` to read the identity keys from`);
+  return new Set(JSON.parse(match[1]));
+}
+
+/** How a JSON type of teleport-common-events.md reads and writes in AssemblyScript, on the event `on`. */
+function accessorFor(jsonType, on, where) {
   switch (jsonType) {
     case "string":
     case "timestamp string":
-      return { type: "string", get: (k) => `this.getString(${k})`, set: (k) => `this.setString(${k}, value)` };
+      return { type: "string", get: (k) => `${on}.getString(${k})`, set: (k) => `${on}.setString(${k}, value)` };
     case "bool":
-      return { type: "bool", get: (k) => `this.getBool(${k})`, set: (k) => `this.setBool(${k}, value)` };
+      return { type: "bool", get: (k) => `${on}.getBool(${k})`, set: (k) => `${on}.setBool(${k}, value)` };
     case "number":
-      return { type: "f64", get: (k) => `this.getNumber(${k})`, set: (k) => `this.setNumber(${k}, value)` };
+      return { type: "f64", get: (k) => `${on}.getNumber(${k})`, set: (k) => `${on}.setNumber(${k}, value)` };
     case "number (enum)":
-      return { type: "i32", get: (k) => `<i32>this.getNumber(${k})`, set: (k) => `this.setNumber(${k}, <f64>value)` };
+      return { type: "i32", get: (k) => `<i32>${on}.getNumber(${k})`, set: (k) => `${on}.setNumber(${k}, <f64>value)` };
     case "array of strings":
-      return { type: "string[]", get: (k) => `this.getStringArray(${k})`, set: (k) => `this.setStringArray(${k}, value)` };
+      return { type: "string[]", get: (k) => `${on}.getStringArray(${k})`, set: (k) => `${on}.setStringArray(${k}, value)` };
     case "object":
     case "object (string -> string)":
     case "object (string -> array of strings)":
     case "array of objects":
-      return { type: "JsonValue | null", get: (k) => `this.get(${k})`, set: null };
+      return { type: "JsonValue | null", get: (k) => `${on}.get(${k})`, set: null };
     default:
       fail(`${where}: no accessor for the JSON type ${JSON.stringify(jsonType)}`);
   }
@@ -165,10 +247,90 @@ function accessorFor(jsonType, where) {
 const HEADER = (sources) =>
   `// Code generated by sdk/assemblyscript/scripts/generate.mjs from ${sources}. DO NOT EDIT.\n`;
 
-function generateViews(sections, typesByName) {
+/**
+ * Writes one class of views.ts: `docLines` are its doc comment's lines (each made one line by doc()),
+ * `members` are [{name, lines}] (the lines of one property, without indentation); `taken` holds the
+ * names it may not use, and takes its own.
+ */
+function classLines(docLines, declaration, members, taken, where) {
+  const lines = ["", "/**", ...docLines.map((line) => ` * ${doc(line)}`), " */", `export class ${declaration} {`];
+  members.forEach((member, index) => {
+    if (taken.has(member.name)) fail(`${where}: the property ${member.name} is taken (by the base class or another key)`);
+    taken.add(member.name);
+    if (index > 0) lines.push("");
+    lines.push(...member.lines.map((line) => (line ? `  ${line}` : "")));
+  });
+  lines.push("}");
+  return lines;
+}
+
+/** The getter (and setter, unless read-only or an object) of one key, read on the event `on`. */
+function fieldMember(field, on, identityKeys, where) {
+  const name = camelCase(field.key);
+  const accessor = accessorFor(field.jsonType, on, `${where}, key ${field.key}`);
+  const key = JSON.stringify(field.key);
+  const readOnly = identityKeys.has(field.key);
+  const about = `${field.meaning}. JSON key \`${field.key}\` (${field.jsonType}), present ${field.present}.`;
+  const lines = [`/** ${doc(readOnly ? `${about} Read-only: it identifies the event.` : about)} */`];
+  lines.push(`get ${name}(): ${accessor.type} {`, `  return ${accessor.get(key)};`, "}");
+  if (accessor.set && !readOnly) lines.push("", `set ${name}(value: ${accessor.type}) {`, `  ${accessor.set(key)};`, "}");
+  return { name, lines };
+}
+
+function keyList(fields) {
+  return fields.map((f) => "`" + f.key + "`").join(", ");
+}
+
+function generateViews(blocks, sections, typesByName) {
+  const identityKeys = readIdentityKeys();
   const lines = [HEADER("teleport-common-events.md and teleport-event-types.tsv")];
-  lines.push(`import { Event } from "../event";`);
+  lines.push(`import { Event, EventBlock } from "../event";`);
   lines.push(`import { JsonValue } from "../value";`);
+
+  // A block's keys, but for unverified ones and `event` (the type: Event.type).
+  const blockFields = (heading) => Object.values(blocks[heading]).filter((f) => !f.key.includes("?") && f.key !== "event");
+  const usedBy = new Map(); // block heading → the view classes that have it
+  for (const section of sections) {
+    for (const heading of section.blockHeadings) {
+      if (!BLOCKS[heading]) fail(`teleport-common-events.md: the block ${heading} has no entry in BLOCKS (generate.mjs)`);
+      if (!usedBy.has(heading)) usedBy.set(heading, []);
+      usedBy.get(heading).push(section.messages[0]);
+    }
+  }
+
+  // The chain of base classes, and the names each one's subclasses may not use.
+  lines.push("", "// ---- base classes: the blocks every view (Metadata) or most views (UserMetadata) have ----------");
+  const takenBelow = new Map(); // base class → names its subclasses may not take
+  let parent = "Event";
+  let taken = new Set(EVENT_MEMBERS);
+  for (const heading of BASE_BLOCKS) {
+    const { baseClass, about } = BLOCKS[heading];
+    const fields = blockFields(heading);
+    const docLines = [
+      `Teleport's ${heading}: ${about} (${keyList(fields)}).`,
+      parent === "Event"
+        ? "The base class of the typed views. A property is its JSON key in camelCase (`cluster_name` → `clusterName`); it reads the event with this call's edits applied (an absent key reads as empty: `\"\"`, `0`, `false`, `[]`, null), and its setter edits it. The keys that identify the event have no setter."
+        : `The base class of the views of the events that have ${heading}; it extends ${parent}.`,
+    ];
+    const where = `the ${heading} block`;
+    taken = new Set(taken);
+    lines.push(...classLines(docLines, `${baseClass} extends ${parent}`, fields.map((f) => fieldMember(f, "this", identityKeys, where)), taken, where));
+    takenBelow.set(baseClass, taken);
+    parent = baseClass;
+  }
+
+  // The other blocks, each a class that the views return from a property.
+  lines.push("", "// ---- blocks: the shared metadata blocks a view returns from a property ----------------------------");
+  for (const [heading, { property, about }] of Object.entries(BLOCKS)) {
+    if (!property || !usedBy.has(heading)) continue;
+    const fields = blockFields(heading);
+    const docLines = [`Teleport's ${heading}: ${about} (${keyList(fields)}).`, `\`event.${property}\` of ${usedBy.get(heading).join(", ")}.`];
+    const where = `the ${heading} block`;
+    lines.push(...classLines(docLines, `${heading} extends EventBlock`, fields.map((f) => fieldMember(f, "this.event", identityKeys, where)), new Set(BLOCK_MEMBERS), where));
+  }
+
+  // The views.
+  lines.push("", "// ---- views: one per event message ----------------------------------------------------------------");
   const viewOf = new Map(); // event type → {name: its message's view type, className: the class}
   for (const section of sections) {
     const where = `teleport-common-events.md (${section.types.join(", ")})`;
@@ -181,46 +343,38 @@ function generateViews(sections, typesByName) {
       }
       viewOf.set(type, { name: row.message, className });
     }
-    const typeList = section.types.map((t) => "`" + t + "`").join(", ");
-    lines.push("");
-    lines.push("/**");
-    lines.push(` * ${doc(`Typed view of ${typeList} (Teleport's ${section.messages.join(" / ")}).`)}`);
-    if (section.notes) lines.push(` * ${doc(section.notes)}`);
-    lines.push(" *");
-    lines.push(" * Getters read the event as it arrived (absent keys read as empty); setters record edits.");
-    lines.push(" */");
-    lines.push(`export class ${className} extends Event {`);
-    const names = new Set();
-    let first = true;
-    for (const field of section.keys) {
-      if (field.key === "event") continue; // the type: Event.type
-      const name = camelCase(field.key);
-      if (EVENT_MEMBERS.has(name)) fail(`${where}: the key ${field.key} would hide Event.${name}`);
-      if (names.has(name)) fail(`${where}: two keys make the property ${name}`);
-      names.add(name);
-      const accessor = accessorFor(field.jsonType, `${where}, key ${field.key}`);
-      const key = JSON.stringify(field.key);
-      if (!first) lines.push("");
-      first = false;
-      lines.push(`  /** ${doc(`${field.meaning}. JSON key \`${field.key}\` (${field.jsonType}), present ${field.present}.`)} */`);
-      lines.push(`  get ${name}(): ${accessor.type} {`);
-      lines.push(`    return ${accessor.get(key)};`);
-      lines.push("  }");
-      if (accessor.set) {
-        lines.push("");
-        lines.push(`  set ${name}(value: ${accessor.type}) {`);
-        lines.push(`    ${accessor.set(key)};`);
-        lines.push("  }");
-      }
+    const bases = BASE_BLOCKS.filter((heading) => section.blockHeadings.includes(heading));
+    if (bases.length === 0 || bases.join() !== BASE_BLOCKS.slice(0, bases.length).join()) {
+      fail(`${where}: its base blocks (${bases.join(", ")}) do not start the chain ${BASE_BLOCKS.join(" → ")}, so it has no base class`);
     }
-    lines.push("}");
+    const baseClass = BLOCKS[bases[bases.length - 1]].baseClass;
+    const keys = new Set(section.keys.map((f) => f.key));
+    const members = [];
+    for (const heading of section.blockHeadings) {
+      const { property, about } = BLOCKS[heading];
+      const fields = blockFields(heading);
+      const missing = fields.filter((f) => !keys.has(f.key)).map((f) => f.key);
+      if (missing.length) fail(`${where}: the block ${heading} has keys the event does not list: ${missing.join(", ")}`);
+      if (!property) continue;
+      members.push({
+        name: property,
+        lines: [`/** ${doc(`Teleport's ${heading}: ${about}.`)} */`, `get ${property}(): ${heading} {`, `  return new ${heading}(this);`, "}"],
+      });
+    }
+    for (const field of section.keys) {
+      if (field.block === null) members.push(fieldMember(field, "this", identityKeys, where));
+    }
+    const typeList = section.types.map((t) => "`" + t + "`").join(", ");
+    const docLines = [`Typed view of ${typeList} (Teleport's ${section.messages.join(" / ")}).`];
+    if (section.notes) docLines.push(section.notes);
+    lines.push(...classLines(docLines, `${className} extends ${baseClass}`, members, new Set(takenBelow.get(baseClass)), where));
     for (const alias of section.messages.slice(1)) {
       lines.push("");
       lines.push(`/** ${doc(`Teleport's ${alias}: the same keys as ${className}.`)} */`);
       lines.push(`export type ${alias} = ${className};`);
     }
   }
-  writeOutput(join(generatedDir, "views.ts"), lines.join("\n") + "\n");
+  addOutput(join(generatedDir, "views.ts"), lines.join("\n") + "\n");
   return viewOf;
 }
 
@@ -294,7 +448,7 @@ function generateEventTypes(types, viewOf) {
   lines.push(`    }`);
   lines.push(`  }`);
   lines.push(`}`);
-  writeOutput(join(generatedDir, "event_types.ts"), lines.join("\n") + "\n");
+  addOutput(join(generatedDir, "event_types.ts"), lines.join("\n") + "\n");
 }
 
 // ---- fixture templates --------------------------------------------------------------------------
@@ -349,7 +503,7 @@ function generateFixtureTemplates(sections, typesByName) {
       templates.push({ name, type, code, description: row.description, event });
     }
   }
-  writeOutput(join(sdkDir, "../fixture-templates.json"), JSON.stringify(templates, null, 2) + "\n");
+  addOutput(join(sdkDir, "../fixture-templates.json"), JSON.stringify(templates, null, 2) + "\n");
 }
 
 // ---- prototype field table ----------------------------------------------------------------------
@@ -408,7 +562,7 @@ function generatePrototypeFields(sections, typesByName) {
     }
   }
   const table = { about: PROTOTYPE_ABOUT, events };
-  writeOutput(join(sdkDir, "../prototype-fields.json"), JSON.stringify(table, null, 2) + "\n");
+  addOutput(join(sdkDir, "../prototype-fields.json"), JSON.stringify(table, null, 2) + "\n");
 }
 
 // ---- main -----------------------------------------------------------------------------------------
@@ -416,15 +570,17 @@ function generatePrototypeFields(sections, typesByName) {
 const typesPath = join(referenceDir, "teleport-event-types.tsv");
 const commonPath = join(referenceDir, "teleport-common-events.md");
 for (const path of [typesPath, commonPath]) {
-  if (!existsSync(path)) fail(`${path} is missing: the shared reference folder sits beside the repository (../shared)`);
+  if (!existsSync(path)) fail(`${relative(repoRoot, path)} is missing`);
 }
 const types = readEventTypes(typesPath);
 const typesByName = new Map(types.map((row) => [row.type, row]));
-const { events: sections } = readCommonEvents(commonPath);
+const { blocks, events: sections } = readCommonEvents(commonPath);
 
 generateProtobufClasses();
 generateAbiVersion();
-const viewOf = generateViews(sections, typesByName);
+const viewOf = generateViews(blocks, sections, typesByName);
 generateEventTypes(types, viewOf);
 generateFixtureTemplates(sections, typesByName);
 generatePrototypeFields(sections, typesByName);
+if (checkOnly) checkOutputs();
+else writeOutputs();

@@ -1,4 +1,4 @@
-// Reads the Teleport reference tables in ../shared/reference (relative to the repository root):
+// Reads the Teleport reference tables in reference/ (the generator's inputs, kept with the SDK):
 //   teleport-event-types.tsv   every event type string, its codes, protobuf message and description;
 //   teleport-common-events.md  the flat JSON keys, types and meanings of the common events.
 // Both readers fail loudly, naming the line, when a table is not shaped as expected.

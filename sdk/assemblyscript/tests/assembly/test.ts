@@ -3,7 +3,8 @@
 
 export * from "./plugin";
 
-import { JsonKind, jsonString, parseJson, Severity } from "../../assembly/index";
+import { mirrorEdits } from "./plugin";
+import { Event, isIdentityKey, JsonKind, jsonString, parseJson, Severity, UserLogin } from "../../assembly/index";
 import { JsonParser } from "../../assembly/json";
 import {
   ApiRequestKind,
@@ -49,6 +50,15 @@ function jsonTextAndValues(): void {
   assertEqual(value.get("esc")!.asString(), "é😀\n", "escapes in parsed strings");
   assertTrue(value.get("esc")!.equalsString("é😀\n"), "comparing a string without decoding it");
   assertEqual(value.keys().join(","), "addr.remote,n,t,f,z,list,nested,esc", "keys in order");
+  const members = value.values();
+  assertEqual(members.length, 8, "values() of an object: one per key");
+  assertEqual(members[0].asString(), "1.2.3.4:5", "values() in the order of keys()");
+  assertTrue(members[4].isNull, "values() keeps null members");
+  assertEqual(members[7].asString(), "é😀\n", "the last member's value");
+  const elements = value.get("list")!.values();
+  assertEqual(elements.length, 3, "values() of an array: its elements");
+  assertEqual(elements[1].asNumber(), 2.0, "array elements in order");
+  assertEqual(value.get("n")!.values().length, 0, "values() of a number is empty");
   assertEqual(value.get("n")!.asString("fallback"), "fallback", "a fallback for the wrong kind");
   assertEqual(
     value.toJson(),
@@ -74,18 +84,64 @@ function typedViews(): void {
   const login = handleEvent(withCheck(getFixture(1), "typed"));
   assertOutcome(login, Outcome.Modified, "typed reads written back");
   const event = login.event!;
-  assertEqual(event.get("read_user")!.asString(), "alice", "UserLogin.user");
-  assertEqual(event.get("read_success")!.asBool(), true, "UserLogin.success");
+  assertEqual(event.get("read_user")!.asString(), "alice", "UserLogin.user (UserEvent)");
+  assertEqual(event.get("read_uid")!.asString(), "6513270e-269e-4d37-b2a7-4de452e6b438", "UserLogin.uid (AuditEvent)");
+  assertEqual(event.get("read_success")!.asBool(), true, "UserLogin.status.success");
   assertEqual(event.get("read_user_kind")!.asNumber(), 1.0, "UserLogin.userKind");
-  assertEqual(event.get("read_addr_remote")!.asString(), "203.0.113.10:51234", "UserLogin.addrRemote");
+  assertEqual(event.get("read_addr_remote")!.asString(), "203.0.113.10:51234", "UserLogin.connection.addrRemote");
   assertEqual(event.get("read_user_roles")!.asStringArray().join(","), "access,editor", "UserLogin.userRoles");
   assertEqual(event.get("read_mfa_type")!.asString(), "TOTP", "UserLogin.mfaDevice");
   assertEqual(event.get("user")!.asString(), "renamed", "a typed setter edits the event");
+  assertEqual(event.get("read_user_after_set")!.asString(), "renamed", "a typed setter reads back");
+  assertEqual(event.get("addr.remote")!.asString(), "198.51.100.7:40000", "a block's setter edits the event");
+  assertEqual(event.get("read_addr_remote_after_set")!.asString(), "198.51.100.7:40000", "a block's setter reads back");
+  assertEqual(event.get("success")!.asBool(true), false, "Status.success = false");
+  assertEqual(event.get("read_success_after_set")!.asBool(true), false, "Status.success reads back");
 
   const session = handleEvent(withCheck(getFixture(2), "typed"));
   assertOutcome(session, Outcome.Modified, "typed session reads written back");
-  assertEqual(session.event!.get("read_server_hostname")!.asString(), "ip-10-1-2-3", "SessionStart.serverHostname");
+  assertEqual(session.event!.get("read_server_hostname")!.asString(), "ip-10-1-2-3", "SessionStart.server.serverHostname");
+  assertEqual(session.event!.get("read_sid")!.asString(), "907a70c3-1012-4037-b64c-e4228c38fb29", "SessionStart.session.sid");
   assertEqual(session.event!.get("read_size")!.asString(), "80:24", "SessionStart.size");
+}
+
+// Reads during the call see the call's edits, exactly as the host applies them afterwards.
+function editsReadBack(): void {
+  const json = withCheck(getFixture(1), "mirror");
+  const forwarded = handleEvent(json);
+  assertOutcome(forwarded, Outcome.Modified, "edits of every shape");
+  const local = new Event("user.login", 0, parseJson(json));
+  mirrorEdits(local);
+  assertEqual(local.toJson(), forwarded.event!.toJson(), "Event.toJson() with the edits is the event the host forwards");
+  assertEqual(local.getString("user"), "in-place", "a set key reads back");
+  assertEqual(local.getString("addr.remote"), "a key with a dot", "a set key with a dot reads back");
+  assertEqual(local.getAt(["mfa_device", "mfa_device_name"])!.asString(), "renamed-device", "a nested set reads back");
+  assertEqual(local.getAt(["mfa_device", "mfa_device_type"])!.asString(), "TOTP", "its siblings stay");
+  assertEqual(local.getAt(["user_roles", "0", "replaced", "1"])!.asString(), "appended-inside", "a set below a set reads back");
+  assertEqual(local.getAt(["created", "inner", "leaf"])!.asNumber(), 1.0, "objects created along a path");
+  assertTrue(!local.has("user_agent"), "a removed key is absent");
+  assertTrue(local.getAt(["user_traits", "logins"]) === null, "a removed member is absent");
+  assertEqual(local.get("user_roles")!.length, 3, "an appended element counts");
+  const keys = local.keys();
+  assertEqual(keys[keys.length - 2], "created", "added keys come after the keys the event arrived with");
+  assertEqual(keys[keys.length - 1], "cluster_name", "a key removed and set again comes last");
+  assertTrue(!keys.includes("added_array"), "an added key that was removed again is gone");
+  assertTrue(!keys.includes("user_agent"), "a removed key is not among the keys");
+  assertEqual(local.getAt([])!.get("cluster_name")!.asString(), "appended", "getAt([]): the whole event, edited");
+
+  const login = new UserLogin("user.login", 0, parseJson(getFixture(1)));
+  assertEqual(login.login, "", "an absent key reads as empty");
+  login.login = "root";
+  assertEqual(login.login, "root", "a typed setter reads back at once");
+  assertEqual(login.getString("login"), "root", "and so does the generic read of its key");
+  login.connection.addrLocal = "10.0.0.1:3022";
+  assertEqual(login.connection.addrLocal, "10.0.0.1:3022", "a block's setter reads back");
+  login.setString("user", "generic");
+  assertEqual(login.user, "generic", "a typed getter sees a generic edit");
+  assertEqual(login.edits.length, 3, "each change is one edit");
+
+  assertTrue(isIdentityKey("uid") && isIdentityKey("ei") && isIdentityKey("sid"), "identity keys");
+  assertTrue(!isIdentityKey("user") && !isIdentityKey("cluster_name"), "other keys are not identity keys");
 }
 
 function edits(): void {
@@ -117,8 +173,11 @@ function edits(): void {
 function verdicts(): void {
   assertOutcome(handleEvent(withCheck(getFixture(1), "skip")), Outcome.Skipped, "skip()");
   const failed = handleEvent(withCheck(getFixture(1), "fail"));
-  assertOutcome(failed, Outcome.Failed, "error()");
-  assertTrue(failed.output.includes("failed as the event asks"), "the error message reaches the host: " + failed.output);
+  assertOutcome(failed, Outcome.Failed, "fail()");
+  assertTrue(failed.output.includes("failed as the event asks"), "the failure's message reaches the host: " + failed.output);
+  const alias = handleEvent(withCheck(getFixture(1), "error"));
+  assertOutcome(alias, Outcome.Failed, "error(), the alias of fail()");
+  assertTrue(alias.output.includes("failed through the alias error()"), "the alias's message reaches the host: " + alias.output);
 }
 
 function effects(): void {
@@ -195,6 +254,7 @@ export function test(): void {
   jsonTextAndValues();
   forwardsUnchanged();
   typedViews();
+  editsReadBack();
   edits();
   verdicts();
   effects();
