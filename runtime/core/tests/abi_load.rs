@@ -184,8 +184,11 @@ fn precompiled_modules_are_reused_from_the_disk_cache() {
         "cached",
         &constant_plugin(&pb::HandleEventResponse::default()),
     );
-    assert_eq!(harness.load(&settings).source, ModuleSource::Compiled);
+    let first = harness.load(&settings);
+    assert_eq!(first.source, ModuleSource::Compiled);
+    // While a plugin uses the module, loading it again shares the compiled module.
     assert_eq!(harness.load(&settings).source, ModuleSource::MemoryCache);
+    drop(first);
     let second =
         eventplug_runtime::engine::PluginEngine::new(eventplug_runtime::engine::EngineSettings {
             cache_dir: Some(harness.dir.0.join("cache")),
@@ -370,4 +373,76 @@ fn the_cache_folder_is_private_to_its_owner() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+}
+
+#[test]
+fn a_module_that_would_take_too_much_memory_to_compile_is_refused_before_compiling() {
+    let harness = Harness::new();
+    // 20,001 empty functions besides the ABI's: over the default limit of 20,000.
+    let many = "(func)".repeat(20_001);
+    let wat = plugin_wat("", "(i64.const 0)", &many);
+    let err = load_error(&harness, "many", &wat);
+    assert!(
+        err.contains("not a valid WebAssembly module")
+            && err.contains("functions, over the 20000 eventplug compiles"),
+        "{err}"
+    );
+    let data = "\\00".repeat(17 << 20);
+    let wat = plugin_wat(
+        "",
+        "(i64.const 0)",
+        &format!(r#"(data (i32.const 0) "{data}")"#),
+    );
+    let err = load_error(&harness, "data", &wat);
+    assert!(err.contains("data segments hold"), "{err}");
+}
+
+#[test]
+fn a_compiled_module_no_plugin_uses_is_freed() {
+    let harness = Harness::new();
+    let a = harness.load(&harness.settings("a", &constant_plugin(&common::set_response("v", "1"))));
+    let b = harness.load(&harness.settings("b", &constant_plugin(&common::set_response("v", "2"))));
+    assert_eq!(harness.engine.modules_in_memory(), 2);
+    drop(a);
+    assert_eq!(
+        harness.engine.modules_in_memory(),
+        1,
+        "a's module went with its last plugin"
+    );
+    drop(b);
+    assert_eq!(harness.engine.modules_in_memory(), 0);
+}
+
+#[test]
+fn the_disk_cache_is_pruned_to_its_cap_least_recently_used_first() {
+    let harness = Harness::new();
+    let a = harness.settings("a", &constant_plugin(&common::set_response("v", "1")));
+    let b = harness.settings("b", &constant_plugin(&common::set_response("v", "2")));
+    let a_digest = harness.load(&a).digest.clone();
+    let a_file = cache_file_of(&harness, &a_digest);
+    let one = std::fs::metadata(&a_file).expect("artifact").len();
+    // A was used an hour ago; B is used now. The cap holds one artifact and a half.
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .append(true)
+        .open(&a_file)
+        .and_then(|f| f.set_modified(hour_ago))
+        .expect("age a");
+    let engine =
+        eventplug_runtime::engine::PluginEngine::new(eventplug_runtime::engine::EngineSettings {
+            cache_dir: Some(harness.dir.0.join("cache")),
+            max_cache_bytes: one + one / 2,
+            ..Default::default()
+        })
+        .expect("engine");
+    let b_digest =
+        eventplug_runtime::pipeline::LoadedPlugin::load(&engine, &b, harness.tokens.clone())
+            .expect("b loads")
+            .digest;
+    assert!(
+        !a_file.exists(),
+        "the least recently used artifact was removed"
+    );
+    assert!(cache_file_of(&harness, &b_digest).exists());
+    assert!(engine.disk_cache_bytes() <= one + one / 2);
 }

@@ -552,3 +552,14 @@ fn two_deliveries_of_one_event_at_once_run_the_chain_once() {
         "effects are claimed once"
     );
 }
+
+#[test]
+fn the_pipelines_event_limit_is_the_sidecars_default_body_limit() {
+    // docs/abi.md states one event size limit for both `eventplug run` and the sidecar.
+    assert_eq!(
+        PipelineSettings::default().max_event_bytes as u64,
+        eventplug_contract::ListenConfig::default()
+            .max_body_bytes
+            .get()
+    );
+}

@@ -189,10 +189,11 @@ pub fn define_imports(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()
                 return Ok(-1);
             }
             let context = caller.data().context.clone();
-            match context
-                .tokens
-                .take_token(&context.name, &scope, ttl_seconds as u32)
-            {
+            match context.tokens.take_token(
+                &context.name,
+                &scope,
+                (ttl_seconds as u32).min(crate::store::MAX_TTL_SECONDS),
+            ) {
                 Ok(count) => Ok(i32::try_from(count).unwrap_or(i32::MAX)),
                 Err(e) => {
                     caller.data_mut().log(

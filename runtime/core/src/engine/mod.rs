@@ -1,11 +1,13 @@
 //! The wasmtime engine eventplug runs plugins on: pooling allocator, epoch interruption driven by a
 //! ticker thread, a module cache, and loading of plugins into instance pools.
 
+mod compile_limits;
 mod error;
 mod extension;
 mod module_cache;
 mod pool;
 
+pub use compile_limits::CompileLimits;
 pub use error::{CallError, LoadError};
 pub use extension::{HostExtension, InstanceLimits};
 pub use module_cache::{ModuleSource, module_digest};
@@ -37,6 +39,10 @@ pub struct EngineSettings {
     pub cache_dir: Option<PathBuf>,
     /// The largest module file accepted, in bytes.
     pub max_module_bytes: u64,
+    /// What a module may contain to be compiled (functions, code and data bytes).
+    pub compile_limits: CompileLimits,
+    /// The size the on-disk module cache is pruned to, least recently used first.
+    pub max_cache_bytes: u64,
 }
 
 impl Default for EngineSettings {
@@ -47,6 +53,8 @@ impl Default for EngineSettings {
             epoch_tick: Duration::from_millis(10),
             cache_dir: None,
             max_module_bytes: 64 << 20,
+            compile_limits: CompileLimits::default(),
+            max_cache_bytes: 512 << 20,
         }
     }
 }
@@ -179,7 +187,12 @@ impl PluginEngine {
                 .link(&mut linker)
                 .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         }
-        let modules = ModuleCache::new(&engine, settings.cache_dir.clone());
+        let modules = ModuleCache::new(
+            &engine,
+            settings.cache_dir.clone(),
+            settings.compile_limits,
+            settings.max_cache_bytes,
+        );
         let ticker = EpochTicker::start(&engine, settings.epoch_tick)?;
         Ok(Self {
             engine,
@@ -194,6 +207,16 @@ impl PluginEngine {
     /// The engine's settings.
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
+    }
+
+    /// Compiled modules in memory now: one per distinct module some loaded plugin still uses.
+    pub fn modules_in_memory(&self) -> usize {
+        self.modules.in_memory()
+    }
+
+    /// Bytes of precompiled modules in the on-disk cache.
+    pub fn disk_cache_bytes(&self) -> u64 {
+        self.modules.disk_bytes()
     }
 
     /// Loads a plugin's module: reads and compiles it (or takes it from the cache), checks it
@@ -292,6 +315,7 @@ impl PluginEngine {
             config.to_vec(),
             self.settings.epoch_tick,
             self.extension.clone(),
+            module,
         );
         pool.warm_up().map_err(|error| LoadError::Start {
             plugin: name.to_string(),

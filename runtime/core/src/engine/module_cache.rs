@@ -1,5 +1,7 @@
-//! Compiles each module once: compiled modules are kept in memory by digest and, when a cache folder
-//! is set, precompiled on disk keyed by module digest and engine settings.
+//! Compiles each module once: a compiled module is shared in memory by digest for as long as a
+//! plugin uses it (the cache holds it weakly, so a version no pool runs any more is freed) and,
+//! when a cache folder is set, precompiled on disk keyed by module digest and engine settings; the
+//! folder is pruned to a size cap, least recently used first.
 //!
 //! A precompiled artifact is machine code that runs as it is, so one is used only when it provably
 //! is what this cache wrote for this module: each file starts with a record of the module digest,
@@ -7,11 +9,12 @@
 //! bytes are deserialized. A file that fails (another module's artifact under this name, garbled
 //! machine code, a truncated write) is logged, removed and the module compiled again.
 
+use super::CompileLimits;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use wasmtime::{Engine, Module};
 
 /// The digest of module bytes, as OCI writes it: `sha256:<hex>`.
@@ -38,18 +41,27 @@ pub enum ModuleSource {
 
 pub(crate) struct ModuleCache {
     dir: Option<PathBuf>,
+    limits: CompileLimits,
     engine_key: String,
-    compiled: Mutex<HashMap<String, Module>>,
+    compiled: Mutex<HashMap<String, Weak<Module>>>,
+    max_disk_bytes: u64,
 }
 
 impl ModuleCache {
-    pub(crate) fn new(engine: &Engine, dir: Option<PathBuf>) -> Self {
+    pub(crate) fn new(
+        engine: &Engine,
+        dir: Option<PathBuf>,
+        limits: CompileLimits,
+        max_disk_bytes: u64,
+    ) -> Self {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         Self {
             dir,
+            limits,
             engine_key: format!("{:016x}", hasher.finish()),
             compiled: Mutex::new(HashMap::new()),
+            max_disk_bytes,
         }
     }
 
@@ -74,35 +86,96 @@ impl ModuleCache {
         &self,
         engine: &Engine,
         bytes: &[u8],
-    ) -> Result<(Module, String, ModuleSource), String> {
+    ) -> Result<(Arc<Module>, String, ModuleSource), String> {
         if Engine::detect_precompiled(bytes).is_some() {
             return Err("this is a precompiled artifact (.cwasm); give the .wasm module".into());
         }
         let digest = module_digest(bytes);
-        if let Some(module) = self.lock().get(&digest) {
-            return Ok((module.clone(), digest, ModuleSource::MemoryCache));
+        if let Some(module) = self.lock().get(&digest).and_then(Weak::upgrade) {
+            return Ok((module, digest, ModuleSource::MemoryCache));
         }
         let cache_file = self.cache_file(&digest);
         let (module, source) = match cache_file
             .as_deref()
             .and_then(|f| self.load_precompiled(engine, f, &digest))
         {
-            Some(module) => (module, ModuleSource::DiskCache),
+            Some(module) => {
+                if let Some(file) = &cache_file {
+                    touch(file);
+                }
+                (module, ModuleSource::DiskCache)
+            }
             None => {
-                let module = Module::new(engine, bytes).map_err(|e| format!("{e:#}"))?;
+                let wasm = wat::parse_bytes(bytes).map_err(|e| format!("{e:#}"))?;
+                self.limits.check(&wasm)?;
+                let module = Module::from_binary(engine, &wasm).map_err(|e| format!("{e:#}"))?;
                 if let Some(file) = &cache_file
                     && let Err(e) = self.store_precompiled(&module, file, &digest)
                 {
                     tracing::warn!(file = %file.display(), error = %e, "could not write the module cache; modules will be compiled again on the next start");
                 }
+                self.prune_disk();
                 (module, ModuleSource::Compiled)
             }
         };
-        self.lock().insert(digest.clone(), module.clone());
+        let module = Arc::new(module);
+        let mut compiled = self.lock();
+        compiled.retain(|_, weak| weak.strong_count() > 0);
+        compiled.insert(digest.clone(), Arc::downgrade(&module));
         Ok((module, digest, source))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Module>> {
+    /// Compiled modules held in memory now (by some running plugin).
+    pub(crate) fn in_memory(&self) -> usize {
+        self.lock()
+            .values()
+            .filter(|w| w.strong_count() > 0)
+            .count()
+    }
+
+    /// Bytes of precompiled modules in the cache folder.
+    pub(crate) fn disk_bytes(&self) -> u64 {
+        self.disk_entries().iter().map(|(_, len, _)| len).sum()
+    }
+
+    /// The cache folder's artifacts: path, size and last use.
+    fn disk_entries(&self) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+        let Some(dir) = &self.dir else {
+            return Vec::new();
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                Some((e.path(), meta.len(), meta.modified().ok()?))
+            })
+            .collect()
+    }
+
+    /// Removes the least recently used artifacts until the folder is within its size cap.
+    fn prune_disk(&self) {
+        let mut entries = self.disk_entries();
+        let mut total: u64 = entries.iter().map(|(_, len, _)| len).sum();
+        if total <= self.max_disk_bytes {
+            return;
+        }
+        entries.sort_by_key(|(_, _, used)| *used);
+        for (path, len, _) in entries {
+            if total <= self.max_disk_bytes {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                tracing::info!(file = %path.display(), "module cache over its size cap: removed the least recently used artifact");
+                total -= len;
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Weak<Module>>> {
         self.compiled
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -158,6 +231,13 @@ impl ModuleCache {
         let tmp = file.with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, file)
+    }
+}
+
+/// Marks an artifact as just used (its modification time orders pruning).
+fn touch(file: &Path) {
+    if let Ok(handle) = std::fs::File::options().append(true).open(file) {
+        let _ = handle.set_modified(std::time::SystemTime::now());
     }
 }
 

@@ -68,6 +68,8 @@ pub struct InstancePool {
     config: Vec<u8>,
     deadline_ticks: u64,
     extension: Option<Arc<dyn HostExtension>>,
+    /// Keeps the compiled module in the engine's module cache while the pool lives.
+    _module: Arc<wasmtime::Module>,
     idle: Mutex<Vec<PooledInstance>>,
     free_slots: Mutex<u32>,
     slot_freed: Condvar,
@@ -97,6 +99,7 @@ impl InstancePool {
         config: Vec<u8>,
         epoch_tick: Duration,
         extension: Option<Arc<dyn HostExtension>>,
+        module: Arc<wasmtime::Module>,
     ) -> Self {
         // One tick more than the timeout needs, because the current tick may end at once.
         let ticks = limits
@@ -114,6 +117,7 @@ impl InstancePool {
             config,
             deadline_ticks,
             extension,
+            _module: module,
             idle: Mutex::new(Vec::new()),
             slot_freed: Condvar::new(),
             stats: PoolStats::default(),

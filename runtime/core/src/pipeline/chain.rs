@@ -28,7 +28,8 @@ pub struct PipelineSettings {
 impl Default for PipelineSettings {
     fn default() -> Self {
         Self {
-            max_event_bytes: 4 << 20,
+            // The sidecar's default `listen.maxBodyBytes`, so both paths refuse the same events.
+            max_event_bytes: 8 << 20,
             verdict_cache_entries: 10_000,
             verdict_cache_ttl: Duration::from_secs(15 * 60),
         }

@@ -1,6 +1,6 @@
 //! A token store in process memory: the default for `eventplug run` and for tests.
 
-use super::{TokenStore, TokenStoreError};
+use super::{MAX_SCOPES_PER_PLUGIN, MAX_TOKENS_PER_SCOPE, TokenStore, TokenStoreError};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -13,6 +13,8 @@ const PURGE_EVERY: u64 = 1024;
 #[derive(Default)]
 struct Scopes {
     by_key: HashMap<(String, String), VecDeque<Instant>>,
+    /// Scopes held per plugin, kept equal to the counts in `by_key`.
+    per_plugin: HashMap<String, usize>,
     takes: u64,
 }
 
@@ -20,11 +22,27 @@ impl Scopes {
     fn purge(&mut self, now: Instant) {
         self.by_key
             .retain(|_, expiries| expiries.iter().any(|expiry| *expiry > now));
+        self.per_plugin.clear();
+        for (plugin, _) in self.by_key.keys() {
+            *self.per_plugin.entry(plugin.clone()).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, key: &(String, String)) -> Option<VecDeque<Instant>> {
+        let removed = self.by_key.remove(key)?;
+        if let Some(count) = self.per_plugin.get_mut(&key.0) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_plugin.remove(&key.0);
+            }
+        }
+        Some(removed)
     }
 }
 
 /// Tokens kept in this process only, lost when it exits. Bounded: scopes whose tokens all expired
-/// are dropped regularly, and at most 100,000 scopes are held.
+/// are dropped regularly, at most 100,000 scopes are held, at most [`MAX_SCOPES_PER_PLUGIN`] per
+/// plugin, and at most [`MAX_TOKENS_PER_SCOPE`] tokens per scope.
 #[derive(Default)]
 pub struct LocalTokenStore {
     scopes: Mutex<Scopes>,
@@ -52,16 +70,28 @@ impl LocalTokenStore {
             scopes.purge(now);
         }
         let key = (plugin.to_string(), scope.to_string());
-        if !scopes.by_key.contains_key(&key) && scopes.by_key.len() >= MAX_SCOPES {
-            scopes.purge(now);
+        if !scopes.by_key.contains_key(&key) {
+            let held = |scopes: &Scopes| scopes.per_plugin.get(plugin).copied().unwrap_or(0);
+            if scopes.by_key.len() >= MAX_SCOPES || held(&scopes) >= MAX_SCOPES_PER_PLUGIN {
+                scopes.purge(now);
+            }
             if scopes.by_key.len() >= MAX_SCOPES {
                 return Err(TokenStoreError(format!(
                     "{MAX_SCOPES} scopes hold live tokens; refusing a new scope (release scopes or use shorter TTLs)"
                 )));
             }
+            if held(&scopes) >= MAX_SCOPES_PER_PLUGIN {
+                return Err(TokenStoreError(format!(
+                    "plugin {plugin} holds {MAX_SCOPES_PER_PLUGIN} scopes with live tokens, its quota; refusing a new scope (release scopes or use shorter TTLs)"
+                )));
+            }
+            *scopes.per_plugin.entry(plugin.to_string()).or_default() += 1;
         }
         let expiries = scopes.by_key.entry(key).or_default();
         expiries.retain(|expiry| *expiry > now);
+        if expiries.len() >= MAX_TOKENS_PER_SCOPE {
+            expiries.pop_front();
+        }
         expiries.push_back(now + ttl);
         Ok(u32::try_from(expiries.len()).unwrap_or(u32::MAX))
     }
@@ -72,7 +102,6 @@ impl LocalTokenStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         scopes
-            .by_key
             .remove(&(plugin.to_string(), scope.to_string()))
             .map(|expiries| expiries.iter().filter(|expiry| **expiry > now).count())
             .and_then(|count| u32::try_from(count).ok())
@@ -194,5 +223,43 @@ mod tests {
                 .expect("taken"),
             1
         );
+    }
+
+    #[test]
+    fn a_scope_holds_at_most_its_cap_of_tokens() {
+        let store = LocalTokenStore::new();
+        let start = Instant::now();
+        let ttl = Duration::from_secs(300);
+        let mut last = 0;
+        for _ in 0..MAX_TOKENS_PER_SCOPE + 5 {
+            last = store.take_token_at("p", "s", ttl, start).expect("taken");
+        }
+        assert_eq!(last as usize, MAX_TOKENS_PER_SCOPE);
+    }
+
+    #[test]
+    fn each_plugin_has_its_own_scope_quota() {
+        let store = LocalTokenStore::new();
+        let start = Instant::now();
+        let ttl = Duration::from_secs(300);
+        for n in 0..MAX_SCOPES_PER_PLUGIN {
+            store
+                .take_token_at("greedy", &format!("s{n}"), ttl, start)
+                .expect("within the quota");
+        }
+        let err = store
+            .take_token_at("greedy", "one-more", ttl, start)
+            .expect_err("over the quota");
+        assert!(err.to_string().contains("quota"), "{err}");
+        store
+            .take_token_at("greedy", "s0", ttl, start)
+            .expect("an existing scope still takes tokens");
+        store
+            .take_token_at("modest", "s0", ttl, start)
+            .expect("another plugin is not held back");
+        assert_eq!(store.release_tokens_at("greedy", "s1", start), 1);
+        store
+            .take_token_at("greedy", "one-more", ttl, start)
+            .expect("a released scope frees quota");
     }
 }

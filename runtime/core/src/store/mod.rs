@@ -5,6 +5,14 @@ mod local;
 
 pub use local::LocalTokenStore;
 
+/// Live tokens one scope holds at most: taking another drops the scope's oldest token, so the count
+/// a plugin sees stops growing at this number.
+pub const MAX_TOKENS_PER_SCOPE: usize = 10_000;
+/// Scopes with live tokens one plugin may hold; a take in a new scope beyond it fails.
+pub const MAX_SCOPES_PER_PLUGIN: usize = 10_000;
+/// The longest time to live a token gets (7 days); longer ones are shortened to it.
+pub const MAX_TTL_SECONDS: u32 = 7 * 24 * 3600;
+
 /// Why a token operation failed.
 #[derive(Debug, thiserror::Error)]
 #[error("token store: {0}")]
