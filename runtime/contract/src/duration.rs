@@ -31,22 +31,23 @@ impl Duration {
         self.0
     }
 
-    /// Parses `1m30s`, `250ms`, `500us`, `1.5h`, `0`; refuses a bare number, a negative or unknown
-    /// unit, and anything over 24 h.
+    /// Parses `1m30s`, `250ms`, `500us`, `1.5h`, `0`, as Go's `time.ParseDuration` does; refuses a
+    /// bare number other than 0, a negative duration, an unknown unit, and anything over 24 h.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
         let hint =
             "write it like `250ms`, `30s`, `1m30s` or `1h` (Go and Kubernetes duration syntax)";
-        if text == "0" {
+        let (negative, unsigned) = match text.as_bytes().first() {
+            Some(b'-') => (true, &text[1..]),
+            Some(b'+') => (false, &text[1..]),
+            _ => (false, text),
+        };
+        if unsigned == "0" {
             return Ok(Self::default());
         }
-        if text.is_empty() {
-            return Err(format!("an empty duration: {hint}"));
+        if unsigned.is_empty() {
+            return Err(format!("`{text}` is not a duration: {hint}"));
         }
-        if text.starts_with('-') {
-            return Err(format!("`{text}` is negative: {hint}"));
-        }
-        let mut rest = text.strip_prefix('+').unwrap_or(text);
+        let mut rest = unsigned;
         let mut nanos: u128 = 0;
         while !rest.is_empty() {
             let digits = rest
@@ -93,6 +94,9 @@ impl Duration {
             }
             nanos = nanos.saturating_add(part);
             rest = next;
+        }
+        if negative && nanos > 0 {
+            return Err(format!("`{text}` is negative: {hint}"));
         }
         if nanos > MAX_DURATION.as_nanos() {
             return Err(format!(
@@ -167,15 +171,17 @@ impl<'de> Deserialize<'de> for Duration {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Written<'a> {
-            Number(u64),
             Text(Cow<'a, str>),
+            Number(serde_json::Number),
         }
-        match Written::deserialize(deserializer)? {
-            Written::Number(0) => Ok(Self::default()),
-            Written::Number(n) => Err(serde::de::Error::custom(format!(
-                "`{n}` has no unit: write it like `{n}s` or `{n}ms` (Go and Kubernetes duration syntax)"
+        match Written::deserialize(deserializer) {
+            Ok(Written::Text(text)) => Self::parse(&text).map_err(serde::de::Error::custom),
+            Ok(Written::Number(n)) => Err(serde::de::Error::custom(format!(
+                "`{n}` is a number, not a duration: write it like `{n}s` or `{n}ms` (Go and Kubernetes duration syntax)"
             ))),
-            Written::Text(text) => Self::parse(&text).map_err(serde::de::Error::custom),
+            Err(_) => Err(serde::de::Error::custom(
+                "not a duration: write it as text like `250ms`, `30s`, `1m30s` or `1h`",
+            )),
         }
     }
 }
@@ -189,7 +195,7 @@ impl JsonSchema for Duration {
         schemars::json_schema!({
             "type": "string",
             "description": "A duration in Go and Kubernetes syntax, such as `250ms`, `30s`, `1m30s` or `1h`; at most 24h.",
-            "pattern": "^(0|\\+?(([0-9]+(\\.[0-9]*)?|\\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$"
+            "pattern": "^[-+]?(0|(([0-9]+(\\.[0-9]*)?|\\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$"
         })
     }
 }
@@ -224,13 +230,25 @@ mod tests {
         assert!(parse("5d").unwrap_err().contains("unknown unit `d`"));
         assert!(parse("fast").is_err());
         assert!(parse("-1s").unwrap_err().contains("negative"));
+        assert!(parse("+").is_err(), "a sign alone");
+        assert!(parse("-").is_err(), "a sign alone");
+        assert!(parse(" 1s").is_err(), "Go refuses spaces");
+        assert_eq!(parse("-0"), Ok(std::time::Duration::ZERO));
+        assert_eq!(parse("+0"), Ok(std::time::Duration::ZERO));
+        assert_eq!(parse("+1s"), Ok(std::time::Duration::from_secs(1)));
         assert!(parse("25h").unwrap_err().contains("24h"));
         assert!(parse("18446744073709551615s").unwrap_err().contains("24h"));
         assert!(parse("1..5s").is_err());
         let number: Result<Duration, _> = serde_json::from_str("30");
         assert!(number.unwrap_err().to_string().contains("`30s`"));
-        let zero: Duration = serde_json::from_str("0").expect("0 is a duration");
+        let float: Result<Duration, _> = serde_json::from_str("1.5");
+        assert!(float.unwrap_err().to_string().contains("`1.5s`"));
+        let number_zero: Result<Duration, _> = serde_json::from_str("0");
+        assert!(number_zero.is_err(), "as the schema says: text only");
+        let zero: Duration = serde_json::from_str("\"0\"").expect("\"0\" is a duration");
         assert_eq!(zero.get(), std::time::Duration::ZERO);
+        let other: Result<Duration, _> = serde_json::from_str("[1]");
+        assert!(other.unwrap_err().to_string().contains("not a duration"));
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 /// The config `apiVersion` this sidecar writes and reads.
 pub const API_VERSION: &str = "eventplug.dev/v1alpha1";
-/// Versions read as well: the current one and the one before it, so an operator and a sidecar one
-/// version apart work together. (v1alpha1 is the first; the list grows with the next version.)
+/// The versions this sidecar reads. v1alpha1 is the first; when the next version comes, the one
+/// before it stays in this list, so an operator and a sidecar one version apart work together.
 pub const ACCEPTED_API_VERSIONS: &[&str] = &[API_VERSION];
 /// The config `kind`.
 pub const KIND: &str = "SidecarConfig";
@@ -184,20 +184,27 @@ pub enum LogFormat {
 
 /// The path of a URL (`https://h:1/a/b` → `/a/b`), or an error naming `key`.
 pub fn url_path(key: &str, url: &str) -> Result<String, ValidationError> {
+    // The URL itself is never echoed: it may carry credentials.
     let uri: http::Uri = url
         .parse()
-        .map_err(|e| ValidationError::at(key, format!("`{url}` is not a URL: {e}")))?;
+        .map_err(|e| ValidationError::at(key, format!("is not a URL ({e})")))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
         _ => {
             return Err(ValidationError::at(
                 key,
-                format!("`{url}` must start with http:// or https://"),
+                "must start with http:// or https://",
             ));
         }
     }
     if uri.host().is_none() {
-        return Err(ValidationError::at(key, format!("`{url}` has no host")));
+        return Err(ValidationError::at(key, "has no host"));
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(ValidationError::at(
+            key,
+            "carries credentials; the upstream authenticates with upstream.cert and upstream.key",
+        ));
     }
     Ok(uri.path().to_string())
 }
@@ -284,6 +291,12 @@ impl SidecarConfig {
             return Err(ValidationError::at(
                 key,
                 "upstream.cert and upstream.key go together: set both or neither",
+            ));
+        }
+        if self.upstream.timeout.get().is_zero() {
+            return Err(ValidationError::at(
+                "upstream.timeout",
+                "must be above zero: every forward would time out",
             ));
         }
         if self.delivery.poison_attempts == 0 {
@@ -438,6 +451,19 @@ mod tests {
         assert!(err.contains("upstream.auditUrl"), "{err}");
         let err = refuse(&format!("{MINIMAL}listen:\n  address: localhost\n"));
         assert!(err.contains("listen.address"), "{err}");
+        let err = refuse(&MINIMAL.replace(
+            "https://fluentd:8888/test.log",
+            "https://user:hunter2@fluentd:8888/test.log",
+        ));
+        assert!(
+            err.contains("upstream.auditUrl") && !err.contains("hunter2"),
+            "{err}"
+        );
+        let err = refuse(&format!("{MINIMAL}  timeout: 0s\n"));
+        assert!(
+            err.contains("upstream.timeout: must be above zero"),
+            "{err}"
+        );
         let err = refuse(&format!("{MINIMAL}store:\n  configMap: x\n"));
         assert!(err.contains("configMap"), "{err}");
     }
@@ -559,7 +585,7 @@ logging:
         let text = format!("{MINIMAL}delivery:\n  verdictCacheTtl: 15\n");
         let err = SidecarConfig::parse(&text).unwrap_err();
         assert_eq!(err.path, "delivery.verdictCacheTtl", "{err}");
-        assert!(err.message.contains("no unit"), "{err}");
+        assert!(err.message.contains("a number, not a duration"), "{err}");
     }
 
     #[test]

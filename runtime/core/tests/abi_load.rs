@@ -446,3 +446,33 @@ fn the_disk_cache_is_pruned_to_its_cap_least_recently_used_first() {
     assert!(cache_file_of(&harness, &b_digest).exists());
     assert!(engine.disk_cache_bytes() <= one + one / 2);
 }
+
+#[test]
+fn a_cache_folder_others_may_write_is_not_trusted() {
+    use std::os::unix::fs::PermissionsExt;
+    let harness = Harness::new();
+    let a = harness.settings("a", &constant_plugin(&pb::HandleEventResponse::default()));
+    harness.load(&a);
+    let cache = harness.dir.0.join("cache");
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let plugin = eventplug_runtime::pipeline::LoadedPlugin::load(
+        &restarted_engine(&harness),
+        &a,
+        harness.tokens.clone(),
+    )
+    .expect("a loads");
+    assert_eq!(
+        plugin.source,
+        ModuleSource::Compiled,
+        "a world-writable folder is not trusted"
+    );
+    let mode = std::fs::metadata(&cache)
+        .expect("cache")
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o700,
+        "writing the cache made the folder private again"
+    );
+}

@@ -12,6 +12,8 @@ pub struct CompileLimits {
     pub max_functions: u32,
     /// Bytes of the code section (all function bodies).
     pub max_code_bytes: u64,
+    /// Bytes of one function body (a single huge function is as costly to compile as many).
+    pub max_function_bytes: u64,
     /// Bytes of all data segments together.
     pub max_data_bytes: u64,
 }
@@ -21,6 +23,7 @@ impl Default for CompileLimits {
         Self {
             max_functions: 20_000,
             max_code_bytes: 8 << 20,
+            max_function_bytes: 1 << 20,
             max_data_bytes: 16 << 20,
         }
     }
@@ -39,6 +42,15 @@ impl CompileLimits {
                         "its code is {size} bytes, over the {} bytes eventplug compiles",
                         self.max_code_bytes
                     ));
+                }
+                Payload::CodeSectionEntry(body) => {
+                    let size = body.range().len() as u64;
+                    if size > self.max_function_bytes {
+                        return Err(format!(
+                            "one of its functions is {size} bytes, over the {} bytes eventplug compiles",
+                            self.max_function_bytes
+                        ));
+                    }
                 }
                 Payload::DataSection(section) => {
                     for segment in section {
@@ -84,6 +96,7 @@ mod tests {
         let limits = CompileLimits {
             max_functions: 10,
             max_code_bytes: 1 << 20,
+            max_function_bytes: 1 << 10,
             max_data_bytes: 100,
         };
         assert_eq!(limits.check(&module(10, 100)), Ok(()));
@@ -101,5 +114,12 @@ mod tests {
             limits.check(b"\0asm\x01\0\0\0\x01\xff").is_err(),
             "a truncated module"
         );
+        let big_body = wat::parse_str(format!(
+            "(module (func {}))",
+            "(drop (i32.const 1))".repeat(400)
+        ))
+        .expect("valid WAT");
+        let err = limits.check(&big_body).unwrap_err();
+        assert!(err.contains("one of its functions is"), "{err}");
     }
 }

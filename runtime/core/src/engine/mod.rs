@@ -267,10 +267,25 @@ impl PluginEngine {
                 limit: self.settings.max_module_bytes,
             });
         }
-        let bytes = std::fs::read(path).map_err(|error| LoadError::Read {
+        // Read at most one byte past the limit: the file may have grown since it was measured.
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        let read_error = |error| LoadError::Read {
             path: path.to_path_buf(),
             error,
-        })?;
+        };
+        let file = std::fs::File::open(path).map_err(read_error)?;
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(file, self.settings.max_module_bytes + 1),
+            &mut bytes,
+        )
+        .map_err(read_error)?;
+        if bytes.len() as u64 > self.settings.max_module_bytes {
+            return Err(LoadError::TooLarge {
+                path: path.to_path_buf(),
+                size: bytes.len() as u64,
+                limit: self.settings.max_module_bytes,
+            });
+        }
         if let Some(expected) = expected_digest {
             let found = module_digest(&bytes);
             if !found.eq_ignore_ascii_case(expected) {

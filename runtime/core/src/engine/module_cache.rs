@@ -3,17 +3,21 @@
 //! when a cache folder is set, precompiled on disk keyed by module digest and engine settings; the
 //! folder is pruned to a size cap, least recently used first.
 //!
-//! A precompiled artifact is machine code that runs as it is, so one is used only when it provably
-//! is what this cache wrote for this module: each file starts with a record of the module digest,
-//! the engine key and the sha256 of the artifact bytes, written with it and checked before the
-//! bytes are deserialized. A file that fails (another module's artifact under this name, garbled
-//! machine code, a truncated write) is logged, removed and the module compiled again.
+//! A precompiled artifact is machine code that runs as it is, so one is used only from a folder and
+//! file owned by this user and writable by no one else, and only when it is what this cache wrote
+//! for this module: each file starts with a record of the module digest, the engine key and the
+//! sha256 of the artifact bytes, written with it and checked before the bytes are deserialized. The
+//! record guards against corruption and mix-ups (another module's artifact under this name, garbled
+//! machine code, a truncated write), not against someone who may write the folder: the ownership
+//! and mode checks do that. A file that fails is logged, removed and the module compiled again.
 
 use super::CompileLimits;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use wasmtime::{Engine, Module};
 
@@ -44,6 +48,8 @@ pub(crate) struct ModuleCache {
     limits: CompileLimits,
     engine_key: String,
     compiled: Mutex<HashMap<String, Weak<Module>>>,
+    /// One lock per digest being loaded, so concurrent loads of one module compile it once.
+    loading: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     max_disk_bytes: u64,
 }
 
@@ -54,13 +60,16 @@ impl ModuleCache {
         limits: CompileLimits,
         max_disk_bytes: u64,
     ) -> Self {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        // A hash that is stable across builds of eventplug, so a rebuild keeps the cache.
+        let mut hasher = StableHasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);
+        let key = hasher.0.finalize();
         Self {
             dir,
             limits,
-            engine_key: format!("{:016x}", hasher.finish()),
+            engine_key: key[..8].iter().map(|b| format!("{b:02x}")).collect(),
             compiled: Mutex::new(HashMap::new()),
+            loading: Mutex::new(HashMap::new()),
             max_disk_bytes,
         }
     }
@@ -91,6 +100,11 @@ impl ModuleCache {
             return Err("this is a precompiled artifact (.cwasm); give the .wasm module".into());
         }
         let digest = module_digest(bytes);
+        // The limits hold whatever the caches hold, so whether a module loads never depends on them.
+        let wasm = wat::parse_bytes(bytes).map_err(|e| format!("{e:#}"))?;
+        self.limits.check(&wasm)?;
+        let gate = self.loading_gate(&digest);
+        let _loading = gate.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(module) = self.lock().get(&digest).and_then(Weak::upgrade) {
             return Ok((module, digest, ModuleSource::MemoryCache));
         }
@@ -106,8 +120,6 @@ impl ModuleCache {
                 (module, ModuleSource::DiskCache)
             }
             None => {
-                let wasm = wat::parse_bytes(bytes).map_err(|e| format!("{e:#}"))?;
-                self.limits.check(&wasm)?;
                 let module = Module::from_binary(engine, &wasm).map_err(|e| format!("{e:#}"))?;
                 if let Some(file) = &cache_file
                     && let Err(e) = self.store_precompiled(&module, file, &digest)
@@ -122,7 +134,21 @@ impl ModuleCache {
         let mut compiled = self.lock();
         compiled.retain(|_, weak| weak.strong_count() > 0);
         compiled.insert(digest.clone(), Arc::downgrade(&module));
+        drop(compiled);
+        self.loading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, gate| Arc::strong_count(gate) > 1);
         Ok((module, digest, source))
+    }
+
+    fn loading_gate(&self, digest: &str) -> Arc<Mutex<()>> {
+        self.loading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(digest.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Compiled modules held in memory now (by some running plugin).
@@ -146,12 +172,18 @@ impl ModuleCache {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return Vec::new();
         };
+        let stale = std::time::SystemTime::now() - STALE_TEMP_AFTER;
         entries
             .flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
             .filter_map(|e| {
                 let meta = e.metadata().ok()?;
-                Some((e.path(), meta.len(), meta.modified().ok()?))
+                let modified = meta.modified().ok()?;
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                // Artifacts, and temporary files a crashed write left behind.
+                let counted =
+                    name.ends_with(".cwasm") || (name.contains(".cwasm.tmp") && modified < stale);
+                counted.then(|| (e.path(), meta.len(), modified))
             })
             .collect()
     }
@@ -193,10 +225,19 @@ impl ModuleCache {
     /// cannot fault a running module.
     #[allow(unsafe_code)]
     fn load_precompiled(&self, engine: &Engine, file: &Path, digest: &str) -> Option<Module> {
+        let dir = file.parent()?;
+        if let Err(reason) = private_to_us(dir).and_then(|()| private_to_us(file)) {
+            tracing::warn!(file = %file.display(), %reason, "cached module not used: compiling instead");
+            return None;
+        }
+        let before = std::fs::metadata(file).ok()?;
         let bytes = std::fs::read(file).ok()?;
         let refuse = |reason: &str| {
             tracing::warn!(file = %file.display(), reason, "cached module refused; removing it and compiling again");
-            let _ = std::fs::remove_file(file);
+            // Only the file that was read: a good one renamed into place meanwhile stays.
+            if std::fs::metadata(file).is_ok_and(|now| now.ino() == before.ino()) {
+                let _ = std::fs::remove_file(file);
+            }
             None
         };
         let Some(end) = bytes.iter().position(|&b| b == b'\n') else {
@@ -211,10 +252,10 @@ impl ModuleCache {
         if Engine::detect_precompiled(artifact).is_none() {
             return refuse("not a precompiled module");
         }
-        // SAFETY: the bytes are, checksum-verified, an artifact this cache wrote itself for this
-        // module digest and engine key (`store_precompiled`), by rename into a folder only eventplug
-        // writes (0700), from `Module::serialize` of an engine with the same compatibility hash;
-        // wasmtime checks its header again.
+        // SAFETY: the file and its folder are owned by this user and writable by no one else, and
+        // the bytes are, checksum-verified, the artifact this cache wrote for this module digest and
+        // engine key (`store_precompiled`), from `Module::serialize` of an engine with the same
+        // compatibility hash; wasmtime checks its header again.
         match unsafe { Module::deserialize(engine, artifact) } {
             Ok(module) => Some(module),
             Err(e) => refuse(&format!("wasmtime refused it: {e}")),
@@ -228,10 +269,75 @@ impl ModuleCache {
         }
         let mut bytes = self.record(digest, &artifact).into_bytes();
         bytes.extend_from_slice(&artifact);
-        let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, file)
+        // A name no other writer, thread or process, uses; created new, written whole, synced, then
+        // renamed into place, so a reader sees the old file or the whole new one.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let tmp = file.with_extension(format!(
+            "cwasm.tmp{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = (|| {
+            use std::io::Write;
+            let mut out = std::fs::File::options()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
+            out.write_all(&bytes)?;
+            out.sync_all()?;
+            std::fs::rename(&tmp, file)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
+}
+
+/// How old a temporary file must be before pruning takes it for a crashed write's leftover.
+const STALE_TEMP_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A `Hasher` over sha256, stable across Rust releases (unlike `DefaultHasher`).
+struct StableHasher(Sha256);
+
+impl Hasher for StableHasher {
+    fn finish(&self) -> u64 {
+        let digest = self.0.clone().finalize();
+        u64::from_le_bytes([
+            digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7],
+        ])
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+/// Whether `path` is owned by this process's user and writable by no one else.
+fn private_to_us(path: &Path) -> Result<(), String> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    // `/proc/self` belongs to the process's effective user: its uid without a libc call.
+    let us = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .map_err(|e| format!("cannot tell this process's user: {e}"))?;
+    if meta.uid() != us {
+        return Err(format!(
+            "{} is owned by uid {}, not {us}",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is writable by others (mode {:o})",
+            path.display(),
+            meta.mode() & 0o777
+        ));
+    }
+    if meta.file_type().is_symlink() {
+        return Err(format!("{} is a symbolic link", path.display()));
+    }
+    Ok(())
 }
 
 /// Marks an artifact as just used (its modification time orders pruning).

@@ -1,6 +1,6 @@
 //! A token store in process memory: the default for `eventplug run` and for tests.
 
-use super::{MAX_SCOPES_PER_PLUGIN, MAX_TOKENS_PER_SCOPE, TokenStore, TokenStoreError};
+use super::{MAX_SCOPES_PER_PLUGIN, MAX_TOKENS, MAX_TOKENS_PER_SCOPE, TokenStore, TokenStoreError};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -15,6 +15,8 @@ struct Scopes {
     by_key: HashMap<(String, String), VecDeque<Instant>>,
     /// Scopes held per plugin, kept equal to the counts in `by_key`.
     per_plugin: HashMap<String, usize>,
+    /// Tokens held in all scopes, live or not yet dropped.
+    tokens: usize,
     takes: u64,
 }
 
@@ -23,13 +25,17 @@ impl Scopes {
         self.by_key
             .retain(|_, expiries| expiries.iter().any(|expiry| *expiry > now));
         self.per_plugin.clear();
-        for (plugin, _) in self.by_key.keys() {
+        self.tokens = 0;
+        for ((plugin, _), expiries) in self.by_key.iter_mut() {
+            expiries.retain(|expiry| *expiry > now);
+            self.tokens += expiries.len();
             *self.per_plugin.entry(plugin.clone()).or_default() += 1;
         }
     }
 
     fn remove(&mut self, key: &(String, String)) -> Option<VecDeque<Instant>> {
         let removed = self.by_key.remove(key)?;
+        self.tokens = self.tokens.saturating_sub(removed.len());
         if let Some(count) = self.per_plugin.get_mut(&key.0) {
             *count = count.saturating_sub(1);
             if *count == 0 {
@@ -42,16 +48,30 @@ impl Scopes {
 
 /// Tokens kept in this process only, lost when it exits. Bounded: scopes whose tokens all expired
 /// are dropped regularly, at most 100,000 scopes are held, at most [`MAX_SCOPES_PER_PLUGIN`] per
-/// plugin, and at most [`MAX_TOKENS_PER_SCOPE`] tokens per scope.
-#[derive(Default)]
+/// plugin, at most [`MAX_TOKENS_PER_SCOPE`] tokens per scope and [`MAX_TOKENS`] in all.
 pub struct LocalTokenStore {
     scopes: Mutex<Scopes>,
+    max_tokens: usize,
+}
+
+impl Default for LocalTokenStore {
+    fn default() -> Self {
+        Self::with_max_tokens(MAX_TOKENS)
+    }
 }
 
 impl LocalTokenStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store holding at most `max_tokens` tokens in all (tests use a small one).
+    pub fn with_max_tokens(max_tokens: usize) -> Self {
+        Self {
+            scopes: Mutex::default(),
+            max_tokens,
+        }
     }
 
     fn take_token_at(
@@ -87,12 +107,27 @@ impl LocalTokenStore {
             }
             *scopes.per_plugin.entry(plugin.to_string()).or_default() += 1;
         }
-        let expiries = scopes.by_key.entry(key).or_default();
+        if scopes.tokens >= self.max_tokens {
+            scopes.purge(now);
+            if scopes.tokens >= self.max_tokens {
+                return Err(TokenStoreError(format!(
+                    "the store holds {} live tokens, its cap; refusing another (release scopes or use shorter TTLs)",
+                    self.max_tokens
+                )));
+            }
+        }
+        let Scopes { by_key, tokens, .. } = &mut *scopes;
+        let expiries = by_key.entry(key).or_default();
+        let before = expiries.len();
         expiries.retain(|expiry| *expiry > now);
         if expiries.len() >= MAX_TOKENS_PER_SCOPE {
-            expiries.pop_front();
+            // Drop the token that would expire first, whatever order the tokens came in.
+            if let Some(first) = (0..expiries.len()).min_by_key(|&i| expiries[i]) {
+                expiries.remove(first);
+            }
         }
         expiries.push_back(now + ttl);
+        *tokens = (*tokens + expiries.len()).saturating_sub(before);
         Ok(u32::try_from(expiries.len()).unwrap_or(u32::MAX))
     }
 
@@ -261,5 +296,53 @@ mod tests {
         store
             .take_token_at("greedy", "one-more", ttl, start)
             .expect("a released scope frees quota");
+    }
+
+    #[test]
+    fn the_store_holds_at_most_its_cap_of_tokens_in_all() {
+        let store = LocalTokenStore::with_max_tokens(3);
+        let start = Instant::now();
+        let ttl = Duration::from_secs(10);
+        for scope in ["a", "b", "c"] {
+            store
+                .take_token_at("p", scope, ttl, start)
+                .expect("within the cap");
+        }
+        let err = store
+            .take_token_at("p", "a", ttl, start)
+            .expect_err("over the cap");
+        assert!(err.to_string().contains("its cap"), "{err}");
+        assert_eq!(store.release_tokens_at("p", "b", start), 1);
+        store
+            .take_token_at("p", "a", ttl, start)
+            .expect("a release makes room");
+        // Once they expire, tokens no longer count.
+        store
+            .take_token_at("q", "x", ttl, start + Duration::from_secs(60))
+            .expect("expired tokens were dropped");
+    }
+
+    #[test]
+    fn a_full_scope_drops_the_token_that_expires_first() {
+        let store = LocalTokenStore::new();
+        let start = Instant::now();
+        // One short-lived token taken last among long-lived ones; filling the scope drops it first.
+        for _ in 0..MAX_TOKENS_PER_SCOPE - 1 {
+            store
+                .take_token_at("p", "s", Duration::from_secs(600), start)
+                .expect("taken");
+        }
+        store
+            .take_token_at("p", "s", Duration::from_secs(1), start)
+            .expect("taken");
+        store
+            .take_token_at("p", "s", Duration::from_secs(600), start)
+            .expect("taken");
+        // The short-lived token went, so after it would have expired every token still counts;
+        // had the oldest long-lived token been dropped instead, one fewer would.
+        assert_eq!(
+            store.release_tokens_at("p", "s", start + Duration::from_secs(5)) as usize,
+            MAX_TOKENS_PER_SCOPE
+        );
     }
 }

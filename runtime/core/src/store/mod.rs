@@ -8,6 +8,8 @@ pub use local::LocalTokenStore;
 /// Live tokens one scope holds at most: taking another drops the scope's oldest token, so the count
 /// a plugin sees stops growing at this number.
 pub const MAX_TOKENS_PER_SCOPE: usize = 10_000;
+/// Tokens the store holds in all (about 16 MiB of expiry times); a take beyond it fails.
+pub const MAX_TOKENS: usize = 1_000_000;
 /// Scopes with live tokens one plugin may hold; a take in a new scope beyond it fails.
 pub const MAX_SCOPES_PER_PLUGIN: usize = 10_000;
 /// The longest time to live a token gets (7 days); longer ones are shortened to it.
