@@ -226,6 +226,9 @@ impl ModuleCache {
     #[allow(unsafe_code)]
     fn load_precompiled(&self, engine: &Engine, file: &Path, digest: &str) -> Option<Module> {
         let dir = file.parent()?;
+        if !file.exists() {
+            return None;
+        }
         if let Err(reason) = private_to_us(dir).and_then(|()| private_to_us(file)) {
             tracing::warn!(file = %file.display(), %reason, "cached module not used: compiling instead");
             return None;
