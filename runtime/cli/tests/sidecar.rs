@@ -640,3 +640,142 @@ fn effects_happen_once_when_the_event_is_delivered_and_never_for_a_failed_event(
     }
     assert_eq!(effects_carried_out(&sidecar), 1);
 }
+
+fn metric(sidecar: &SidecarProcess, line_prefix: &str) -> u64 {
+    let (_, metrics) = sidecar.get("/metrics");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line_prefix))
+        .map_or(0, |v| v.trim().parse().expect("a count"))
+}
+
+#[test]
+fn upstream_refusals_are_blamed_on_the_event_the_configuration_or_nobody() {
+    let setup = Setup::new();
+    let skip = write_module(&setup.dir.0, "skip", &skip_santa_plugin());
+    let plugins = plugin_entry("skip", &skip, "");
+    setup.write_config(&plugins, "  poisonAttempts: 2\n");
+    let sidecar = setup.start();
+    let event = |uid: &str| format!(r#"{{"event":"print","uid":"{uid}","data":"x"}}"#);
+
+    // The event's fault: counted, then the poison policy (quarantine, with the refused bytes).
+    for code in [400, 413, 415, 422] {
+        let body = event(&format!("refused-{code}"));
+        let path = format!("/session.status-{code}.log");
+        let (status, answer) = sidecar.post(&path, body.as_bytes());
+        assert_eq!(status, 500, "{code}: {answer}");
+        assert!(
+            answer.contains(&format!("upstream answered {code}"))
+                && answer.contains("attempt 1 of 2"),
+            "{answer}"
+        );
+        let (status, answer) = sidecar.post(&path, body.as_bytes());
+        assert_eq!(status, 200, "{code}: {answer}");
+        assert_eq!(answer.trim(), "quarantined");
+        let last = setup.nginx.received().pop().expect("quarantined");
+        assert_eq!(last, ("/eventplug.quarantine".to_string(), body), "{code}");
+    }
+    assert_eq!(
+        metric(
+            &sidecar,
+            r#"eventplug_poison_events_total{policy="quarantine"} "#
+        ),
+        4
+    );
+
+    // The configuration's fault: 503 every time, never counted, and readiness says why until the
+    // upstream accepts an event again.
+    for code in [401, 403, 404] {
+        let body = event(&format!("config-{code}"));
+        for _ in 0..3 {
+            let (status, answer) =
+                sidecar.post(&format!("/session.status-{code}.log"), body.as_bytes());
+            assert_eq!(status, 503, "{code}: {answer}");
+            assert!(answer.contains("refuses the sidecar"), "{answer}");
+        }
+        let (status, ready) = sidecar.get("/readyz");
+        assert_eq!(status, 503, "{code}");
+        assert!(
+            ready.contains(&format!("answered {code}")) && ready.contains("upstream.cert"),
+            "{ready}"
+        );
+        let (_, report) = sidecar.get("/status");
+        let report: serde_json::Value = serde_json::from_str(&report).expect("status is JSON");
+        assert_eq!(report["ready"], false, "{report}");
+        assert!(
+            report["upstreamRefused"]
+                .as_str()
+                .is_some_and(|r| r.contains("refuses the sidecar")),
+            "{report}"
+        );
+        assert_eq!(
+            sidecar.post("/test.log", &login(code as usize, "alice")).0,
+            200
+        );
+        assert_eq!(sidecar.get("/readyz").0, 200, "ready again after a 200");
+    }
+    assert!(
+        sidecar
+            .logs()
+            .contains("the upstream refuses the sidecar itself"),
+        "{}",
+        sidecar.logs()
+    );
+
+    // Nobody's fault: retried with 503, never counted.
+    for code in [408, 429, 500, 503] {
+        let body = event(&format!("transient-{code}"));
+        for _ in 0..3 {
+            let (status, answer) =
+                sidecar.post(&format!("/session.status-{code}.log"), body.as_bytes());
+            assert_eq!(status, 503, "{code}: {answer}");
+            assert!(answer.contains("retry"), "{answer}");
+        }
+    }
+    assert_eq!(
+        metric(
+            &sidecar,
+            r#"eventplug_poison_events_total{policy="quarantine"} "#
+        ),
+        4
+    );
+
+    // A quarantine that refuses the event too: the record of it goes instead; when that is refused
+    // as well, the event stays unacknowledged (503) and each redelivery tries again.
+    setup.write_config(
+        &plugins,
+        "  poisonAttempts: 2\n  quarantineTag: q.status-422\n",
+    );
+    wait_until(
+        || {
+            serde_json::from_str::<serde_json::Value>(&sidecar.get("/status").1)
+                .is_ok_and(|status| status["generation"] == 2)
+        },
+        "the new quarantine tag is applied",
+        &sidecar,
+    );
+    let body = event("refused-twice");
+    let before = setup.nginx.received().len();
+    assert_eq!(
+        sidecar.post("/session.status-400.log", body.as_bytes()).0,
+        500
+    );
+    for _ in 0..2 {
+        let (status, answer) = sidecar.post("/session.status-400.log", body.as_bytes());
+        assert_eq!(status, 503, "{answer}");
+        assert!(
+            answer.contains("the quarantine did not take it either"),
+            "{answer}"
+        );
+    }
+    let tried: Vec<String> = setup.nginx.wait_received(before + 7)[before..]
+        .iter()
+        .map(|(uri, _)| uri.clone())
+        .collect();
+    assert_eq!(
+        tried.iter().filter(|uri| *uri == "/q.status-422").count(),
+        4,
+        "the event, then its record, on each of two redeliveries: {tried:?}"
+    );
+    assert!(metric(&sidecar, "eventplug_quarantine_failures_total ") >= 2);
+}

@@ -3,6 +3,7 @@
 
 use super::Sidecar;
 use super::live::Live;
+use super::upstream::{Blame, UpstreamError};
 use bytes::Bytes;
 use eventplug_contract::PoisonPolicy;
 use eventplug_contract::{FailurePolicy, Mode};
@@ -53,10 +54,15 @@ pub(super) async fn handle(
     match (request.method(), path.as_str()) {
         (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok"),
         (&Method::GET, "/readyz") => {
-            return match (&live.blocked, sidecar.is_draining()) {
-                (_, true) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
-                (Some(reason), _) => text(StatusCode::SERVICE_UNAVAILABLE, reason.clone()),
-                (None, false) => text(StatusCode::OK, "ready"),
+            return match (
+                &live.blocked,
+                sidecar.is_draining(),
+                sidecar.upstream_refusal(),
+            ) {
+                (_, true, _) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+                (Some(reason), _, _) => text(StatusCode::SERVICE_UNAVAILABLE, reason.clone()),
+                (None, false, Some(refusal)) => text(StatusCode::SERVICE_UNAVAILABLE, refusal),
+                (None, false, None) => text(StatusCode::OK, "ready"),
             };
         }
         (&Method::GET, "/metrics") => {
@@ -80,7 +86,12 @@ pub(super) async fn handle(
             return response;
         }
         (&Method::GET, "/status") => {
-            let body = serde_json::to_string_pretty(&live.status()).unwrap_or_default();
+            let mut report = live.status();
+            if let Some(refusal) = sidecar.upstream_refusal() {
+                report.ready = false;
+                report.upstream_refused = Some(refusal);
+            }
+            let body = serde_json::to_string_pretty(&report).unwrap_or_default();
             let mut response = text(StatusCode::OK, body);
             response.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
@@ -177,12 +188,13 @@ pub(super) async fn handle(
                 p.settings.mode == Mode::Enforce
                     && p.settings.failure_policy == FailurePolicy::FailClosed
             });
+            let key = format!("body:{}", eventplug_runtime::engine::module_digest(&body));
             if closed {
-                let key = format!("body:{}", eventplug_runtime::engine::module_digest(&body));
                 fail(&sidecar, &live, &key, &target, body, &format!("{error}")).await
             } else {
                 tracing::warn!(%error, "body is not an event; forwarded unchanged (no plugin is FailClosed)");
-                deliver(&sidecar, &live, &target, body, None, "forwarded").await
+                let original = body.clone();
+                deliver(&sidecar, &live, &target, body, &original, &key, "forwarded").await
             }
         }
         Ok(processed) => {
@@ -196,7 +208,8 @@ pub(super) async fn handle(
             let response = match &processed.outcome.verdict {
                 Verdict::Forward => {
                     let result = replayed(&processed, "forwarded");
-                    deliver(&sidecar, &live, &target, body, Some(&key), result).await
+                    let original = body.clone();
+                    deliver(&sidecar, &live, &target, body, &original, &key, result).await
                 }
                 Verdict::Modified(bytes) => {
                     let result = replayed(&processed, "modified");
@@ -205,7 +218,8 @@ pub(super) async fn handle(
                         &live,
                         &target,
                         Bytes::from(bytes.clone()),
-                        Some(&key),
+                        &body,
+                        &key,
                         result,
                     )
                     .await
@@ -263,41 +277,219 @@ fn replayed(processed: &Processed, result: &'static str) -> &'static str {
     }
 }
 
-/// Forwards to the upstream; 200 only on the upstream's 200.
-async fn deliver(
-    sidecar: &Sidecar,
-    live: &Live,
-    url: &Uri,
-    body: Bytes,
-    key: Option<&str>,
-    result: &'static str,
-) -> Response<Full<Bytes>> {
+/// One POST upstream, with its metrics. A refusal of the sidecar itself (401, 403, 404) is logged
+/// and reported by `/readyz` and `/status` until the upstream accepts something again.
+async fn send(sidecar: &Sidecar, live: &Live, url: &Uri, body: Bytes) -> Result<(), UpstreamError> {
     match live.upstream.post(url, body).await {
         Ok(took) => {
             sidecar
                 .metrics
                 .observe("eventplug_upstream_duration_seconds", &[], took);
-            sidecar
-                .metrics
-                .inc("eventplug_events_total", &[("result", result)]);
-            if let Some(key) = key {
-                sidecar.poison.settled(key);
+            if sidecar.upstream_refusal().is_some() {
+                tracing::info!(upstream = %url, "the upstream accepts the sidecar again");
+                sidecar.set_upstream_refusal(None);
             }
-            text(StatusCode::OK, "ok")
+            Ok(())
         }
         Err(error) => {
-            let reason = match &error {
-                super::upstream::UpstreamError::Unreachable(_) => "unreachable",
-                super::upstream::UpstreamError::Status(_) => "status",
-                super::upstream::UpstreamError::Timeout(_) => "timeout",
+            let reason = match (&error, error.blame()) {
+                (UpstreamError::Unreachable(_), _) => "unreachable",
+                (UpstreamError::Timeout(_), _) => "timeout",
+                (_, Blame::Event) => "refused_event",
+                (_, Blame::Configuration) => "refused_config",
+                (_, Blame::Transient) => "status",
             };
             sidecar
                 .metrics
                 .inc("eventplug_upstream_errors_total", &[("reason", reason)]);
-            tracing::warn!(%error, upstream = %url, "forward failed; event-handler will retry");
+            if error.blame() == Blame::Configuration {
+                tracing::error!(%error, upstream = %url, "the upstream refuses the sidecar itself, so every event is refused alike: check upstream.cert and upstream.key (a client certificate it accepts) and upstream.auditUrl, upstream.sessionUrl and delivery.quarantineTag (paths it serves)");
+                sidecar.set_upstream_refusal(Some(format!(
+                    "{error}: the upstream refuses the sidecar itself; check upstream.cert, upstream.key and the upstream URLs"
+                )));
+            } else {
+                tracing::warn!(%error, upstream = %url, "forward failed");
+            }
+            Err(error)
+        }
+    }
+}
+
+/// The answer to a forward the upstream did not accept and that is not counted against the event:
+/// 503, retry.
+fn not_delivered(error: &UpstreamError) -> Response<Full<Bytes>> {
+    match error.blame() {
+        Blame::Configuration => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{error}: the upstream refuses the sidecar, not this event (check upstream.cert, upstream.key and the upstream URLs); not delivered, retry"
+            ),
+        ),
+        _ => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{error}: not delivered, retry"),
+        ),
+    }
+}
+
+/// Forwards `body` (the event as the chain left it; `original` as it arrived) to the upstream; 200
+/// only on the upstream's 200. A refusal that is the event's fault counts toward the poison policy.
+async fn deliver(
+    sidecar: &Sidecar,
+    live: &Live,
+    url: &Uri,
+    body: Bytes,
+    original: &Bytes,
+    key: &str,
+    result: &'static str,
+) -> Response<Full<Bytes>> {
+    match send(sidecar, live, url, body.clone()).await {
+        Ok(()) => {
+            sidecar
+                .metrics
+                .inc("eventplug_events_total", &[("result", result)]);
+            sidecar.poison.settled(key);
+            text(StatusCode::OK, "ok")
+        }
+        Err(error) if error.blame() == Blame::Event => {
+            refused_event(sidecar, live, key, url, body, original, &error).await
+        }
+        Err(error) => {
+            sidecar
+                .metrics
+                .inc("eventplug_events_total", &[("result", "failed")]);
+            not_delivered(&error)
+        }
+    }
+}
+
+/// The upstream refused the event itself: 500 until `delivery.poisonAttempts`, then the poison
+/// policy. `quarantine` sends the refused bytes (they passed the chain; with a FailClosed plugin in
+/// the chain, the bodyless record), `forward` sends the original once more when the plugins
+/// changed it, `block` keeps refusing.
+async fn refused_event(
+    sidecar: &Sidecar,
+    live: &Live,
+    key: &str,
+    url: &Uri,
+    refused: Bytes,
+    original: &Bytes,
+    error: &UpstreamError,
+) -> Response<Full<Bytes>> {
+    let why = format!("the upstream refused the event: {error}");
+    let attempts = sidecar.poison.failed(key);
+    let limit = live.config.delivery.poison_attempts;
+    if attempts < limit {
+        sidecar
+            .metrics
+            .inc("eventplug_events_total", &[("result", "failed")]);
+        tracing::warn!(event = %key, attempts, %error, "the upstream refused the event");
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{why} (attempt {attempts} of {limit})"),
+        );
+    }
+    let policy = live.config.delivery.poison_policy;
+    poison_applied(sidecar, key, attempts, policy, &why);
+    match policy {
+        PoisonPolicy::Quarantine => {
+            quarantine(sidecar, live, key, refused, original, &why, attempts).await
+        }
+        PoisonPolicy::Forward if refused != *original => {
+            match send(sidecar, live, url, original.clone()).await {
+                Ok(()) => {
+                    sidecar
+                        .metrics
+                        .inc("eventplug_events_total", &[("result", "forwarded")]);
+                    sidecar.poison.settled(key);
+                    text(StatusCode::OK, "ok")
+                }
+                Err(error) => blocked(
+                    sidecar,
+                    &format!("{why}; as it arrived too: {error}"),
+                    attempts,
+                ),
+            }
+        }
+        PoisonPolicy::Forward | PoisonPolicy::Block => blocked(sidecar, &why, attempts),
+    }
+}
+
+fn policy_name(policy: PoisonPolicy) -> &'static str {
+    match policy {
+        PoisonPolicy::Quarantine => "quarantine",
+        PoisonPolicy::Forward => "forward",
+        PoisonPolicy::Block => "block",
+    }
+}
+
+fn poison_applied(sidecar: &Sidecar, key: &str, attempts: u32, policy: PoisonPolicy, why: &str) {
+    let name = policy_name(policy);
+    sidecar
+        .metrics
+        .inc("eventplug_poison_events_total", &[("policy", name)]);
+    tracing::error!(event = %key, attempts, policy = name, reason = %why, "poison event: failed {attempts} times");
+}
+
+fn blocked(sidecar: &Sidecar, why: &str, attempts: u32) -> Response<Full<Bytes>> {
+    sidecar
+        .metrics
+        .inc("eventplug_events_total", &[("result", "failed")]);
+    text(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("{why}; blocked as a poison event after {attempts} attempts"),
+    )
+}
+
+/// Sends a poison event to the quarantine tag: `candidate` (bytes that may leave), or the bodyless
+/// record when a FailClosed plugin guards the chain. When the upstream refuses the bytes as the
+/// event's fault, the record goes instead; when it refuses the record too, or the quarantine is
+/// unreachable, the answer is 503 and every redelivery tries the quarantine again (the stream
+/// waits, as with `block`, until the upstream takes it).
+async fn quarantine(
+    sidecar: &Sidecar,
+    live: &Live,
+    key: &str,
+    candidate: Bytes,
+    original: &Bytes,
+    why: &str,
+    attempts: u32,
+) -> Response<Full<Bytes>> {
+    let guard = live.config.fail_closed_plugin().map(|p| p.name.as_str());
+    let record = || quarantine_record(key, original, why, attempts, guard);
+    let url = &live.routes.quarantine_url;
+    let mut outcome = match guard {
+        Some(_) => send(sidecar, live, url, record()).await,
+        None => send(sidecar, live, url, candidate).await,
+    };
+    if guard.is_none()
+        && let Err(error) = &outcome
+        && error.blame() == Blame::Event
+    {
+        tracing::warn!(event = %key, %error, "the quarantine refused the event; quarantining a record of it instead");
+        outcome = send(sidecar, live, url, record()).await;
+    }
+    match outcome {
+        Ok(()) => {
+            sidecar
+                .metrics
+                .inc("eventplug_events_total", &[("result", "quarantined")]);
+            sidecar.poison.settled(key);
+            text(StatusCode::OK, "quarantined")
+        }
+        Err(error) => {
+            sidecar
+                .metrics
+                .inc("eventplug_quarantine_failures_total", &[]);
+            sidecar
+                .metrics
+                .inc("eventplug_events_total", &[("result", "failed")]);
+            tracing::error!(event = %key, %error, "the quarantine did not take the poison event; it stays unacknowledged and is tried again on redelivery");
             text(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("{error}: not delivered, retry"),
+                format!(
+                    "{why}; the quarantine did not take it either ({error}): not delivered, retry"
+                ),
             )
         }
     }
@@ -324,51 +516,51 @@ async fn fail(
         );
     }
     let policy = live.config.delivery.poison_policy;
-    let name = match policy {
-        PoisonPolicy::Quarantine => "quarantine",
-        PoisonPolicy::Forward => "forward",
-        PoisonPolicy::Block => "block",
-    };
-    sidecar
-        .metrics
-        .inc("eventplug_poison_events_total", &[("policy", name)]);
-    tracing::error!(event = %key, attempts, policy = name, reason = %why, "poison event: the chain failed on it {attempts} times");
+    poison_applied(sidecar, key, attempts, policy, why);
     match policy {
+        // With a FailClosed plugin in the chain the original may hold what it exists to remove:
+        // `quarantine` then keeps a record of the event instead of the event.
         PoisonPolicy::Quarantine => {
-            // With a FailClosed plugin in the chain the original may hold what it exists to remove:
-            // quarantine a record of the event instead of the event.
-            let body = match live.config.fail_closed_plugin() {
-                Some(plugin) => quarantine_record(key, &original, why, attempts, &plugin.name),
-                None => original,
-            };
-            deliver(
+            quarantine(
                 sidecar,
                 live,
-                &live.routes.quarantine_url,
-                body,
-                Some(key),
-                "quarantined",
+                key,
+                original.clone(),
+                &original,
+                why,
+                attempts,
             )
             .await
         }
-        PoisonPolicy::Forward => {
-            deliver(sidecar, live, target, original, Some(key), "forwarded").await
-        }
-        PoisonPolicy::Block => {
-            sidecar
-                .metrics
-                .inc("eventplug_events_total", &[("result", "failed")]);
-            text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("{why}; blocked as a poison event after {attempts} attempts"),
-            )
-        }
+        PoisonPolicy::Forward => match send(sidecar, live, target, original).await {
+            Ok(()) => {
+                sidecar
+                    .metrics
+                    .inc("eventplug_events_total", &[("result", "forwarded")]);
+                sidecar.poison.settled(key);
+                text(StatusCode::OK, "ok")
+            }
+            Err(error) if error.blame() == Blame::Event => blocked(
+                sidecar,
+                &format!("{why}; the upstream refused it too: {error}"),
+                attempts,
+            ),
+            Err(error) => not_delivered(&error),
+        },
+        PoisonPolicy::Block => blocked(sidecar, why, attempts),
     }
 }
 
-/// What is quarantined in place of an event that must not leave unfiltered: its identity, size and
-/// sha256, why it failed, and which FailClosed plugin guards the chain; never its body.
-fn quarantine_record(key: &str, original: &[u8], why: &str, attempts: u32, guard: &str) -> Bytes {
+/// What is quarantined in place of an event that must not leave unfiltered, or that the quarantine
+/// refused: its identity, size and sha256, why it failed, and which FailClosed plugin guards the
+/// chain (if any); never its body.
+fn quarantine_record(
+    key: &str,
+    original: &[u8],
+    why: &str,
+    attempts: u32,
+    guard: Option<&str>,
+) -> Bytes {
     let record = serde_json::json!({
         "eventplug_quarantine": "record",
         "event_key": key,

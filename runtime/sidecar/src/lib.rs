@@ -16,7 +16,7 @@ mod upstream;
 
 pub use live::{Live, Routes};
 pub use metrics::Metrics;
-pub use upstream::{Upstream, UpstreamError};
+pub use upstream::{Blame, Upstream, UpstreamError};
 
 use eventplug_contract::SidecarConfig;
 use eventplug_runtime::engine::{EngineSettings, PluginEngine, module_digest};
@@ -44,6 +44,9 @@ pub struct Sidecar {
     draining: AtomicBool,
     config_path: PathBuf,
     fingerprint: Mutex<String>,
+    /// Set while the upstream refuses the sidecar itself (401, 403, 404); cleared by its next 200
+    /// or a new upstream client.
+    upstream_refusal: Mutex<Option<String>>,
 }
 
 /// What identifies the config on disk: the file's bytes, and the size and time of every file it
@@ -99,6 +102,7 @@ impl Sidecar {
             draining: AtomicBool::new(false),
             config_path: config_path.to_path_buf(),
             fingerprint: Mutex::new(String::new()),
+            upstream_refusal: Mutex::new(None),
         });
         let print = fingerprint(config_path, Some(&config));
         sidecar.apply(config, print)?;
@@ -108,6 +112,21 @@ impl Sidecar {
     /// The current state.
     pub fn live(&self) -> Arc<Live> {
         self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Why the upstream refuses the sidecar, while it does (a configuration fault: 401, 403, 404).
+    pub fn upstream_refusal(&self) -> Option<String> {
+        self.upstream_refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_upstream_refusal(&self, reason: Option<String>) {
+        *self
+            .upstream_refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = reason;
     }
 
     /// Whether SIGTERM was received.
@@ -193,7 +212,10 @@ impl Sidecar {
         {
             previous.upstream.clone()
         } else {
-            Arc::new(Upstream::new(&config.upstream)?)
+            let client = Arc::new(Upstream::new(&config.upstream)?);
+            // A new client (new certificates or URLs) may be accepted: find out with the next event.
+            self.set_upstream_refusal(None);
+            client
         };
         let pipeline = Arc::new(Pipeline::with_cache(
             applied.plugins,

@@ -27,6 +27,30 @@ pub enum UpstreamError {
     Timeout(Duration),
 }
 
+/// Whose fault an upstream's refusal is, which decides what the sidecar does about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The event itself (400, 413, 415, 422): retrying the same bytes cannot help, so the failed
+    /// attempt counts toward `delivery.poisonAttempts`.
+    Event,
+    /// The sidecar's configuration (401, 403, 404: a certificate the upstream does not accept, or
+    /// a URL it does not serve): every event would be refused alike, so nothing is counted.
+    Configuration,
+    /// Load or an outage (no answer, a timeout, 408, 429, 5xx, any other status): retried.
+    Transient,
+}
+
+impl UpstreamError {
+    /// Whose fault the refusal is.
+    pub fn blame(&self) -> Blame {
+        match self {
+            Self::Status(400 | 413 | 415 | 422) => Blame::Event,
+            Self::Status(401 | 403 | 404) => Blame::Configuration,
+            _ => Blame::Transient,
+        }
+    }
+}
+
 /// A client for the upstream's URLs.
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
@@ -131,4 +155,38 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Blame, UpstreamError};
+
+    #[test]
+    fn refusals_are_blamed_on_the_event_the_configuration_or_nobody() {
+        for code in [400, 413, 415, 422] {
+            assert_eq!(UpstreamError::Status(code).blame(), Blame::Event, "{code}");
+        }
+        for code in [401, 403, 404] {
+            assert_eq!(
+                UpstreamError::Status(code).blame(),
+                Blame::Configuration,
+                "{code}"
+            );
+        }
+        for code in [408, 429, 500, 502, 503, 504, 302] {
+            assert_eq!(
+                UpstreamError::Status(code).blame(),
+                Blame::Transient,
+                "{code}"
+            );
+        }
+        assert_eq!(
+            UpstreamError::Unreachable("x".into()).blame(),
+            Blame::Transient
+        );
+        assert_eq!(
+            UpstreamError::Timeout(std::time::Duration::from_secs(1)).blame(),
+            Blame::Transient
+        );
+    }
 }
