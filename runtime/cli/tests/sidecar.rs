@@ -77,12 +77,19 @@ impl Setup {
     /// Writes the config the way a mounted ConfigMap changes: the file is a symlink into a
     /// timestamped folder, and an update swaps the `..data` symlink to a new folder.
     fn write_config(&self, plugins: &str, delivery: &str) {
+        self.write_config_with_ca(plugins, delivery, Some(&self.certs.ca));
+    }
+
+    /// `write_config` with another `upstream.ca`, or none.
+    fn write_config_with_ca(&self, plugins: &str, delivery: &str, ca: Option<&Path>) {
         let text = format!(
-            "apiVersion: eventplug.dev/v1alpha1\nkind: SidecarConfig\nlisten:\n  address: 127.0.0.1:{port}\n  maxBodyBytes: 64Ki\nupstream:\n  auditUrl: {audit}\n  sessionUrl: {session}\n  ca: {ca}\n  cert: {cert}\n  key: {key}\n  timeout: 2s\ndelivery:\n  reloadInterval: 100ms\n  shutdownGrace: 1s\n{delivery}plugins:\n{plugins}",
+            "apiVersion: eventplug.dev/v1alpha1\nkind: SidecarConfig\nlisten:\n  address: 127.0.0.1:{port}\n  maxBodyBytes: 64Ki\nupstream:\n  auditUrl: {audit}\n  sessionUrl: {session}\n{ca}  cert: {cert}\n  key: {key}\n  timeout: 2s\ndelivery:\n  reloadInterval: 100ms\n  shutdownGrace: 1s\n{delivery}plugins:\n{plugins}",
             port = self.port,
             audit = self.nginx.url("/test.log"),
             session = self.nginx.url("/session"),
-            ca = self.certs.ca.display(),
+            ca = ca
+                .map(|ca| format!("  ca: {}\n", ca.display()))
+                .unwrap_or_default(),
             cert = self.certs.client_cert.display(),
             key = self.certs.client_key.display(),
         );
@@ -778,4 +785,51 @@ fn upstream_refusals_are_blamed_on_the_event_the_configuration_or_nobody() {
         "the event, then its record, on each of two redeliveries: {tried:?}"
     );
     assert!(metric(&sidecar, "eventplug_quarantine_failures_total ") >= 2);
+}
+
+#[test]
+fn without_upstream_ca_the_system_roots_are_trusted_and_with_one_only_that_ca() {
+    let setup = Setup::new();
+    let skip = write_module(&setup.dir.0, "skip", &skip_santa_plugin());
+    let plugins = plugin_entry("skip", &skip, "");
+    let other_dir = setup.dir.0.join("other");
+    std::fs::create_dir_all(&other_dir).expect("other CA folder");
+    let other = Certificates::generate(&other_dir);
+    // The system's roots, as the standard variables point them at this test's CA.
+    let no_dir = setup.dir.0.join("no-such-dir");
+    let env = [
+        ("SSL_CERT_FILE", setup.certs.ca.as_os_str()),
+        ("SSL_CERT_DIR", no_dir.as_os_str()),
+    ];
+    let start = || {
+        let sidecar = SidecarProcess::start_with_env(
+            std::path::Path::new(env!("CARGO_BIN_EXE_eventplug")),
+            &setup.config,
+            setup.port,
+            &setup.dir.0.join("cache"),
+            &env,
+        );
+        wait_until(
+            || http(setup.port, "GET", "/readyz", b"").is_ok_and(|(s, _)| s == 200),
+            "the sidecar becomes ready",
+            &sidecar,
+        );
+        sidecar
+    };
+
+    setup.write_config_with_ca(&plugins, "", None);
+    let sidecar = start();
+    let (status, answer) = sidecar.post("/test.log", &login(1, "alice"));
+    assert_eq!(status, 200, "{answer}\n{}", sidecar.logs());
+    assert_eq!(setup.nginx.wait_received(1).len(), 1);
+    drop(sidecar);
+
+    // An explicit CA pins: fluentd's certificate, signed by another CA, is not trusted although the
+    // system roots would trust it.
+    setup.write_config_with_ca(&plugins, "", Some(&other.ca));
+    let sidecar = start();
+    let (status, answer) = sidecar.post("/test.log", &login(2, "alice"));
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.contains("unreachable"), "{answer}");
+    assert_eq!(setup.nginx.received().len(), 1, "nothing reached fluentd");
 }

@@ -98,7 +98,8 @@ pub struct UpstreamConfig {
     /// Session events go to this URL + `.<sid>.log`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_url: Option<String>,
-    /// CA certificate file that signed fluentd's certificate.
+    /// CA certificate file that signed fluentd's certificate; only it is trusted. Without it an
+    /// https upstream is checked against the system's root certificates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<PathBuf>,
     /// Client certificate file (with `key`).
@@ -312,12 +313,6 @@ impl SidecarConfig {
                 ),
             ));
         }
-        if self.upstream.audit_url.starts_with("https://") && self.upstream.ca.is_none() {
-            return Err(ValidationError::at(
-                "upstream.ca",
-                "upstream.auditUrl is https but upstream.ca is not set: name the CA certificate that signed fluentd's certificate (event-handler's ca.crt)",
-            ));
-        }
         if self.listen.session_path.is_some() && self.upstream.session_url.is_none() {
             return Err(ValidationError::at(
                 "listen.sessionPath",
@@ -456,9 +451,10 @@ mod tests {
     }
 
     #[test]
-    fn https_needs_a_ca_and_sessions_need_an_upstream() {
-        let err = refuse(&MINIMAL.replace("  ca: ca.crt\n", ""));
-        assert!(err.contains("upstream.ca is not set"), "{err}");
+    fn https_without_a_ca_is_accepted_and_sessions_need_an_upstream() {
+        let config = SidecarConfig::parse(&MINIMAL.replace("  ca: ca.crt\n", ""))
+            .expect("an https upstream without a CA uses the system roots");
+        assert_eq!(config.upstream.ca, None);
         let plain = MINIMAL
             .replace("  ca: ca.crt\n", "")
             .replace("auditUrl: https://", "auditUrl: http://")

@@ -265,10 +265,22 @@ impl SidecarProcess {
     /// Starts `binary serve --config config` (the `eventplug` binary under test) and waits for
     /// `port`.
     pub fn start(binary: &Path, config: &Path, port: u16, cache: &Path) -> Self {
+        Self::start_with_env(binary, config, port, cache, &[])
+    }
+
+    /// Like `start`, with more environment variables for the process.
+    pub fn start_with_env(
+        binary: &Path,
+        config: &Path,
+        port: u16,
+        cache: &Path,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Self {
         let log = config.with_extension("log");
         let child = Command::new(binary)
             .args(["serve", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .env("EVENTPLUG_CACHE_DIR", cache)
             .env("EVENTPLUG_LOG", "info")
             .stdout(Stdio::null())
