@@ -833,3 +833,33 @@ fn without_upstream_ca_the_system_roots_are_trusted_and_with_one_only_that_ca() 
     assert!(answer.contains("unreachable"), "{answer}");
     assert_eq!(setup.nginx.received().len(), 1, "nothing reached fluentd");
 }
+
+#[test]
+fn session_ids_outside_a_safe_character_set_are_refused_with_400() {
+    let setup = Setup::new();
+    let skip = write_module(&setup.dir.0, "skip", &skip_santa_plugin());
+    setup.write_config(&plugin_entry("skip", &skip, ""), "");
+    let sidecar = setup.start();
+    let event = session_print(1);
+    for path in [
+        "/session.x%2f..%2fadmin.log",
+        "/session.x%2F..%2Fadmin.log",
+        "/session.a%00.log",
+        "/session...%2f..%2fx.log",
+        "/session.a..b.log",
+        "/session.a/b.log",
+        "/session..log",
+    ] {
+        let (status, answer) = sidecar.post(path, &event);
+        assert_eq!(status, 400, "{path}: {answer}");
+        assert!(
+            answer.contains("session id") && answer.trim_end().lines().count() == 1,
+            "{path}: {answer}"
+        );
+    }
+    assert!(setup.nginx.received().is_empty(), "nothing was forwarded");
+    let uuid = "0b6f1c9e-5e0a-4b9f-9d43-1a2b3c4d5e6f";
+    assert_eq!(sidecar.post(&format!("/session.{uuid}.log"), &event).0, 200);
+    let received = setup.nginx.wait_received(1);
+    assert_eq!(received[0].0, format!("/session.{uuid}.log"));
+}

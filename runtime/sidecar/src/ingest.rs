@@ -30,6 +30,41 @@ pub(super) fn text(status: StatusCode, body: impl Into<String>) -> Response<Full
 enum Route {
     Audit,
     Session(String),
+    /// A session path whose id is not one the sidecar forwards: why.
+    BadSession(String),
+}
+
+/// The longest session id accepted (Teleport's are 36-character UUIDs).
+const MAX_SESSION_ID: usize = 128;
+
+/// Checks a session id as it appears in the request path. Teleport's are UUIDs; accepted are
+/// letters, digits, `.`, `_` and `-`, without `..`, so that the id can neither leave the session
+/// path upstream nor smuggle characters in percent-encoded (`%2f`, `%00`).
+fn check_session_id(sid: &str) -> Result<(), String> {
+    if sid.is_empty() {
+        return Err("the session id is empty".into());
+    }
+    if sid.len() > MAX_SESSION_ID {
+        return Err(format!(
+            "the session id is {} bytes long, over {MAX_SESSION_ID}",
+            sid.len()
+        ));
+    }
+    if sid.contains('%') {
+        return Err("the session id holds a percent-encoded character".into());
+    }
+    if let Some(bad) = sid
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "the session id holds {bad:?}, outside letters, digits, `.`, `_` and `-`"
+        ));
+    }
+    if sid.contains("..") {
+        return Err("the session id holds `..`".into());
+    }
+    Ok(())
 }
 
 fn route(live: &Live, path: &str) -> Option<Route> {
@@ -37,11 +72,14 @@ fn route(live: &Live, path: &str) -> Option<Route> {
         return Some(Route::Audit);
     }
     let prefix = live.routes.session_path.as_deref()?;
-    let rest = path
+    let sid = path
         .strip_prefix(prefix)?
         .strip_prefix('.')?
         .strip_suffix(".log")?;
-    (!rest.is_empty() && !rest.contains('/')).then(|| Route::Session(rest.to_string()))
+    Some(match check_session_id(sid) {
+        Ok(()) => Route::Session(sid.to_string()),
+        Err(why) => Route::BadSession(why),
+    })
 }
 
 /// Answers one request.
@@ -116,6 +154,18 @@ pub(super) async fn handle(
             ),
         );
     };
+    if let Route::BadSession(why) = &route {
+        sidecar
+            .metrics
+            .inc("eventplug_events_total", &[("result", "rejected")]);
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{why}: session events go to {}.<session id>.log, the id made of letters, digits, `.`, `_` and `-` (Teleport's are UUIDs)",
+                live.routes.session_path.as_deref().unwrap_or_default()
+            ),
+        );
+    }
     if request.method() != Method::POST {
         let mut response = text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -129,7 +179,7 @@ pub(super) async fn handle(
     }
     let kind = match route {
         Route::Audit => "audit",
-        Route::Session(_) => "session",
+        Route::Session(_) | Route::BadSession(_) => "session",
     };
     sidecar
         .metrics
@@ -156,7 +206,7 @@ pub(super) async fn handle(
         }
     };
     let target = match route {
-        Route::Audit => live.routes.audit_url.clone(),
+        Route::Audit | Route::BadSession(_) => live.routes.audit_url.clone(),
         Route::Session(sid) => match live.routes.session_url(&sid) {
             Some(url) => url,
             None => {
@@ -623,4 +673,31 @@ fn carry_out(sidecar: &Sidecar, effect: &Effect, mode: &'static str) {
         .metrics
         .inc("eventplug_effects_total", &[("kind", kind), ("mode", mode)]);
     tracing::warn!(mode, "effect: {effect}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_session_id;
+
+    #[test]
+    fn session_ids_are_uuid_like_and_never_encoded_or_climbing() {
+        for good in ["0b6f1c9e-5e0a-4b9f-9d43-1a2b3c4d5e6f", "s-77", "a.b_c-D9"] {
+            assert_eq!(check_session_id(good), Ok(()), "{good}");
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("x%2f..%2fadmin", "percent-encoded"),
+            ("a%00", "percent-encoded"),
+            ("..%2f..", "percent-encoded"),
+            ("a..b", "`..`"),
+            ("..", "`..`"),
+            ("a/b", "'/'"),
+            ("a b", "' '"),
+            ("é", "'é'"),
+        ] {
+            let error = check_session_id(bad).expect_err(bad);
+            assert!(error.contains(why), "{bad}: {error}");
+        }
+        assert!(check_session_id(&"a".repeat(129)).is_err());
+    }
 }
