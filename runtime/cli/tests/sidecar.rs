@@ -863,3 +863,78 @@ fn session_ids_outside_a_safe_character_set_are_refused_with_400() {
     let received = setup.nginx.wait_received(1);
     assert_eq!(received[0].0, format!("/session.{uuid}.log"));
 }
+
+fn is_one_line(body: &str) -> bool {
+    body.strip_suffix('\n')
+        .is_some_and(|line| !line.contains(['\n', '\r']))
+}
+
+#[test]
+fn readiness_and_refusals_answer_one_line_without_config_values() {
+    let setup = Setup::new();
+    // A module in text form with a syntax error: its compile error spans several lines.
+    let broken = setup.dir.0.join("broken.wat");
+    std::fs::write(
+        &broken,
+        "(module\n  (func (export \"f\") (result i32)\n    i32.const oops))\n",
+    )
+    .expect("write module");
+    // A plugin that refuses its configuration over several lines, quoting it.
+    let refusal = pb::InitResponse {
+        error: "bad configuration:\n  apiKey hunter2-secret is not accepted\n".into(),
+    };
+    let bytes = prost::Message::encode_to_vec(&refusal);
+    let refusing = write_module(
+        &setup.dir.0,
+        "refusing",
+        &common::plugin_wat(
+            "",
+            "(i64.const 0)",
+            &format!(
+                r#"(func (export "eventplug_init") (param $ptr i32) (param $len i32) (result i64) {})
+                   (data (i32.const 256) "{}")"#,
+                common::region(bytes.len()),
+                common::wat_bytes(&bytes)
+            ),
+        ),
+    );
+    setup.write_config(
+        &(plugin_entry("broken", &broken, "")
+            + &plugin_entry(
+                "refusing",
+                &refusing,
+                "    config: {apiKey: hunter2-secret}\n",
+            )),
+        "",
+    );
+    let sidecar = SidecarProcess::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_eventplug")),
+        &setup.config,
+        setup.port,
+        &setup.dir.0.join("cache"),
+    );
+    wait_until(
+        || sidecar.get("/readyz").1.contains("refusing"),
+        "both plugins are reported",
+        &sidecar,
+    );
+    let (status, ready) = sidecar.get("/readyz");
+    assert_eq!(status, 503);
+    let (status, refused) = sidecar.post("/test.log", &login(1, "alice"));
+    assert_eq!(status, 503);
+    let (_, report) = sidecar.get("/status");
+    for body in [&ready, &refused, &report] {
+        assert!(is_one_line(body), "not one line: {body:?}");
+        assert!(
+            !body.contains("hunter2"),
+            "a config value is echoed: {body}"
+        );
+        assert!(
+            body.contains("broken") && body.contains("refusing"),
+            "{body}"
+        );
+    }
+    assert!(ready.contains("<config value>"), "{ready}");
+    let report: serde_json::Value = serde_json::from_str(&report).expect("status is JSON");
+    assert_eq!(report["ready"], false);
+}

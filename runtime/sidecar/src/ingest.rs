@@ -15,14 +15,51 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use std::sync::Arc;
 
-/// A response with a text body.
-pub(super) fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
-    let mut body: String = body.into();
-    if !body.ends_with('\n') {
-        body.push('\n');
+/// The longest answer text, in bytes; longer reasons (a module's compile error) are cut.
+const MAX_ANSWER_BYTES: usize = 2048;
+
+/// `text` as one line: each run of whitespace or control characters that holds a line break or
+/// another control character becomes one space, and the text is cut at `MAX_ANSWER_BYTES` with `…`.
+pub(crate) fn one_line(text: &str) -> String {
+    let mut line = String::with_capacity(text.len().min(MAX_ANSWER_BYTES));
+    let mut gap = false;
+    for c in text.trim().chars() {
+        if c.is_control() || (gap && c.is_whitespace()) {
+            gap = true;
+            continue;
+        }
+        if gap {
+            while line.ends_with(' ') {
+                line.pop();
+            }
+            line.push(' ');
+            gap = false;
+        }
+        if line.len() + c.len_utf8() > MAX_ANSWER_BYTES {
+            line.push('…');
+            break;
+        }
+        line.push(c);
     }
+    line
+}
+
+/// A response with a one-line text body.
+pub(super) fn text(status: StatusCode, body: impl AsRef<str>) -> Response<Full<Bytes>> {
+    let mut body = one_line(body.as_ref());
+    body.push('\n');
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
+    response
+}
+
+/// A response with a document body (metrics, the status report) of `content_type`.
+fn document(body: String, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
     response
 }
 
@@ -116,12 +153,7 @@ pub(super) async fn handle(
                     waited as f64 / 1e9,
                 );
             }
-            let mut response = text(StatusCode::OK, sidecar.metrics.render());
-            response.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            return response;
+            return document(sidecar.metrics.render(), "text/plain; version=0.0.4");
         }
         (&Method::GET, "/status") => {
             let mut report = live.status();
@@ -129,13 +161,10 @@ pub(super) async fn handle(
                 report.ready = false;
                 report.upstream_refused = Some(refusal);
             }
-            let body = serde_json::to_string_pretty(&report).unwrap_or_default();
-            let mut response = text(StatusCode::OK, body);
-            response.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("application/json"),
-            );
-            return response;
+            // Compact JSON: one line, as every answer.
+            let mut body = serde_json::to_string(&report).unwrap_or_default();
+            body.push('\n');
+            return document(body, "application/json");
         }
         _ => {}
     }
@@ -677,7 +706,21 @@ fn carry_out(sidecar: &Sidecar, effect: &Effect, mode: &'static str) {
 
 #[cfg(test)]
 mod tests {
-    use super::check_session_id;
+    use super::{MAX_ANSWER_BYTES, check_session_id, one_line};
+
+    #[test]
+    fn answers_are_one_bounded_line() {
+        assert_eq!(
+            one_line(
+                "error: expected `)`\n --> m.wat:3:5\n  |\n3 |     i32.const oops\r\n  |  ^\n"
+            ),
+            "error: expected `)` --> m.wat:3:5 | 3 |     i32.const oops |  ^"
+        );
+        assert_eq!(one_line("a\u{0}b\tc"), "a b c");
+        assert_eq!(one_line("plain"), "plain");
+        let long = one_line(&"é".repeat(5000));
+        assert!(long.len() <= MAX_ANSWER_BYTES + '…'.len_utf8() && long.ends_with('…'));
+    }
 
     #[test]
     fn session_ids_are_uuid_like_and_never_encoded_or_climbing() {
