@@ -82,8 +82,13 @@ impl Setup {
 
     /// `write_config` with another `upstream.ca`, or none.
     fn write_config_with_ca(&self, plugins: &str, delivery: &str, ca: Option<&Path>) {
+        self.write_config_full(plugins, delivery, ca, "");
+    }
+
+    /// `write_config_with_ca` with more `listen` keys (`listen` lines, indented).
+    fn write_config_full(&self, plugins: &str, delivery: &str, ca: Option<&Path>, listen: &str) {
         let text = format!(
-            "apiVersion: eventplug.dev/v1alpha1\nkind: SidecarConfig\nlisten:\n  address: 127.0.0.1:{port}\n  maxBodyBytes: 64Ki\nupstream:\n  auditUrl: {audit}\n  sessionUrl: {session}\n{ca}  cert: {cert}\n  key: {key}\n  timeout: 2s\ndelivery:\n  reloadInterval: 100ms\n  shutdownGrace: 1s\n{delivery}plugins:\n{plugins}",
+            "apiVersion: eventplug.dev/v1alpha1\nkind: SidecarConfig\nlisten:\n  address: 127.0.0.1:{port}\n  maxBodyBytes: 64Ki\n{listen}upstream:\n  auditUrl: {audit}\n  sessionUrl: {session}\n{ca}  cert: {cert}\n  key: {key}\n  timeout: 2s\ndelivery:\n  reloadInterval: 100ms\n  shutdownGrace: 1s\n{delivery}plugins:\n{plugins}",
             port = self.port,
             audit = self.nginx.url("/test.log"),
             session = self.nginx.url("/session"),
@@ -666,6 +671,7 @@ fn upstream_refusals_are_blamed_on_the_event_the_configuration_or_nobody() {
     let event = |uid: &str| format!(r#"{{"event":"print","uid":"{uid}","data":"x"}}"#);
 
     // The event's fault: counted, then the poison policy (quarantine, with the refused bytes).
+    let mut forwards = 0;
     for code in [400, 413, 415, 422] {
         let body = event(&format!("refused-{code}"));
         let path = format!("/session.status-{code}.log");
@@ -679,7 +685,13 @@ fn upstream_refusals_are_blamed_on_the_event_the_configuration_or_nobody() {
         let (status, answer) = sidecar.post(&path, body.as_bytes());
         assert_eq!(status, 200, "{code}: {answer}");
         assert_eq!(answer.trim(), "quarantined");
-        let last = setup.nginx.received().pop().expect("quarantined");
+        // Two refused forwards, then the quarantine, for each code so far.
+        forwards += 3;
+        let last = setup
+            .nginx
+            .wait_received(forwards)
+            .pop()
+            .expect("quarantined");
         assert_eq!(last, ("/eventplug.quarantine".to_string(), body), "{code}");
     }
     assert_eq!(
@@ -762,7 +774,9 @@ fn upstream_refusals_are_blamed_on_the_event_the_configuration_or_nobody() {
         &sidecar,
     );
     let body = event("refused-twice");
-    let before = setup.nginx.received().len();
+    // So far: per configuration fault three refusals and a login, per transient one three tries.
+    let before = forwards + 3 * 4 + 4 * 3;
+    assert_eq!(setup.nginx.wait_received(before).len(), before);
     assert_eq!(
         sidecar.post("/session.status-400.log", body.as_bytes()).0,
         500
@@ -937,4 +951,229 @@ fn readiness_and_refusals_answer_one_line_without_config_values() {
     assert!(ready.contains("<config value>"), "{ready}");
     let report: serde_json::Value = serde_json::from_str(&report).expect("status is JSON");
     assert_eq!(report["ready"], false);
+}
+
+/// A raw connection to the sidecar, reads bounded by 10 s.
+fn connect(port: u16) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    stream
+}
+
+/// Everything the sidecar sends until it closes the connection, and how long that took; panics
+/// when it is still open after the read timeout.
+fn read_until_closed(stream: &mut std::net::TcpStream) -> (String, Duration) {
+    use std::io::Read;
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!(
+                "the sidecar kept the connection open ({e}) after {:?}; received {:?}",
+                started.elapsed(),
+                String::from_utf8_lossy(&received)
+            ),
+        }
+    }
+    (
+        String::from_utf8_lossy(&received).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// Reads one HTTP answer with a `content-length` body from a connection that stays open.
+fn read_answer(stream: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut received = Vec::new();
+    let mut byte = [0u8; 1];
+    while !received.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).expect("an answer"),
+            1,
+            "closed mid-answer"
+        );
+        received.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&received).to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("content-length");
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).expect("the body");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&received),
+        String::from_utf8_lossy(&body)
+    )
+}
+
+#[test]
+fn slow_heads_stalled_bodies_endless_chunks_and_idle_connections_are_closed() {
+    use std::io::Write;
+    let setup = Setup::new();
+    let skip = write_module(&setup.dir.0, "skip", &skip_santa_plugin());
+    setup.write_config_full(
+        &plugin_entry("skip", &skip, ""),
+        "",
+        Some(&setup.certs.ca),
+        "  headerReadTimeout: 1s\n  bodyReadTimeout: 1s\n  idleTimeout: 1s\n",
+    );
+    let sidecar = setup.start();
+    let bound = Duration::from_secs(5);
+
+    // A head that never ends.
+    let mut slow = connect(setup.port);
+    slow.write_all(b"POST /test.log HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .expect("send");
+    let (answer, took) = read_until_closed(&mut slow);
+    assert!(took < bound, "head: closed after {took:?}");
+    assert!(!answer.contains("200 OK"), "{answer}");
+
+    // A body that stops.
+    let event = login(1, "alice");
+    let mut stalled = connect(setup.port);
+    write!(
+        stalled,
+        "POST /test.log HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
+        event.len()
+    )
+    .expect("send head");
+    stalled
+        .write_all(&event[..10])
+        .expect("send part of the body");
+    let (answer, took) = read_until_closed(&mut stalled);
+    assert!(took < bound, "stalled body: closed after {took:?}");
+    assert!(
+        answer.starts_with("HTTP/1.1 408") && answer.contains("listen.bodyReadTimeout"),
+        "{answer}"
+    );
+
+    // A chunked body that keeps coming and never ends.
+    let mut endless = connect(setup.port);
+    endless
+        .write_all(
+            b"POST /test.log HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .expect("send head");
+    let mut writer = endless.try_clone().expect("clone");
+    let dribble = std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until && writer.write_all(b"1\r\n \r\n").is_ok() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let (answer, took) = read_until_closed(&mut endless);
+    assert!(took < bound, "endless chunks: closed after {took:?}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    drop(endless);
+    dribble.join().expect("dribble");
+
+    // A kept-alive connection that sends nothing more.
+    let mut idle = connect(setup.port);
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .expect("send");
+    assert!(read_answer(&mut idle).starts_with("HTTP/1.1 200"));
+    let (rest, took) = read_until_closed(&mut idle);
+    assert!(took < bound, "idle: closed after {took:?}");
+    assert!(rest.is_empty(), "{rest}");
+
+    assert!(
+        setup.nginx.received().is_empty(),
+        "nothing incomplete was forwarded"
+    );
+    let (_, metrics) = sidecar.get("/metrics");
+    for phase in ["head", "body", "idle"] {
+        assert!(
+            metrics.contains(&format!(
+                "eventplug_connections_timed_out_total{{phase=\"{phase}\"}}"
+            )),
+            "{phase}: {metrics}"
+        );
+    }
+    // The sidecar still serves.
+    assert_eq!(sidecar.post("/test.log", &event).0, 200);
+}
+
+#[test]
+fn connections_over_the_cap_are_answered_503_and_closed() {
+    use std::io::Write;
+    let setup = Setup::new();
+    let skip = write_module(&setup.dir.0, "skip", &skip_santa_plugin());
+    setup.write_config_full(
+        &plugin_entry("skip", &skip, ""),
+        "",
+        Some(&setup.certs.ca),
+        "  maxConnections: 3\n",
+    );
+    let sidecar = setup.start();
+    // Three kept-alive connections, each shown to be served.
+    let mut open: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| {
+            let mut stream = connect(setup.port);
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                .expect("send");
+            assert!(read_answer(&mut stream).starts_with("HTTP/1.1 200"));
+            stream
+        })
+        .collect();
+    let mut fourth = connect(setup.port);
+    fourth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .expect("send");
+    let (answer, took) = read_until_closed(&mut fourth);
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        answer.starts_with("HTTP/1.1 503") && answer.contains("listen.maxConnections is 3"),
+        "{answer}"
+    );
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    assert_eq!(body.lines().count(), 1, "{body}");
+    // One closes: a new connection is served again.
+    drop(open.pop());
+    wait_until(
+        || http(setup.port, "GET", "/healthz", b"").is_ok_and(|(status, _)| status == 200),
+        "a connection is accepted again",
+        &sidecar,
+    );
+    assert!(
+        sidecar.logs().contains("listen.maxConnections"),
+        "{}",
+        sidecar.logs()
+    );
+}
+
+#[test]
+fn a_client_that_half_closes_after_its_request_gets_the_answer() {
+    use std::io::Write;
+    let setup = Setup::new();
+    let skip = write_module(&setup.dir.0, "skip", &skip_santa_plugin());
+    setup.write_config(&plugin_entry("skip", &skip, ""), "");
+    let _sidecar = setup.start();
+    let event = login(7, "alice");
+    let mut stream = connect(setup.port);
+    write!(
+        stream,
+        "POST /test.log HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        event.len()
+    )
+    .expect("send head");
+    stream.write_all(&event).expect("send body");
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    let (answer, _) = read_until_closed(&mut stream);
+    assert!(answer.starts_with("HTTP/1.1 200"), "no answer: {answer:?}");
+    assert_eq!(setup.nginx.wait_received(1).len(), 1);
 }

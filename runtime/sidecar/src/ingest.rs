@@ -214,7 +214,30 @@ pub(super) async fn handle(
         .metrics
         .inc("eventplug_events_received_total", &[("path", kind)]);
     let limit = usize::try_from(live.config.listen.max_body_bytes.get()).unwrap_or(usize::MAX);
-    let body = match Limited::new(request.into_body(), limit).collect().await {
+    let deadline = live.config.listen.body_read_timeout;
+    let reading = Limited::new(request.into_body(), limit).collect();
+    let Ok(read) = tokio::time::timeout(deadline.get(), reading).await else {
+        sidecar
+            .metrics
+            .inc("eventplug_events_total", &[("result", "rejected")]);
+        sidecar.metrics.inc(
+            "eventplug_connections_timed_out_total",
+            &[("phase", "body")],
+        );
+        tracing::info!(timeout = %deadline, "a request body did not arrive within listen.bodyReadTimeout; answered 408 and closed the connection");
+        let mut response = text(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the body did not arrive within listen.bodyReadTimeout ({deadline}): not accepted; send the whole event, then retry"
+            ),
+        );
+        response.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+        return response;
+    };
+    let body = match read {
         Ok(collected) => collected.to_bytes(),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => {
             sidecar
