@@ -1177,3 +1177,18 @@ fn a_client_that_half_closes_after_its_request_gets_the_answer() {
     assert!(answer.starts_with("HTTP/1.1 200"), "no answer: {answer:?}");
     assert_eq!(setup.nginx.wait_received(1).len(), 1);
 }
+
+#[test]
+fn the_text_log_written_to_a_file_has_no_terminal_colours() {
+    let setup = Setup::new();
+    let skip = write_module(&setup.dir.0, "skip", &skip_santa_plugin());
+    setup.write_config(&plugin_entry("skip", &skip, ""), "");
+    let sidecar = setup.start();
+    assert_eq!(sidecar.post("/test.log", &login(1, "alice")).0, 200);
+    let logs = sidecar.logs();
+    assert!(logs.contains("eventplug sidecar listening"), "{logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "ANSI escapes in a log file: {logs:?}"
+    );
+}
