@@ -71,12 +71,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr at `default_level` (or `EVENTPLUG_LOG`), as text or JSON lines.
+/// Logs to stderr at `default_level` (or `EVENTPLUG_LOG`), as text (coloured only when stderr is
+/// a terminal) or JSON lines.
 fn init_logging(json: bool, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("EVENTPLUG_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // Colours only for a terminal: a log file or a collector gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().try_init()

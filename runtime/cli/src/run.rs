@@ -33,6 +33,9 @@ struct Summary {
     forwarded: u64,
     modified: u64,
     skipped: u64,
+    /// Forwarded although an enforcing plugin failed on them (its policy is `FailOpen`): the
+    /// event continued as it entered that plugin.
+    failed_open: u64,
     failed: u64,
 }
 
@@ -65,14 +68,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(processed) => {
                 report(&mut err, number, &processed, args.quiet)?;
+                let failed_open = processed
+                    .outcome
+                    .steps
+                    .iter()
+                    .any(|step| !step.shadow && matches!(step.result, StepResult::Failed(_)));
                 match &processed.outcome.verdict {
                     Verdict::Forward => {
-                        summary.forwarded += 1;
+                        if failed_open {
+                            summary.failed_open += 1;
+                        } else {
+                            summary.forwarded += 1;
+                        }
                         out.write_all(&line)?;
                         out.write_all(b"\n")?;
                     }
                     Verdict::Modified(bytes) => {
-                        summary.modified += 1;
+                        if failed_open {
+                            summary.failed_open += 1;
+                        } else {
+                            summary.modified += 1;
+                        }
                         out.write_all(bytes)?;
                         out.write_all(b"\n")?;
                     }
@@ -94,8 +110,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     out.flush()?;
     writeln!(
         err,
-        "summary: in={} forwarded={} modified={} skipped={} failed={}",
-        summary.received, summary.forwarded, summary.modified, summary.skipped, summary.failed
+        "summary: in={} forwarded={} modified={} skipped={} failed-open={} failed={}",
+        summary.received,
+        summary.forwarded,
+        summary.modified,
+        summary.skipped,
+        summary.failed_open,
+        summary.failed
     )?;
     Ok(ExitCode::SUCCESS)
 }
@@ -135,10 +156,19 @@ fn report(
         } else {
             ""
         };
+        let failed_closed = matches!(
+            &processed.outcome.verdict,
+            Verdict::Fail { plugin, .. } if *plugin == step.plugin
+        );
         match &step.result {
-            StepResult::Failed(error) => writeln!(
+            StepResult::Failed(error) if step.shadow || failed_closed => writeln!(
                 err,
                 "event {number}: [{}] failed: {error}{shadow}",
+                step.plugin
+            )?,
+            StepResult::Failed(error) => writeln!(
+                err,
+                "event {number}: [{}] failed-open: {error} (FailOpen: the event continues as it entered this plugin)",
                 step.plugin
             )?,
             StepResult::Skipped if step.shadow => {

@@ -60,7 +60,7 @@ fn run_forwards_verbatim_reports_failures_and_summarises() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("summary: in=4 forwarded=0 modified=2 skipped=0 failed=2"),
+        stderr.contains("summary: in=4 forwarded=0 modified=2 skipped=0 failed-open=0 failed=2"),
         "{stderr}"
     );
 }
@@ -109,7 +109,54 @@ fn run_with_a_chain_file_applies_per_plugin_settings() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("summary: in=2 forwarded=1 modified=0 skipped=1 failed=0"),
+        stderr.contains("summary: in=2 forwarded=1 modified=0 skipped=1 failed-open=0 failed=0"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_output_under_fail_open_is_shown_and_counted_as_failed_open() {
+    let dir = TempDir::new("cli-run");
+    let garbage = write_module(
+        &dir,
+        "garbage",
+        &common::plugin_wat(
+            "",
+            &common::region(3),
+            &format!(r#"(data (i32.const {}) "\ff\ff\ff")"#, common::RESPONSE_AT),
+        ),
+    );
+    let pass = write_module(
+        &dir,
+        "pass",
+        &constant_plugin(&pb::HandleEventResponse::default()),
+    );
+    let chain = dir.0.join("chain.yaml");
+    std::fs::write(
+        &chain,
+        format!(
+            "plugins:\n  - name: garbage\n    module: {}\n    failurePolicy: FailOpen\n    events: [user.login]\n  - name: pass\n    module: {}\n",
+            garbage.display(),
+            pass.display()
+        ),
+    )
+    .expect("write chain");
+    let input =
+        b"{\"event\":\"user.login\",\"uid\":\"1\"}\n{\"event\":\"session.start\",\"uid\":\"2\"}\n";
+    let output = run(&["--config", chain.to_str().expect("utf-8")], input);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.stdout, input, "both continue unchanged");
+    let stderr = String::from_utf8(output.stderr).expect("utf-8");
+    assert!(
+        stderr.contains("event 1: [garbage] failed-open: returned a bad response"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("summary: in=2 forwarded=1 modified=0 skipped=0 failed-open=1 failed=0"),
         "{stderr}"
     );
 }

@@ -77,12 +77,24 @@ impl Setup {
     /// Writes the config the way a mounted ConfigMap changes: the file is a symlink into a
     /// timestamped folder, and an update swaps the `..data` symlink to a new folder.
     fn write_config(&self, plugins: &str, delivery: &str) {
+        self.write_config_with_ca(plugins, delivery, Some(&self.certs.ca));
+    }
+
+    /// `write_config` with another `upstream.ca`, or none.
+    fn write_config_with_ca(&self, plugins: &str, delivery: &str, ca: Option<&Path>) {
+        self.write_config_full(plugins, delivery, ca, "");
+    }
+
+    /// `write_config_with_ca` with more `listen` keys (`listen` lines, indented).
+    fn write_config_full(&self, plugins: &str, delivery: &str, ca: Option<&Path>, listen: &str) {
         let text = format!(
-            "apiVersion: eventplug.dev/v1alpha1\nkind: SidecarConfig\nlisten:\n  address: 127.0.0.1:{port}\n  maxBodyBytes: 64Ki\nupstream:\n  auditUrl: {audit}\n  sessionUrl: {session}\n  ca: {ca}\n  cert: {cert}\n  key: {key}\n  timeout: 2s\ndelivery:\n  reloadInterval: 100ms\n  shutdownGrace: 1s\n{delivery}plugins:\n{plugins}",
+            "apiVersion: eventplug.dev/v1alpha1\nkind: SidecarConfig\nlisten:\n  address: 127.0.0.1:{port}\n  maxBodyBytes: 64Ki\n{listen}upstream:\n  auditUrl: {audit}\n  sessionUrl: {session}\n{ca}  cert: {cert}\n  key: {key}\n  timeout: 2s\ndelivery:\n  reloadInterval: 100ms\n  shutdownGrace: 1s\n{delivery}plugins:\n{plugins}",
             port = self.port,
             audit = self.nginx.url("/test.log"),
             session = self.nginx.url("/session"),
-            ca = self.certs.ca.display(),
+            ca = ca
+                .map(|ca| format!("  ca: {}\n", ca.display()))
+                .unwrap_or_default(),
             cert = self.certs.client_cert.display(),
             key = self.certs.client_key.display(),
         );
@@ -639,4 +651,544 @@ fn effects_happen_once_when_the_event_is_delivered_and_never_for_a_failed_event(
         assert_eq!(sidecar.post("/test.log", poison).0, 500);
     }
     assert_eq!(effects_carried_out(&sidecar), 1);
+}
+
+fn metric(sidecar: &SidecarProcess, line_prefix: &str) -> u64 {
+    let (_, metrics) = sidecar.get("/metrics");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line_prefix))
+        .map_or(0, |v| v.trim().parse().expect("a count"))
+}
+
+#[test]
+fn upstream_refusals_are_blamed_on_the_event_the_configuration_or_nobody() {
+    let setup = Setup::new();
+    let skip = write_module(&setup.dir.0, "skip", &skip_santa_plugin());
+    let plugins = plugin_entry("skip", &skip, "");
+    setup.write_config(&plugins, "  poisonAttempts: 2\n");
+    let sidecar = setup.start();
+    let event = |uid: &str| format!(r#"{{"event":"print","uid":"{uid}","data":"x"}}"#);
+
+    // The event's fault: counted, then the poison policy (quarantine, with the refused bytes).
+    let mut forwards = 0;
+    for code in [400, 413, 415, 422] {
+        let body = event(&format!("refused-{code}"));
+        let path = format!("/session.status-{code}.log");
+        let (status, answer) = sidecar.post(&path, body.as_bytes());
+        assert_eq!(status, 500, "{code}: {answer}");
+        assert!(
+            answer.contains(&format!("upstream answered {code}"))
+                && answer.contains("attempt 1 of 2"),
+            "{answer}"
+        );
+        let (status, answer) = sidecar.post(&path, body.as_bytes());
+        assert_eq!(status, 200, "{code}: {answer}");
+        assert_eq!(answer.trim(), "quarantined");
+        // Two refused forwards, then the quarantine, for each code so far.
+        forwards += 3;
+        let last = setup
+            .nginx
+            .wait_received(forwards)
+            .pop()
+            .expect("quarantined");
+        assert_eq!(last, ("/eventplug.quarantine".to_string(), body), "{code}");
+    }
+    assert_eq!(
+        metric(
+            &sidecar,
+            r#"eventplug_poison_events_total{policy="quarantine"} "#
+        ),
+        4
+    );
+
+    // The configuration's fault: 503 every time, never counted, and readiness says why until the
+    // upstream accepts an event again.
+    for code in [401, 403, 404] {
+        let body = event(&format!("config-{code}"));
+        for _ in 0..3 {
+            let (status, answer) =
+                sidecar.post(&format!("/session.status-{code}.log"), body.as_bytes());
+            assert_eq!(status, 503, "{code}: {answer}");
+            assert!(answer.contains("refuses the sidecar"), "{answer}");
+        }
+        let (status, ready) = sidecar.get("/readyz");
+        assert_eq!(status, 503, "{code}");
+        assert!(
+            ready.contains(&format!("answered {code}")) && ready.contains("upstream.cert"),
+            "{ready}"
+        );
+        let (_, report) = sidecar.get("/status");
+        let report: serde_json::Value = serde_json::from_str(&report).expect("status is JSON");
+        assert_eq!(report["ready"], false, "{report}");
+        assert!(
+            report["upstreamRefused"]
+                .as_str()
+                .is_some_and(|r| r.contains("refuses the sidecar")),
+            "{report}"
+        );
+        assert_eq!(
+            sidecar.post("/test.log", &login(code as usize, "alice")).0,
+            200
+        );
+        assert_eq!(sidecar.get("/readyz").0, 200, "ready again after a 200");
+    }
+    assert!(
+        sidecar
+            .logs()
+            .contains("the upstream refuses the sidecar itself"),
+        "{}",
+        sidecar.logs()
+    );
+
+    // Nobody's fault: retried with 503, never counted.
+    for code in [408, 429, 500, 503] {
+        let body = event(&format!("transient-{code}"));
+        for _ in 0..3 {
+            let (status, answer) =
+                sidecar.post(&format!("/session.status-{code}.log"), body.as_bytes());
+            assert_eq!(status, 503, "{code}: {answer}");
+            assert!(answer.contains("retry"), "{answer}");
+        }
+    }
+    assert_eq!(
+        metric(
+            &sidecar,
+            r#"eventplug_poison_events_total{policy="quarantine"} "#
+        ),
+        4
+    );
+
+    // A quarantine that refuses the event too: the record of it goes instead; when that is refused
+    // as well, the event stays unacknowledged (503) and each redelivery tries again.
+    setup.write_config(
+        &plugins,
+        "  poisonAttempts: 2\n  quarantineTag: q.status-422\n",
+    );
+    wait_until(
+        || {
+            serde_json::from_str::<serde_json::Value>(&sidecar.get("/status").1)
+                .is_ok_and(|status| status["generation"] == 2)
+        },
+        "the new quarantine tag is applied",
+        &sidecar,
+    );
+    let body = event("refused-twice");
+    // So far: per configuration fault three refusals and a login, per transient one three tries.
+    let before = forwards + 3 * 4 + 4 * 3;
+    assert_eq!(setup.nginx.wait_received(before).len(), before);
+    assert_eq!(
+        sidecar.post("/session.status-400.log", body.as_bytes()).0,
+        500
+    );
+    for _ in 0..2 {
+        let (status, answer) = sidecar.post("/session.status-400.log", body.as_bytes());
+        assert_eq!(status, 503, "{answer}");
+        assert!(
+            answer.contains("the quarantine did not take it either"),
+            "{answer}"
+        );
+    }
+    let tried: Vec<String> = setup.nginx.wait_received(before + 7)[before..]
+        .iter()
+        .map(|(uri, _)| uri.clone())
+        .collect();
+    assert_eq!(
+        tried.iter().filter(|uri| *uri == "/q.status-422").count(),
+        4,
+        "the event, then its record, on each of two redeliveries: {tried:?}"
+    );
+    assert!(metric(&sidecar, "eventplug_quarantine_failures_total ") >= 2);
+}
+
+#[test]
+fn without_upstream_ca_the_system_roots_are_trusted_and_with_one_only_that_ca() {
+    let setup = Setup::new();
+    let skip = write_module(&setup.dir.0, "skip", &skip_santa_plugin());
+    let plugins = plugin_entry("skip", &skip, "");
+    let other_dir = setup.dir.0.join("other");
+    std::fs::create_dir_all(&other_dir).expect("other CA folder");
+    let other = Certificates::generate(&other_dir);
+    // The system's roots, as the standard variables point them at this test's CA.
+    let no_dir = setup.dir.0.join("no-such-dir");
+    let env = [
+        ("SSL_CERT_FILE", setup.certs.ca.as_os_str()),
+        ("SSL_CERT_DIR", no_dir.as_os_str()),
+    ];
+    let start = || {
+        let sidecar = SidecarProcess::start_with_env(
+            std::path::Path::new(env!("CARGO_BIN_EXE_eventplug")),
+            &setup.config,
+            setup.port,
+            &setup.dir.0.join("cache"),
+            &env,
+        );
+        wait_until(
+            || http(setup.port, "GET", "/readyz", b"").is_ok_and(|(s, _)| s == 200),
+            "the sidecar becomes ready",
+            &sidecar,
+        );
+        sidecar
+    };
+
+    setup.write_config_with_ca(&plugins, "", None);
+    let sidecar = start();
+    let (status, answer) = sidecar.post("/test.log", &login(1, "alice"));
+    assert_eq!(status, 200, "{answer}\n{}", sidecar.logs());
+    assert_eq!(setup.nginx.wait_received(1).len(), 1);
+    drop(sidecar);
+
+    // An explicit CA pins: fluentd's certificate, signed by another CA, is not trusted although the
+    // system roots would trust it.
+    setup.write_config_with_ca(&plugins, "", Some(&other.ca));
+    let sidecar = start();
+    let (status, answer) = sidecar.post("/test.log", &login(2, "alice"));
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.contains("unreachable"), "{answer}");
+    assert_eq!(setup.nginx.received().len(), 1, "nothing reached fluentd");
+}
+
+#[test]
+fn session_ids_outside_a_safe_character_set_are_refused_with_400() {
+    let setup = Setup::new();
+    let skip = write_module(&setup.dir.0, "skip", &skip_santa_plugin());
+    setup.write_config(&plugin_entry("skip", &skip, ""), "");
+    let sidecar = setup.start();
+    let event = session_print(1);
+    for path in [
+        "/session.x%2f..%2fadmin.log",
+        "/session.x%2F..%2Fadmin.log",
+        "/session.a%00.log",
+        "/session...%2f..%2fx.log",
+        "/session.a..b.log",
+        "/session.a/b.log",
+        "/session..log",
+    ] {
+        let (status, answer) = sidecar.post(path, &event);
+        assert_eq!(status, 400, "{path}: {answer}");
+        assert!(
+            answer.contains("session id") && answer.trim_end().lines().count() == 1,
+            "{path}: {answer}"
+        );
+    }
+    assert!(setup.nginx.received().is_empty(), "nothing was forwarded");
+    let uuid = "0b6f1c9e-5e0a-4b9f-9d43-1a2b3c4d5e6f";
+    assert_eq!(sidecar.post(&format!("/session.{uuid}.log"), &event).0, 200);
+    let received = setup.nginx.wait_received(1);
+    assert_eq!(received[0].0, format!("/session.{uuid}.log"));
+}
+
+fn is_one_line(body: &str) -> bool {
+    body.strip_suffix('\n')
+        .is_some_and(|line| !line.contains(['\n', '\r']))
+}
+
+#[test]
+fn readiness_and_refusals_answer_one_line_without_config_values() {
+    let setup = Setup::new();
+    // A module in text form with a syntax error: its compile error spans several lines.
+    let broken = setup.dir.0.join("broken.wat");
+    std::fs::write(
+        &broken,
+        "(module\n  (func (export \"f\") (result i32)\n    i32.const oops))\n",
+    )
+    .expect("write module");
+    // A plugin that refuses its configuration over several lines, quoting it.
+    let refusal = pb::InitResponse {
+        error: "bad configuration:\n  apiKey hunter2-secret is not accepted\n".into(),
+    };
+    let bytes = prost::Message::encode_to_vec(&refusal);
+    let refusing = write_module(
+        &setup.dir.0,
+        "refusing",
+        &common::plugin_wat(
+            "",
+            "(i64.const 0)",
+            &format!(
+                r#"(func (export "eventplug_init") (param $ptr i32) (param $len i32) (result i64) {})
+                   (data (i32.const 256) "{}")"#,
+                common::region(bytes.len()),
+                common::wat_bytes(&bytes)
+            ),
+        ),
+    );
+    setup.write_config(
+        &(plugin_entry("broken", &broken, "")
+            + &plugin_entry(
+                "refusing",
+                &refusing,
+                "    config: {apiKey: hunter2-secret}\n",
+            )),
+        "",
+    );
+    let sidecar = SidecarProcess::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_eventplug")),
+        &setup.config,
+        setup.port,
+        &setup.dir.0.join("cache"),
+    );
+    wait_until(
+        || sidecar.get("/readyz").1.contains("refusing"),
+        "both plugins are reported",
+        &sidecar,
+    );
+    let (status, ready) = sidecar.get("/readyz");
+    assert_eq!(status, 503);
+    let (status, refused) = sidecar.post("/test.log", &login(1, "alice"));
+    assert_eq!(status, 503);
+    let (_, report) = sidecar.get("/status");
+    for body in [&ready, &refused, &report] {
+        assert!(is_one_line(body), "not one line: {body:?}");
+        assert!(
+            !body.contains("hunter2"),
+            "a config value is echoed: {body}"
+        );
+        assert!(
+            body.contains("broken") && body.contains("refusing"),
+            "{body}"
+        );
+    }
+    assert!(ready.contains("<config value>"), "{ready}");
+    let report: serde_json::Value = serde_json::from_str(&report).expect("status is JSON");
+    assert_eq!(report["ready"], false);
+}
+
+/// A raw connection to the sidecar, reads bounded by 10 s.
+fn connect(port: u16) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    stream
+}
+
+/// Everything the sidecar sends until it closes the connection, and how long that took; panics
+/// when it is still open after the read timeout.
+fn read_until_closed(stream: &mut std::net::TcpStream) -> (String, Duration) {
+    use std::io::Read;
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!(
+                "the sidecar kept the connection open ({e}) after {:?}; received {:?}",
+                started.elapsed(),
+                String::from_utf8_lossy(&received)
+            ),
+        }
+    }
+    (
+        String::from_utf8_lossy(&received).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// Reads one HTTP answer with a `content-length` body from a connection that stays open.
+fn read_answer(stream: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut received = Vec::new();
+    let mut byte = [0u8; 1];
+    while !received.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).expect("an answer"),
+            1,
+            "closed mid-answer"
+        );
+        received.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&received).to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("content-length");
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).expect("the body");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&received),
+        String::from_utf8_lossy(&body)
+    )
+}
+
+#[test]
+fn slow_heads_stalled_bodies_endless_chunks_and_idle_connections_are_closed() {
+    use std::io::Write;
+    let setup = Setup::new();
+    let skip = write_module(&setup.dir.0, "skip", &skip_santa_plugin());
+    setup.write_config_full(
+        &plugin_entry("skip", &skip, ""),
+        "",
+        Some(&setup.certs.ca),
+        "  headerReadTimeout: 1s\n  bodyReadTimeout: 1s\n  idleTimeout: 1s\n",
+    );
+    let sidecar = setup.start();
+    let bound = Duration::from_secs(5);
+
+    // A head that never ends.
+    let mut slow = connect(setup.port);
+    slow.write_all(b"POST /test.log HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .expect("send");
+    let (answer, took) = read_until_closed(&mut slow);
+    assert!(took < bound, "head: closed after {took:?}");
+    assert!(!answer.contains("200 OK"), "{answer}");
+
+    // A body that stops.
+    let event = login(1, "alice");
+    let mut stalled = connect(setup.port);
+    write!(
+        stalled,
+        "POST /test.log HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
+        event.len()
+    )
+    .expect("send head");
+    stalled
+        .write_all(&event[..10])
+        .expect("send part of the body");
+    let (answer, took) = read_until_closed(&mut stalled);
+    assert!(took < bound, "stalled body: closed after {took:?}");
+    assert!(
+        answer.starts_with("HTTP/1.1 408") && answer.contains("listen.bodyReadTimeout"),
+        "{answer}"
+    );
+
+    // A chunked body that keeps coming and never ends.
+    let mut endless = connect(setup.port);
+    endless
+        .write_all(
+            b"POST /test.log HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .expect("send head");
+    let mut writer = endless.try_clone().expect("clone");
+    let dribble = std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until && writer.write_all(b"1\r\n \r\n").is_ok() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let (answer, took) = read_until_closed(&mut endless);
+    assert!(took < bound, "endless chunks: closed after {took:?}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    drop(endless);
+    dribble.join().expect("dribble");
+
+    // A kept-alive connection that sends nothing more.
+    let mut idle = connect(setup.port);
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .expect("send");
+    assert!(read_answer(&mut idle).starts_with("HTTP/1.1 200"));
+    let (rest, took) = read_until_closed(&mut idle);
+    assert!(took < bound, "idle: closed after {took:?}");
+    assert!(rest.is_empty(), "{rest}");
+
+    assert!(
+        setup.nginx.received().is_empty(),
+        "nothing incomplete was forwarded"
+    );
+    let (_, metrics) = sidecar.get("/metrics");
+    for phase in ["head", "body", "idle"] {
+        assert!(
+            metrics.contains(&format!(
+                "eventplug_connections_timed_out_total{{phase=\"{phase}\"}}"
+            )),
+            "{phase}: {metrics}"
+        );
+    }
+    // The sidecar still serves.
+    assert_eq!(sidecar.post("/test.log", &event).0, 200);
+}
+
+#[test]
+fn connections_over_the_cap_are_answered_503_and_closed() {
+    use std::io::Write;
+    let setup = Setup::new();
+    let skip = write_module(&setup.dir.0, "skip", &skip_santa_plugin());
+    setup.write_config_full(
+        &plugin_entry("skip", &skip, ""),
+        "",
+        Some(&setup.certs.ca),
+        "  maxConnections: 3\n",
+    );
+    let sidecar = setup.start();
+    // Three kept-alive connections, each shown to be served.
+    let mut open: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| {
+            let mut stream = connect(setup.port);
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                .expect("send");
+            assert!(read_answer(&mut stream).starts_with("HTTP/1.1 200"));
+            stream
+        })
+        .collect();
+    let mut fourth = connect(setup.port);
+    fourth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .expect("send");
+    let (answer, took) = read_until_closed(&mut fourth);
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        answer.starts_with("HTTP/1.1 503") && answer.contains("listen.maxConnections is 3"),
+        "{answer}"
+    );
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    assert_eq!(body.lines().count(), 1, "{body}");
+    // One closes: a new connection is served again.
+    drop(open.pop());
+    wait_until(
+        || http(setup.port, "GET", "/healthz", b"").is_ok_and(|(status, _)| status == 200),
+        "a connection is accepted again",
+        &sidecar,
+    );
+    assert!(
+        sidecar.logs().contains("listen.maxConnections"),
+        "{}",
+        sidecar.logs()
+    );
+}
+
+#[test]
+fn a_client_that_half_closes_after_its_request_gets_the_answer() {
+    use std::io::Write;
+    let setup = Setup::new();
+    let skip = write_module(&setup.dir.0, "skip", &skip_santa_plugin());
+    setup.write_config(&plugin_entry("skip", &skip, ""), "");
+    let _sidecar = setup.start();
+    let event = login(7, "alice");
+    let mut stream = connect(setup.port);
+    write!(
+        stream,
+        "POST /test.log HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        event.len()
+    )
+    .expect("send head");
+    stream.write_all(&event).expect("send body");
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    let (answer, _) = read_until_closed(&mut stream);
+    assert!(answer.starts_with("HTTP/1.1 200"), "no answer: {answer:?}");
+    assert_eq!(setup.nginx.wait_received(1).len(), 1);
+}
+
+#[test]
+fn the_text_log_written_to_a_file_has_no_terminal_colours() {
+    let setup = Setup::new();
+    let skip = write_module(&setup.dir.0, "skip", &skip_santa_plugin());
+    setup.write_config(&plugin_entry("skip", &skip, ""), "");
+    let sidecar = setup.start();
+    assert_eq!(sidecar.post("/test.log", &login(1, "alice")).0, 200);
+    let logs = sidecar.logs();
+    assert!(logs.contains("eventplug sidecar listening"), "{logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "ANSI escapes in a log file: {logs:?}"
+    );
 }

@@ -76,7 +76,21 @@ pub struct ListenConfig {
     /// `upstream.sessionUrl`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_path: Option<String>,
+    /// How long a request's head (request line and headers) may take to arrive, from its first
+    /// byte; then the connection is closed.
+    pub header_read_timeout: Duration,
+    /// How long an event's body may take to arrive, from the end of its head (a body that stops,
+    /// a chunked body that never ends); then the request gets 408 and the connection is closed.
+    pub body_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request; then it is closed.
+    pub idle_timeout: Duration,
+    /// Connections open at once; one more is answered 503 and closed.
+    pub max_connections: u32,
 }
+
+/// The default `listen.maxConnections`: far above event-handler's own limit (concurrency × 2 =
+/// 10 connections by default).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 256;
 
 impl Default for ListenConfig {
     fn default() -> Self {
@@ -85,6 +99,10 @@ impl Default for ListenConfig {
             max_body_bytes: ByteSize(8 << 20),
             audit_path: None,
             session_path: None,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -98,7 +116,8 @@ pub struct UpstreamConfig {
     /// Session events go to this URL + `.<sid>.log`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_url: Option<String>,
-    /// CA certificate file that signed fluentd's certificate.
+    /// CA certificate file that signed fluentd's certificate; only it is trusted. Without it an
+    /// https upstream is checked against the system's root certificates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<PathBuf>,
     /// Client certificate file (with `key`).
@@ -278,6 +297,26 @@ impl SidecarConfig {
                     format!("`{}` is not an address:port ({e})", self.listen.address),
                 )
             })?;
+        for (key, value) in [
+            ("listen.headerReadTimeout", self.listen.header_read_timeout),
+            ("listen.bodyReadTimeout", self.listen.body_read_timeout),
+            ("listen.idleTimeout", self.listen.idle_timeout),
+        ] {
+            if value.get().is_zero() {
+                return Err(ValidationError::at(
+                    key,
+                    "must be more than 0 (a connection would be closed at once)",
+                ));
+            }
+        }
+        if self.listen.max_connections == 0 {
+            return Err(ValidationError::at(
+                "listen.maxConnections",
+                format!(
+                    "must be at least 1 (default {DEFAULT_MAX_CONNECTIONS}; event-handler opens up to concurrency × 2)"
+                ),
+            ));
+        }
         url_path("upstream.auditUrl", &self.upstream.audit_url)?;
         if let Some(url) = &self.upstream.session_url {
             url_path("upstream.sessionUrl", url)?;
@@ -323,12 +362,6 @@ impl SidecarConfig {
                     "`{}` must be a non-empty tag without `/`",
                     self.delivery.quarantine_tag
                 ),
-            ));
-        }
-        if self.upstream.audit_url.starts_with("https://") && self.upstream.ca.is_none() {
-            return Err(ValidationError::at(
-                "upstream.ca",
-                "upstream.auditUrl is https but upstream.ca is not set: name the CA certificate that signed fluentd's certificate (event-handler's ca.crt)",
             ));
         }
         if self.listen.session_path.is_some() && self.upstream.session_url.is_none() {
@@ -482,9 +515,10 @@ mod tests {
     }
 
     #[test]
-    fn https_needs_a_ca_and_sessions_need_an_upstream() {
-        let err = refuse(&MINIMAL.replace("  ca: ca.crt\n", ""));
-        assert!(err.contains("upstream.ca is not set"), "{err}");
+    fn https_without_a_ca_is_accepted_and_sessions_need_an_upstream() {
+        let config = SidecarConfig::parse(&MINIMAL.replace("  ca: ca.crt\n", ""))
+            .expect("an https upstream without a CA uses the system roots");
+        assert_eq!(config.upstream.ca, None);
         let plain = MINIMAL
             .replace("  ca: ca.crt\n", "")
             .replace("auditUrl: https://", "auditUrl: http://")
@@ -507,6 +541,21 @@ mod tests {
     }
 
     #[test]
+    fn connection_limits_have_defaults_and_must_be_positive() {
+        let config = SidecarConfig::parse(MINIMAL).expect("valid");
+        assert_eq!(config.listen.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.listen.body_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.listen.idle_timeout, Duration::from_secs(120));
+        assert_eq!(config.listen.max_connections, 256);
+        for key in ["headerReadTimeout", "bodyReadTimeout", "idleTimeout"] {
+            let err = refuse(&format!("{MINIMAL}listen:\n  {key}: 0s\n"));
+            assert!(err.starts_with(&format!("listen.{key}:")), "{err}");
+        }
+        let err = refuse(&format!("{MINIMAL}listen:\n  maxConnections: 0\n"));
+        assert!(err.starts_with("listen.maxConnections:"), "{err}");
+    }
+
+    #[test]
     fn cert_and_key_go_together() {
         let text = MINIMAL.replace("  sessionUrl", "  cert: c.pem\n  sessionUrl");
         assert!(refuse(&text).contains("upstream.cert and upstream.key"));
@@ -521,6 +570,10 @@ listen:
   maxBodyBytes: 4Mi
   auditPath: /in.log
   sessionPath: /in.session
+  headerReadTimeout: 3s
+  bodyReadTimeout: 4s
+  idleTimeout: 30s
+  maxConnections: 64
 upstream:
   auditUrl: https://fluentd:8888/test.log
   sessionUrl: https://fluentd:8888/session

@@ -36,6 +36,10 @@ pub struct StatusReport {
     pub ready: bool,
     /// Why not, when not.
     pub blocked: Option<String>,
+    /// Set while the upstream refuses the sidecar itself (401, 403 or 404: a certificate or URL
+    /// it does not accept); events are refused with 503 meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_refused: Option<String>,
     /// Per configured plugin, in config order.
     pub plugins: Vec<PluginStatus>,
     /// The sidecar's version.
@@ -54,6 +58,7 @@ mod tests {
             generation: 3,
             ready: false,
             blocked: Some("plugins not loaded".into()),
+            upstream_refused: None,
             plugins: vec![PluginStatus {
                 name: "redact".into(),
                 module: "/m/redact.wasm".into(),

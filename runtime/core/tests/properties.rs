@@ -168,6 +168,75 @@ proptest! {
     }
 }
 
+/// An object written with `key` appearing once per value in `values`, among `others`, the key's
+/// occurrences spread between them.
+fn with_duplicates(key: &str, values: &[String], others: &Map<String, Value>) -> String {
+    let mut members: Vec<String> = others
+        .iter()
+        .filter(|(k, _)| k.as_str() != key)
+        .map(|(k, v)| format!("{}:{v}", Value::from(k.as_str())))
+        .collect();
+    for (n, value) in values.iter().enumerate() {
+        let at = (n * 7) % (members.len() + 1);
+        members.insert(
+            at,
+            format!("{}:{}", Value::from(key), Value::from(value.as_str())),
+        );
+    }
+    format!("{{{}}}", members.join(","))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// A redaction of a key that appears several times, at the top level or inside a nested
+    /// object, leaves no occurrence of any original value.
+    #[test]
+    fn a_set_on_a_duplicated_key_leaves_no_original_value(
+        others in prop::collection::btree_map("[a-z]{1,6}", json_value(), 0..6),
+        secrets in prop::collection::vec("SECRET-[a-z0-9]{4,12}", 2..5),
+        nested in any::<bool>(),
+    ) {
+        let others: Map<String, Value> = others.into_iter().collect();
+        let inner = with_duplicates("secret", &secrets, &others);
+        let (json, path) = if nested {
+            (format!(r#"{{"event":"x","outer":{inner},"outer":{inner}}}"#), vec!["outer".to_string(), "secret".to_string()])
+        } else {
+            (inner, vec!["secret".to_string()])
+        };
+        let edit = pb::Edit { path, op: 0, value_json: r#""REDACTED""#.into() };
+        let response = pb::HandleEventResponse { edits: vec![edit], ..Default::default() }.encode_to_vec();
+        let decision = interpret_response(&response, json.as_bytes()).expect("the redaction applies");
+        let edited = String::from_utf8(decision.edited.expect("edited bytes")).expect("utf-8");
+        for secret in &secrets {
+            prop_assert!(!edited.contains(secret.as_str()), "{secret} leaked: {edited}");
+        }
+        prop_assert_eq!(edited.matches(r#""secret":"REDACTED""#).count(), 1, "{}", edited);
+        let value: Value = serde_json::from_str(&edited).expect("edited output is JSON");
+        prop_assert!(value.is_object());
+    }
+
+    /// An edit of an identity key is refused whatever else the response holds.
+    #[test]
+    fn edits_of_identity_keys_are_refused(
+        event in event(),
+        key in prop::sample::select(vec!["event", "uid", "time", "ei", "code", "sid"]),
+        rest in prop::collection::vec("[a-z]{1,4}", 0..3),
+        op in 0i32..2,
+    ) {
+        let json = serde_json::to_vec(&event).expect("serialise");
+        let mut path = vec![key.to_string()];
+        path.extend(rest);
+        let edit = pb::Edit { path, op, value_json: "1".into() };
+        let response = pb::HandleEventResponse { edits: vec![edit], ..Default::default() }.encode_to_vec();
+        let error = interpret_response(&response, &json).expect_err("an identity key edit is refused");
+        prop_assert!(
+            matches!(&error, eventplug_runtime::engine::CallError::BadOutput(m) if m.contains(&format!("`{key}` is an identity key"))),
+            "{}", error
+        );
+    }
+}
+
 /// The same edits applied to a parsed tree: what the byte-level editor must agree with.
 fn model(mut doc: Value, edits: &[pb::Edit]) -> Value {
     for edit in edits {

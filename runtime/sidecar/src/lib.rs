@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod connection;
 mod ingest;
 mod live;
 mod metrics;
@@ -16,7 +17,7 @@ mod upstream;
 
 pub use live::{Live, Routes};
 pub use metrics::Metrics;
-pub use upstream::{Upstream, UpstreamError};
+pub use upstream::{Blame, Upstream, UpstreamError};
 
 use eventplug_contract::SidecarConfig;
 use eventplug_runtime::engine::{EngineSettings, PluginEngine, module_digest};
@@ -44,6 +45,9 @@ pub struct Sidecar {
     draining: AtomicBool,
     config_path: PathBuf,
     fingerprint: Mutex<String>,
+    /// Set while the upstream refuses the sidecar itself (401, 403, 404); cleared by its next 200
+    /// or a new upstream client.
+    upstream_refusal: Mutex<Option<String>>,
 }
 
 /// What identifies the config on disk: the file's bytes, and the size and time of every file it
@@ -99,6 +103,7 @@ impl Sidecar {
             draining: AtomicBool::new(false),
             config_path: config_path.to_path_buf(),
             fingerprint: Mutex::new(String::new()),
+            upstream_refusal: Mutex::new(None),
         });
         let print = fingerprint(config_path, Some(&config));
         sidecar.apply(config, print)?;
@@ -108,6 +113,21 @@ impl Sidecar {
     /// The current state.
     pub fn live(&self) -> Arc<Live> {
         self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Why the upstream refuses the sidecar, while it does (a configuration fault: 401, 403, 404).
+    pub fn upstream_refusal(&self) -> Option<String> {
+        self.upstream_refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_upstream_refusal(&self, reason: Option<String>) {
+        *self
+            .upstream_refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = reason;
     }
 
     /// Whether SIGTERM was received.
@@ -160,6 +180,15 @@ impl Sidecar {
         if previous.generation > 0 && previous.config.listen.address != config.listen.address {
             tracing::warn!(old = %previous.config.listen.address, new = %config.listen.address, "listen.address changes take effect at the next start");
         }
+        if previous.generation > 0
+            && previous.config.listen.max_connections != config.listen.max_connections
+        {
+            tracing::warn!(
+                old = previous.config.listen.max_connections,
+                new = config.listen.max_connections,
+                "listen.maxConnections changes take effect at the next start"
+            );
+        }
         let running: Vec<_> = previous.pipeline.plugins().cloned().collect();
         let applied = plugin_set::apply(&self.engine, &running, &config.plugins, &self.tokens);
         let missing = applied.missing();
@@ -193,7 +222,10 @@ impl Sidecar {
         {
             previous.upstream.clone()
         } else {
-            Arc::new(Upstream::new(&config.upstream)?)
+            let client = Arc::new(Upstream::new(&config.upstream)?);
+            // A new client (new certificates or URLs) may be accepted: find out with the next event.
+            self.set_upstream_refusal(None);
+            client
         };
         let pipeline = Arc::new(Pipeline::with_cache(
             applied.plugins,
@@ -273,18 +305,72 @@ pub async fn serve(
     tracing::info!(%address, audit_path = %live.routes.audit_path, "eventplug sidecar listening");
     let reloader = tokio::spawn(reload_loop(sidecar.clone()));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let open = Arc::new(tokio::sync::Semaphore::new(
+        usize::try_from(live.config.listen.max_connections).unwrap_or(usize::MAX),
+    ));
     let accept = |stream: tokio::net::TcpStream| {
         let _ = stream.set_nodelay(true);
+        let live = sidecar.live();
+        let listen = &live.config.listen;
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            let limit = listen.max_connections;
+            sidecar
+                .metrics
+                .inc("eventplug_connections_refused_total", &[]);
+            tracing::warn!(
+                limit,
+                "a connection over listen.maxConnections was answered 503 and closed"
+            );
+            tokio::spawn(connection::refuse(stream, limit));
+            return;
+        };
+        let deadlines = connection::Deadlines {
+            header: listen.header_read_timeout.get(),
+            idle: listen.idle_timeout.get(),
+        };
+        let (phase, watching) =
+            tokio::sync::watch::channel(connection::Phase::Idle(tokio::time::Instant::now()));
+        let phase = Arc::new(phase);
+        let owner = sidecar.clone();
         let sidecar = sidecar.clone();
+        let io = connection::Watched::new(stream, phase.clone());
         let service = service_fn(move |request| {
             let sidecar = sidecar.clone();
-            async move { Ok::<_, std::convert::Infallible>(ingest::handle(sidecar, request).await) }
+            let phase = phase.clone();
+            phase.send_replace(connection::Phase::Busy);
+            async move {
+                let response = ingest::handle(sidecar, request).await;
+                phase.send_replace(connection::Phase::Idle(tokio::time::Instant::now()));
+                Ok::<_, std::convert::Infallible>(response)
+            }
         });
-        let connection =
-            graceful.watch(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+        // half_close: a client that shuts down its sending side after a complete request still
+        // gets its answer.
+        let connection = graceful.watch(
+            http1::Builder::new()
+                .half_close(true)
+                .serve_connection(TokioIo::new(io), service),
+        );
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
+            let _permit = permit;
+            tokio::select! {
+                ended = connection => {
+                    if let Err(error) = ended {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                }
+                expired = connection::watchdog(watching, deadlines) => {
+                    let (phase, key) = match expired {
+                        connection::Expired::Idle => ("idle", "listen.idleTimeout"),
+                        connection::Expired::Head => ("head", "listen.headerReadTimeout"),
+                    };
+                    owner.metrics.inc("eventplug_connections_timed_out_total", &[("phase", phase)]);
+                    if phase == "head" {
+                        tracing::info!(timeout = ?deadlines.header, "closed a connection whose request head did not arrive within {key}");
+                    } else {
+                        tracing::debug!(timeout = ?deadlines.idle, "closed a connection idle for {key}");
+                    }
+                }
             }
         });
     };

@@ -85,6 +85,7 @@ impl Live {
             generation: self.generation,
             ready: self.blocked.is_none(),
             blocked: self.blocked.clone(),
+            upstream_refused: None,
             plugins: self.statuses.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         }

@@ -74,7 +74,7 @@ pub fn apply(
                 applied.plugins.push(plugin);
             }
             Err(error) => {
-                let error = error.to_string();
+                let error = reportable(&error.to_string(), settings.config.as_ref());
                 match previous {
                     Some(last_good) => {
                         tracing::error!(plugin = %settings.name, %error, running = %last_good.digest, "new plugin version failed to load; its last good version keeps running");
@@ -90,4 +90,46 @@ pub fn apply(
         }
     }
     applied
+}
+
+/// A load error as `/readyz` and `/status` show it: one line, and with every string of the
+/// plugin's own `config` (which may hold credentials, and which a plugin may quote when refusing
+/// it) replaced by `<config value>`.
+fn reportable(error: &str, config: Option<&serde_json::Value>) -> String {
+    fn strings<'a>(value: &'a serde_json::Value, found: &mut Vec<&'a str>) {
+        match value {
+            serde_json::Value::String(s) => found.push(s),
+            serde_json::Value::Array(items) => items.iter().for_each(|v| strings(v, found)),
+            serde_json::Value::Object(map) => map.values().for_each(|v| strings(v, found)),
+            _ => {}
+        }
+    }
+    let mut secrets = Vec::new();
+    if let Some(config) = config {
+        strings(config, &mut secrets);
+    }
+    // Longest first, so that a value containing another is replaced whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut text = super::ingest::one_line(error);
+    for secret in secrets.into_iter().filter(|s| s.len() >= 4) {
+        text = text.replace(secret, "<config value>");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reported_load_errors_are_one_line_without_config_values() {
+        let config = serde_json::json!({"apiKey": "hunter2-secret", "n": [ "abc", "token-xyz" ]});
+        let text = super::reportable(
+            "refused its configuration:\nkey hunter2-secret is wrong\n  token-xyz too; abc",
+            Some(&config),
+        );
+        assert_eq!(
+            text,
+            "refused its configuration: key <config value> is wrong token-xyz too; abc"
+                .replace("token-xyz", "<config value>")
+        );
+    }
 }

@@ -111,6 +111,10 @@ fn wait_for_port(port: u16, what: &str) {
     }
 }
 
+/// Statuses nginx answers instead of 200 for a request whose URI contains `status-<code>`
+/// (`/session.status-413.log`, a quarantine tag `q.status-422`), so tests can make fluentd refuse.
+pub const REFUSED_STATUSES: [u16; 11] = [400, 401, 403, 404, 408, 413, 415, 422, 429, 500, 503];
+
 /// nginx standing in for fluentd's in_http: TLS, client certificates required, every received body
 /// logged with its URI.
 pub struct Nginx {
@@ -155,10 +159,16 @@ http {{
   }}
   server {{
     listen 127.0.0.1:{backend};
-    location / {{ return 200 "ok"; }}
+{refusals}    location / {{ return 200 "ok"; }}
   }}
 }}
 "#,
+            refusals = REFUSED_STATUSES
+                .iter()
+                .map(|code| format!(
+                    "    location ~ \"status-{code}\" {{ return {code} \"refused\"; }}\n"
+                ))
+                .collect::<String>(),
             server_cert = certs.server_cert.display(),
             server_key = certs.server_key.display(),
             ca = certs.ca.display(),
@@ -255,10 +265,22 @@ impl SidecarProcess {
     /// Starts `binary serve --config config` (the `eventplug` binary under test) and waits for
     /// `port`.
     pub fn start(binary: &Path, config: &Path, port: u16, cache: &Path) -> Self {
+        Self::start_with_env(binary, config, port, cache, &[])
+    }
+
+    /// Like `start`, with more environment variables for the process.
+    pub fn start_with_env(
+        binary: &Path,
+        config: &Path,
+        port: u16,
+        cache: &Path,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Self {
         let log = config.with_extension("log");
         let child = Command::new(binary)
             .args(["serve", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .env("EVENTPLUG_CACHE_DIR", cache)
             .env("EVENTPLUG_LOG", "info")
             .stdout(Stdio::null())

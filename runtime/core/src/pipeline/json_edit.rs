@@ -1,5 +1,14 @@
 //! Applies a plugin's edits to the event's original JSON bytes. Only the bytes an edit touches
 //! change; every other member stays byte-for-byte as it arrived (spacing, escapes, number forms).
+//!
+//! Duplicate keys: a plugin decodes an object's members into a map, so of a key that appears more
+//! than once it sees the last occurrence. An edit therefore first collapses, in every object on its
+//! path, the members with the key it names to that last one (earlier ones are dropped), then
+//! applies. A set on a duplicated key thus leaves exactly one member, the one set, and an earlier
+//! occurrence can never slip past a redaction.
+//!
+//! Identity keys: the host keys redeliveries by the top-level `event`, `uid`, `time`, `ei`, `code`
+//! and `sid`, so an edit whose path starts with one of them is refused.
 
 use eventplug_proto::v1 as pb;
 use std::borrow::Cow;
@@ -29,6 +38,10 @@ fn nesting_depth(doc: &[u8]) -> usize {
     deepest
 }
 
+/// The top-level keys that make up an event's identity (what a redelivery is recognised by); no
+/// edit may change them.
+pub const IDENTITY_KEYS: [&str; 6] = ["event", "uid", "time", "ei", "code", "sid"];
+
 /// Applies `edits` in order to `json` (a JSON object) and returns the new bytes.
 pub fn apply_edits(json: &[u8], edits: &[pb::Edit]) -> Result<Vec<u8>, String> {
     let mut doc = json.to_vec();
@@ -54,6 +67,13 @@ pub fn apply_edits(json: &[u8], edits: &[pb::Edit]) -> Result<Vec<u8>, String> {
 fn apply_edit(doc: &mut Vec<u8>, edit: &pb::Edit) -> Result<(), String> {
     if edit.path.is_empty() {
         return Err("the path is empty; name at least one key".into());
+    }
+    if let Some(key) = IDENTITY_KEYS.iter().find(|key| **key == edit.path[0]) {
+        return Err(format!(
+            "`{key}` is an identity key of the event (one of {}): the host recognises \
+             redeliveries by them, so no edit may change them; edit another key",
+            IDENTITY_KEYS.join(", ")
+        ));
     }
     let root = skip_ws(doc, 0);
     if doc.get(root) != Some(&b'{') {
@@ -201,6 +221,39 @@ fn find(doc: &[u8], open: usize, items: &[Item], segment: &str) -> Option<usize>
     }
 }
 
+/// The bytes to drain to take item `index` out of its container, with one comma.
+fn member_range(found_items: &[Item], index: usize) -> std::ops::Range<usize> {
+    let item = found_items[index];
+    if index > 0 {
+        found_items[index - 1].value_end..item.value_end
+    } else if let Some(next) = found_items.get(1) {
+        item.start..next.start
+    } else {
+        item.start..item.value_end
+    }
+}
+
+/// In the object at `open`, drops every member with the key `segment` but the last (the one a
+/// plugin decoding the object sees). Arrays are left alone.
+fn collapse_duplicates(doc: &mut Vec<u8>, open: usize, segment: &str) -> Result<(), String> {
+    if doc[open] != b'{' {
+        return Ok(());
+    }
+    loop {
+        let (found_items, _) = items(doc, open)?;
+        let mut same = found_items
+            .iter()
+            .enumerate()
+            .filter(|(_, item)| key_text(&doc[item.start..item.key_end]) == segment)
+            .map(|(index, _)| index);
+        let (Some(first), Some(_)) = (same.next(), same.next()) else {
+            return Ok(());
+        };
+        let range = member_range(&found_items, first);
+        doc.drain(range);
+    }
+}
+
 fn kind(byte: u8) -> &'static str {
     match byte {
         b'"' => "a string",
@@ -228,8 +281,9 @@ fn nested(path: &[String], value: &str) -> String {
 }
 
 fn set_at(doc: &mut Vec<u8>, open: usize, path: &[String], value: &str) -> Result<(), String> {
-    let (found_items, close) = items(doc, open)?;
     let segment = &path[0];
+    collapse_duplicates(doc, open, segment)?;
+    let (found_items, close) = items(doc, open)?;
     if let Some(index) = find(doc, open, &found_items, segment) {
         let item = found_items[index];
         if path.len() == 1 {
@@ -269,30 +323,20 @@ fn set_at(doc: &mut Vec<u8>, open: usize, path: &[String], value: &str) -> Resul
 }
 
 fn remove_at(doc: &mut Vec<u8>, open: usize, path: &[String]) -> Result<(), String> {
-    loop {
-        let (found_items, _) = items(doc, open)?;
-        let Some(index) = find(doc, open, &found_items, &path[0]) else {
-            return Ok(());
+    collapse_duplicates(doc, open, &path[0])?;
+    let (found_items, _) = items(doc, open)?;
+    let Some(index) = find(doc, open, &found_items, &path[0]) else {
+        return Ok(());
+    };
+    let item = found_items[index];
+    if path.len() > 1 {
+        return match doc[item.value_start] {
+            b'{' | b'[' => remove_at(doc, item.value_start, &path[1..]),
+            _ => Ok(()),
         };
-        let item = found_items[index];
-        if path.len() > 1 {
-            return match doc[item.value_start] {
-                b'{' | b'[' => remove_at(doc, item.value_start, &path[1..]),
-                _ => Ok(()),
-            };
-        }
-        let range = if index > 0 {
-            found_items[index - 1].value_end..item.value_end
-        } else if let Some(next) = found_items.get(1) {
-            item.start..next.start
-        } else {
-            item.start..item.value_end
-        };
-        doc.drain(range);
-        if doc[open] == b'[' {
-            return Ok(());
-        }
     }
+    doc.drain(member_range(&found_items, index));
+    Ok(())
 }
 
 #[cfg(test)]
@@ -381,6 +425,74 @@ mod tests {
         assert_eq!(
             apply(r#"{"a":1,"a":2,"b":3}"#, &[remove(&["a"])]),
             r#"{"b":3}"#
+        );
+    }
+
+    #[test]
+    fn a_set_on_a_duplicated_key_leaves_one_member_the_one_set() {
+        let redact = set(&["secret"], r#""REDACTED""#);
+        assert_eq!(
+            apply(
+                r#"{"secret":"A","secret":"B"}"#,
+                std::slice::from_ref(&redact)
+            ),
+            r#"{"secret":"REDACTED"}"#
+        );
+        assert_eq!(
+            apply(
+                r#"{"secret":"A", "x":1, "secret":"B", "y":2, "secret":"C"}"#,
+                &[redact]
+            ),
+            r#"{"x":1, "y":2, "secret":"REDACTED"}"#
+        );
+        // Escaped spellings of the same key are the same key.
+        assert_eq!(
+            apply(r#"{"secret":"A","secret":"B"}"#, &[set(&["secret"], "0")]),
+            r#"{"secret":0}"#
+        );
+    }
+
+    #[test]
+    fn nested_duplicates_collapse_on_every_level_of_the_path() {
+        let redact = set(&["a", "secret"], r#""REDACTED""#);
+        assert_eq!(
+            apply(
+                r#"{"a":{"secret":"A","k":1},"a":{"secret":"B","secret":"C"}}"#,
+                &[redact]
+            ),
+            r#"{"a":{"secret":"REDACTED"}}"#
+        );
+        assert_eq!(
+            apply(
+                r#"{"l":[{"secret":"A","secret":"B"}]}"#,
+                &[set(&["l", "0", "secret"], "null")]
+            ),
+            r#"{"l":[{"secret":null}]}"#
+        );
+        assert_eq!(
+            apply(
+                r#"{"a":{"secret":"A"},"a":{"k":1}}"#,
+                &[remove(&["a", "secret"])]
+            ),
+            r#"{"a":{"k":1}}"#
+        );
+    }
+
+    #[test]
+    fn identity_keys_are_not_editable() {
+        for key in IDENTITY_KEYS {
+            for edit in [set(&[key], "1"), remove(&[key]), set(&[key, "x"], "1")] {
+                let err = apply_edits(br#"{"event":"x","uid":"u","a":1}"#, &[edit]).unwrap_err();
+                assert!(
+                    err.contains(&format!("`{key}` is an identity key")),
+                    "{err}"
+                );
+            }
+        }
+        // Only the top level is the identity: nested keys of those names are ordinary.
+        assert_eq!(
+            apply(r#"{"a":{"uid":1}}"#, &[set(&["a", "uid"], "2")]),
+            r#"{"a":{"uid":2}}"#
         );
     }
 
