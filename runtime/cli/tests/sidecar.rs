@@ -1192,3 +1192,54 @@ fn the_text_log_written_to_a_file_has_no_terminal_colours() {
         "ANSI escapes in a log file: {logs:?}"
     );
 }
+
+#[test]
+fn a_fail_closed_version_kept_through_a_reload_still_keeps_poison_events_from_being_forwarded() {
+    // v1: a FailClosed plugin that fails on the event. v2 asks for FailOpen and `forward`, which
+    // the config allows, but its module does not load, so v1 keeps running: the original must
+    // still never leave past it.
+    let setup = Setup::new();
+    let failing = write_module(&setup.dir.0, "failing", &failing_plugin());
+    setup.write_config(
+        &plugin_entry("closed", &failing, "    failurePolicy: FailClosed\n"),
+        "  poisonPolicy: block\n  poisonAttempts: 2\n",
+    );
+    let sidecar = setup.start();
+    let broken = setup.dir.0.join("broken.wasm");
+    std::fs::write(&broken, b"not a module").expect("write broken module");
+    setup.write_config(
+        &plugin_entry("closed", &broken, "    failurePolicy: FailOpen\n"),
+        "  poisonPolicy: forward\n  poisonAttempts: 2\n",
+    );
+    wait_until(
+        || {
+            serde_json::from_str::<serde_json::Value>(&sidecar.get("/status").1).is_ok_and(
+                |status| {
+                    status["generation"] == 2
+                        && status["plugins"][0]["loaded"] == false
+                        && status["plugins"][0]["runningDigest"].is_string()
+                },
+            )
+        },
+        "v2 is applied with v1 kept running",
+        &sidecar,
+    );
+    let before = setup.nginx.received().len();
+    let event = br#"{"event":"x","uid":"kept-guard","note":"poison","secret":"hunter2"}"#;
+    let answers: Vec<(u16, String)> = (0..4).map(|_| sidecar.post("/test.log", event)).collect();
+    let statuses: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
+    assert_eq!(statuses, [500, 500, 500, 500], "blocked, not forwarded");
+    assert!(
+        answers[3]
+            .1
+            .contains("not forwarded: a FailClosed plugin still runs"),
+        "{}",
+        answers[3].1
+    );
+    assert!(
+        setup.nginx.received()[before..]
+            .iter()
+            .all(|(_, body)| !body.contains("hunter2")),
+        "nothing unfiltered left"
+    );
+}

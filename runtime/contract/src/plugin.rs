@@ -142,6 +142,12 @@ impl PluginSettings {
         }
     }
 
+    /// Whether the plugin guards the chain: it enforces, and an event it fails on fails (a
+    /// redactor). While such a plugin runs, no event's original body may leave past it by any path.
+    pub fn guards_the_chain(&self) -> bool {
+        self.mode == Mode::Enforce && self.failure_policy == FailurePolicy::FailClosed
+    }
+
     /// Checks one plugin's settings; the paths are relative to the plugin.
     pub fn check(&self) -> Result<(), ValidationError> {
         if self.name.is_empty() {

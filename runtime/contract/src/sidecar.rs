@@ -420,9 +420,7 @@ impl SidecarConfig {
     /// The first enforcing plugin whose failures fail the event (a redactor, say): while one is in
     /// the chain, no poison policy may send an event's original body anywhere.
     pub fn fail_closed_plugin(&self) -> Option<&PluginSettings> {
-        self.plugins.iter().find(|p| {
-            p.mode == crate::Mode::Enforce && p.failure_policy == crate::FailurePolicy::FailClosed
-        })
+        self.plugins.iter().find(|p| p.guards_the_chain())
     }
 
     /// The path audit events arrive on.
@@ -626,6 +624,22 @@ logging:
         assert_eq!(again, config, "{rendered}");
         let minimal_again = SidecarConfig::parse(&defaults.to_yaml().expect("renders"));
         assert_eq!(minimal_again.expect("parses"), defaults);
+    }
+
+    #[test]
+    fn the_documented_config_parses_and_renders_back_to_the_same_value() {
+        // The full example in docs/sidecar.md, so a key documented there cannot go untested.
+        let doc = include_str!("../../../docs/sidecar.md");
+        let start = doc
+            .find("```yaml\napiVersion")
+            .expect("the example config block")
+            + 8;
+        let end = start + doc[start..].find("```").expect("the block's end");
+        let config =
+            SidecarConfig::parse(&doc[start..end]).expect("the documented config is valid");
+        assert_eq!(config.plugins.len(), 1);
+        let again = SidecarConfig::parse(&config.to_yaml().expect("renders")).expect("parses");
+        assert_eq!(again, config);
     }
 
     #[test]

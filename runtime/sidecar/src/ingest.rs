@@ -557,7 +557,8 @@ async fn quarantine(
     why: &str,
     attempts: u32,
 ) -> Response<Full<Bytes>> {
-    let guard = live.config.fail_closed_plugin().map(|p| p.name.as_str());
+    let guard = guarding_plugin(live);
+    let guard = guard.as_deref();
     let record = || quarantine_record(key, original, why, attempts, guard);
     let url = &live.routes.quarantine_url;
     let mut outcome = match guard {
@@ -634,6 +635,13 @@ async fn fail(
             )
             .await
         }
+        // The config refuses `forward` beside a FailClosed plugin, but the running chain may still
+        // hold one (a last good version kept through a reload): never send the original past it.
+        PoisonPolicy::Forward if guarding_plugin(live).is_some() => blocked(
+            sidecar,
+            &format!("{why}; not forwarded: a FailClosed plugin still runs in the chain"),
+            attempts,
+        ),
         PoisonPolicy::Forward => match send(sidecar, live, target, original).await {
             Ok(()) => {
                 sidecar
@@ -653,6 +661,19 @@ async fn fail(
     }
 }
 
+/// The first plugin of the chain that runs now (not of the config: a last good version may differ)
+/// and guards it, if any.
+fn guarding_plugin(live: &Live) -> Option<String> {
+    live.pipeline
+        .plugins()
+        .find(|p| p.settings.guards_the_chain())
+        .map(|p| p.settings.name.clone())
+}
+
+/// The longest failure reason a quarantine record carries: a plugin writes its error text, and a
+/// record must not become a way to carry the event out.
+const MAX_RECORD_REASON_BYTES: usize = 256;
+
 /// What is quarantined in place of an event that must not leave unfiltered, or that the quarantine
 /// refused: its identity, size and sha256, why it failed, and which FailClosed plugin guards the
 /// chain (if any); never its body.
@@ -668,11 +689,23 @@ fn quarantine_record(
         "event_key": key,
         "body_sha256": eventplug_runtime::engine::module_digest(original),
         "body_bytes": original.len(),
-        "reason": why,
+        "reason": cut_at_char(why, MAX_RECORD_REASON_BYTES),
         "attempts": attempts,
         "fail_closed_plugin": guard,
     });
     Bytes::from(record.to_string())
+}
+
+/// `text` cut to at most `max` bytes on a character boundary.
+fn cut_at_char(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
 }
 
 /// Metrics and logs for what the chain did (once per outcome, not per replay).

@@ -322,16 +322,16 @@ impl PluginEngine {
             tokens,
             max_log_lines_per_call: limits.max_log_lines_per_call,
         });
-        let pool = InstancePool::new(
-            self.engine.clone(),
+        let pool = InstancePool::new(pool::PoolParts {
+            engine: self.engine.clone(),
+            module,
             pre,
             context,
-            *limits,
-            config.to_vec(),
-            self.settings.epoch_tick,
-            self.extension.clone(),
-            module,
-        );
+            limits: *limits,
+            config: config.to_vec(),
+            epoch_tick: self.settings.epoch_tick,
+            extension: self.extension.clone(),
+        });
         pool.warm_up().map_err(|error| LoadError::Start {
             plugin: name.to_string(),
             error,

@@ -90,17 +90,30 @@ impl Drop for Slot<'_> {
     }
 }
 
+/// What a pool is made of: the compiled module ready to instantiate, and how instances run.
+pub(crate) struct PoolParts {
+    pub(crate) engine: Engine,
+    pub(crate) module: Arc<wasmtime::Module>,
+    pub(crate) pre: InstancePre<InstanceState>,
+    pub(crate) context: Arc<PluginContext>,
+    pub(crate) limits: PluginLimits,
+    pub(crate) config: Vec<u8>,
+    pub(crate) epoch_tick: Duration,
+    pub(crate) extension: Option<Arc<dyn HostExtension>>,
+}
+
 impl InstancePool {
-    pub(crate) fn new(
-        engine: Engine,
-        pre: InstancePre<InstanceState>,
-        context: Arc<PluginContext>,
-        limits: PluginLimits,
-        config: Vec<u8>,
-        epoch_tick: Duration,
-        extension: Option<Arc<dyn HostExtension>>,
-        module: Arc<wasmtime::Module>,
-    ) -> Self {
+    pub(crate) fn new(parts: PoolParts) -> Self {
+        let PoolParts {
+            engine,
+            module,
+            pre,
+            context,
+            limits,
+            config,
+            epoch_tick,
+            extension,
+        } = parts;
         // One tick more than the timeout needs, because the current tick may end at once.
         let ticks = limits
             .timeout
