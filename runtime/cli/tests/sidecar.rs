@@ -1243,3 +1243,35 @@ fn a_fail_closed_version_kept_through_a_reload_still_keeps_poison_events_from_be
         "nothing unfiltered left"
     );
 }
+
+#[test]
+fn an_event_with_a_repeated_key_never_passes_a_fail_closed_chain() {
+    let setup = Setup::new();
+    let redactor = write_module(
+        &setup.dir.0,
+        "redactor",
+        &common::constant_plugin(&common::set_response("secret", "\"REDACTED\"")),
+    );
+    setup.write_config(
+        &plugin_entry("redactor", &redactor, "    failurePolicy: FailClosed\n"),
+        "  poisonPolicy: block\n",
+    );
+    let sidecar = setup.start();
+    let before = setup.nginx.received().len();
+    let (status, body) = sidecar.post(
+        "/test.log",
+        br#"{"event":"x","uid":"dup","secret":"hunter2","secret":"B"}"#,
+    );
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("`secret` twice"), "{body}");
+    let (status, _) = sidecar.post(
+        "/test.log",
+        br#"{"event":"x","uid":"one","secret":"hunter2"}"#,
+    );
+    assert_eq!(status, 200);
+    let received = setup.nginx.wait_received(before + 1);
+    assert!(
+        received.iter().all(|(_, body)| !body.contains("hunter2")),
+        "{received:?}"
+    );
+}

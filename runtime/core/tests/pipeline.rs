@@ -563,3 +563,24 @@ fn the_pipelines_event_limit_is_the_sidecars_default_body_limit() {
             .get()
     );
 }
+
+#[test]
+fn an_event_with_a_key_twice_in_one_object_is_refused_before_any_plugin_runs() {
+    // event-handler's JSON comes from a protobuf Struct, whose keys are unique: a repeated key is
+    // an input shape that could carry one copy past a redactor that sees the other.
+    let harness = Harness::new();
+    let pipeline = harness.pipeline(&[]);
+    for body in [
+        &br#"{"event":"x","uid":"1","secret":"A","secret":"B"}"#[..],
+        br#"{"event":"x","uid":"1","mfa":{"secret":"A","secret":"B"}}"#,
+        br#"{"event":"x","uid":"1","list":[{"k":1},{"a":{"k":1,"k":2}}]}"#,
+    ] {
+        match pipeline.process(body) {
+            Err(InputError::DuplicateKey(key)) => assert!(key == "secret" || key == "k", "{key}"),
+            other => panic!("{}: {other:?}", String::from_utf8_lossy(body)),
+        }
+    }
+    // The same key in sibling objects, or at two levels, is no repetition.
+    let siblings = br#"{"event":"x","uid":"1","a":{"k":1},"b":{"k":2},"k":{"k":3}}"#;
+    assert!(pipeline.process(siblings).is_ok());
+}

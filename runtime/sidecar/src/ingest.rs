@@ -6,7 +6,6 @@ use super::live::Live;
 use super::upstream::{Blame, UpstreamError};
 use bytes::Bytes;
 use eventplug_contract::PoisonPolicy;
-use eventplug_contract::{FailurePolicy, Mode};
 use eventplug_runtime::abi::{Effect, EffectKind};
 use eventplug_runtime::engine::CallError;
 use eventplug_runtime::pipeline::{InputError, Processed, StepResult, Verdict};
@@ -286,10 +285,7 @@ pub(super) async fn handle(
         ),
         Err(error) => {
             // Not an event: a chain failure under the chain's policy.
-            let closed = live.pipeline.plugins().any(|p| {
-                p.settings.mode == Mode::Enforce
-                    && p.settings.failure_policy == FailurePolicy::FailClosed
-            });
+            let closed = guarding_plugin(&live).is_some();
             let key = format!("body:{}", eventplug_runtime::engine::module_digest(&body));
             if closed {
                 fail(&sidecar, &live, &key, &target, body, &format!("{error}")).await

@@ -52,6 +52,12 @@ pub enum InputError {
     /// The body is JSON but not an object.
     #[error("the body is JSON but not an object: an audit event is one JSON object")]
     NotObject,
+    /// An object of the event has a key twice. event-handler's JSON comes from a protobuf Struct,
+    /// whose keys are unique; a plugin sees one copy, so another could pass it unseen.
+    #[error(
+        "the event has the key `{0}` twice in one object: an audit event's keys are unique, and a repeated key could pass a plugin unseen"
+    )]
+    DuplicateKey(String),
     /// The body is over the size limit.
     #[error("the event is {size} bytes, over the limit of {limit} bytes")]
     TooLarge {
@@ -84,13 +90,18 @@ pub fn encode_event(json: &[u8]) -> Result<EncodedEvent, InputError> {
     let mut fields = Vec::with_capacity(json.len() + json.len() / 2);
     let mut identity = EventIdentity::default();
     let mut parser = serde_json::Deserializer::from_slice(json);
+    let mut seen = KeysSeen::default();
     parser
         .deserialize_map(TopLevel {
             out: &mut fields,
             identity: &mut identity,
+            seen: &mut seen,
         })
         .and_then(|()| parser.end())
-        .map_err(|e| InputError::Malformed(e.to_string()))?;
+        .map_err(|e| match seen.duplicate.take() {
+            Some(key) => InputError::DuplicateKey(key),
+            None => InputError::Malformed(e.to_string()),
+        })?;
 
     let mut envelope = Vec::with_capacity(fields.len() + 96);
     if !identity.event_type.is_empty() {
@@ -139,9 +150,26 @@ enum Captured<'a> {
     Number(&'a mut Option<f64>),
 }
 
+/// The keys of the objects being written, as hashes, one run per open object (innermost last), to
+/// refuse a key that appears twice in one object.
+#[derive(Default)]
+struct KeysSeen {
+    hashes: Vec<u64>,
+    /// The repeated key, once found.
+    duplicate: Option<String>,
+}
+
+/// FNV-1a: cheap, and a collision only refuses an event, never lets one through.
+fn key_hash(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 struct TopLevel<'a> {
     out: &'a mut Vec<u8>,
     identity: &'a mut EventIdentity,
+    seen: &'a mut KeysSeen,
 }
 
 impl<'de> Visitor<'de> for TopLevel<'_> {
@@ -152,7 +180,7 @@ impl<'de> Visitor<'de> for TopLevel<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        write_entries(self.out, &mut map, Some(self.identity))
+        write_entries(self.out, &mut map, Some(self.identity), self.seen)
     }
 }
 
@@ -161,15 +189,20 @@ fn write_entries<'de, A: MapAccess<'de>>(
     out: &mut Vec<u8>,
     map: &mut A,
     mut identity: Option<&mut EventIdentity>,
+    seen: &mut KeysSeen,
 ) -> Result<(), A::Error> {
+    let base = seen.hashes.len();
     loop {
         let entry = begin_len(out, 1);
         let Some(slot) = map.next_key_seed(Key {
             out: &mut *out,
             top_level: identity.is_some(),
+            seen: &mut *seen,
+            base,
         })?
         else {
             out.truncate(entry - 2);
+            seen.hashes.truncate(base);
             return Ok(());
         };
         let capture = match (slot, identity.as_deref_mut()) {
@@ -184,6 +217,7 @@ fn write_entries<'de, A: MapAccess<'de>>(
         map.next_value_seed(Value {
             out: &mut *out,
             capture,
+            seen: &mut *seen,
         })?;
         end_len(out, value);
         end_len(out, entry);
@@ -193,6 +227,9 @@ fn write_entries<'de, A: MapAccess<'de>>(
 struct Key<'a> {
     out: &'a mut Vec<u8>,
     top_level: bool,
+    seen: &'a mut KeysSeen,
+    /// Where the current object's keys start in `seen`.
+    base: usize,
 }
 
 impl<'de> DeserializeSeed<'de> for Key<'_> {
@@ -211,6 +248,12 @@ impl<'de> Visitor<'de> for Key<'_> {
     }
 
     fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Slot, E> {
+        let hash = key_hash(key);
+        if self.seen.hashes[self.base..].contains(&hash) {
+            self.seen.duplicate = Some(key.to_string());
+            return Err(E::custom("duplicate key"));
+        }
+        self.seen.hashes.push(hash);
         put_bytes_field(self.out, 1, key.as_bytes());
         if !self.top_level {
             return Ok(Slot::None);
@@ -230,6 +273,7 @@ impl<'de> Visitor<'de> for Key<'_> {
 struct Value<'a, 'c> {
     out: &'a mut Vec<u8>,
     capture: Option<Captured<'c>>,
+    seen: &'a mut KeysSeen,
 }
 
 impl<'de> DeserializeSeed<'de> for Value<'_, '_> {
@@ -296,7 +340,7 @@ impl<'de> Visitor<'de> for Value<'_, '_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let start = begin_len(self.out, 5);
-        write_entries(self.out, &mut map, None)?;
+        write_entries(self.out, &mut map, None, self.seen)?;
         end_len(self.out, start);
         Ok(())
     }
@@ -309,6 +353,7 @@ impl<'de> Visitor<'de> for Value<'_, '_> {
                 .next_element_seed(Value {
                     out: &mut *self.out,
                     capture: None,
+                    seen: &mut *self.seen,
                 })?
                 .is_none()
             {
