@@ -4,7 +4,19 @@
 # SDK and examples with the real compiler through `eventplug test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Stage marks for .ci/run's timeline (no-ops outside CI).
+ci_mark() { [[ -z "${EVENTPLUG_CI_TIMELINE:-}" ]] || printf '%s %s %s\n' "$(date +%s)" "$1" "$2" >>"$EVENTPLUG_CI_TIMELINE"; }
 bash scripts/setup.sh
+# The shared test cluster (docs/testing.md): built on first use (minutes, with progress), then
+# started in seconds; left running for the next run to reuse.
+ci_mark 1200 "cluster: build the Kubernetes binaries (cold: about 10 min; cached: 0 s)"
+bash tests/cluster/cluster.sh build
+ci_mark 120 "cluster: up"
+bash tests/cluster/cluster.sh up
+ci_mark 900 "cargo test --no-run (workspace debug build)"
+cargo test --workspace --all-targets --no-run
+ci_mark 600 "cargo test (workspace)"
 cargo test --workspace --all-targets
+ci_mark 900 "eventplug build + SDK and example tests (npm)"
 cargo build --bin eventplug
 EVENTPLUG_BIN="${CARGO_TARGET_DIR:-$(pwd)/target}/debug/eventplug" bash scripts/test-sdk.sh
