@@ -10,6 +10,7 @@ use super::protobuf_writer::{
 };
 use super::timestamp::parse_rfc3339;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use std::borrow::Cow;
 use std::fmt;
 
 /// What identifies an event, lifted from its top-level keys.
@@ -90,7 +91,7 @@ pub fn encode_event(json: &[u8]) -> Result<EncodedEvent, InputError> {
     let mut fields = Vec::with_capacity(json.len() + json.len() / 2);
     let mut identity = EventIdentity::default();
     let mut parser = serde_json::Deserializer::from_slice(json);
-    let mut seen = KeysSeen::default();
+    let mut seen = KeysSeen::new();
     parser
         .deserialize_map(TopLevel {
             out: &mut fields,
@@ -150,29 +151,61 @@ enum Captured<'a> {
     Number(&'a mut Option<f64>),
 }
 
-/// The keys of the objects being written, as hashes, one run per open object (innermost last), to
-/// refuse a key that appears twice in one object.
-#[derive(Default)]
-struct KeysSeen {
-    hashes: Vec<u64>,
+/// The keys of the objects being written, one run per open object (innermost last), to refuse a
+/// key that appears twice in one object. Keys are kept as slices of the input where serde_json
+/// lends them (no escapes), with a cheap filter word so that most comparisons are one integer.
+struct KeysSeen<'de> {
+    keys: Vec<(u64, Cow<'de, str>)>,
     /// The repeated key, once found.
     duplicate: Option<String>,
 }
 
-/// FNV-1a: cheap, and a collision only refuses an event, never lets one through.
-fn key_hash(key: &str) -> u64 {
-    key.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+impl<'de> KeysSeen<'de> {
+    fn new() -> Self {
+        Self {
+            keys: Vec::with_capacity(32),
+            duplicate: None,
+        }
+    }
+
+    /// Records `key` in the object whose keys start at `base` and whose keys so far set the bits
+    /// of `bloom`; false when it is there already. Most keys set a bit of their own, so only a
+    /// few are compared with the others.
+    fn insert(&mut self, base: usize, bloom: &mut u64, key: Cow<'de, str>) -> bool {
+        let filter = key_filter(&key);
+        let bit = 1u64 << (filter.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58);
+        let maybe_seen = *bloom & bit != 0;
+        *bloom |= bit;
+        if maybe_seen
+            && self.keys[base..]
+                .iter()
+                .any(|(f, seen)| *f == filter && *seen == key)
+        {
+            self.duplicate = Some(key.into_owned());
+            return false;
+        }
+        self.keys.push((filter, key));
+        true
+    }
 }
 
-struct TopLevel<'a> {
+/// The length and the first and last bytes of a key in one word: equal for equal keys, and for
+/// distinct keys seldom.
+fn key_filter(key: &str) -> u64 {
+    let bytes = key.as_bytes();
+    let first = bytes.first().copied().unwrap_or(0);
+    let last = bytes.last().copied().unwrap_or(0);
+    let middle = bytes.get(bytes.len() / 2).copied().unwrap_or(0);
+    (bytes.len() as u64) << 24 | u64::from(first) << 16 | u64::from(middle) << 8 | u64::from(last)
+}
+
+struct TopLevel<'a, 'de> {
     out: &'a mut Vec<u8>,
     identity: &'a mut EventIdentity,
-    seen: &'a mut KeysSeen,
+    seen: &'a mut KeysSeen<'de>,
 }
 
-impl<'de> Visitor<'de> for TopLevel<'_> {
+impl<'de> Visitor<'de> for TopLevel<'_, 'de> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -189,9 +222,10 @@ fn write_entries<'de, A: MapAccess<'de>>(
     out: &mut Vec<u8>,
     map: &mut A,
     mut identity: Option<&mut EventIdentity>,
-    seen: &mut KeysSeen,
+    seen: &mut KeysSeen<'de>,
 ) -> Result<(), A::Error> {
-    let base = seen.hashes.len();
+    let base = seen.keys.len();
+    let mut bloom = 0u64;
     loop {
         let entry = begin_len(out, 1);
         let Some(slot) = map.next_key_seed(Key {
@@ -199,10 +233,11 @@ fn write_entries<'de, A: MapAccess<'de>>(
             top_level: identity.is_some(),
             seen: &mut *seen,
             base,
+            bloom: &mut bloom,
         })?
         else {
             out.truncate(entry - 2);
-            seen.hashes.truncate(base);
+            seen.keys.truncate(base);
             return Ok(());
         };
         let capture = match (slot, identity.as_deref_mut()) {
@@ -224,15 +259,17 @@ fn write_entries<'de, A: MapAccess<'de>>(
     }
 }
 
-struct Key<'a> {
+struct Key<'a, 'de> {
     out: &'a mut Vec<u8>,
     top_level: bool,
-    seen: &'a mut KeysSeen,
+    seen: &'a mut KeysSeen<'de>,
     /// Where the current object's keys start in `seen`.
     base: usize,
+    /// The bits the current object's keys set so far.
+    bloom: &'a mut u64,
 }
 
-impl<'de> DeserializeSeed<'de> for Key<'_> {
+impl<'de> DeserializeSeed<'de> for Key<'_, 'de> {
     type Value = Slot;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Slot, D::Error> {
@@ -240,43 +277,52 @@ impl<'de> DeserializeSeed<'de> for Key<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for Key<'_> {
+impl<'de> Key<'_, 'de> {
+    fn key<E: serde::de::Error>(self, key: Cow<'de, str>) -> Result<Slot, E> {
+        put_bytes_field(self.out, 1, key.as_bytes());
+        let slot = if self.top_level {
+            match &*key {
+                "event" => Slot::Type,
+                "uid" => Slot::Uid,
+                "time" => Slot::Time,
+                "ei" => Slot::Index,
+                "sid" => Slot::SessionId,
+                _ => Slot::None,
+            }
+        } else {
+            Slot::None
+        };
+        if !self.seen.insert(self.base, self.bloom, key) {
+            return Err(E::custom("duplicate key"));
+        }
+        Ok(slot)
+    }
+}
+
+impl<'de> Visitor<'de> for Key<'_, 'de> {
     type Value = Slot;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a key")
     }
 
+    fn visit_borrowed_str<E: serde::de::Error>(self, key: &'de str) -> Result<Slot, E> {
+        self.key(Cow::Borrowed(key))
+    }
+
     fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Slot, E> {
-        let hash = key_hash(key);
-        if self.seen.hashes[self.base..].contains(&hash) {
-            self.seen.duplicate = Some(key.to_string());
-            return Err(E::custom("duplicate key"));
-        }
-        self.seen.hashes.push(hash);
-        put_bytes_field(self.out, 1, key.as_bytes());
-        if !self.top_level {
-            return Ok(Slot::None);
-        }
-        Ok(match key {
-            "event" => Slot::Type,
-            "uid" => Slot::Uid,
-            "time" => Slot::Time,
-            "ei" => Slot::Index,
-            "sid" => Slot::SessionId,
-            _ => Slot::None,
-        })
+        self.key(Cow::Owned(key.to_string()))
     }
 }
 
 /// Writes one JSON value as the body of a `google.protobuf.Value`.
-struct Value<'a, 'c> {
+struct Value<'a, 'c, 'de> {
     out: &'a mut Vec<u8>,
     capture: Option<Captured<'c>>,
-    seen: &'a mut KeysSeen,
+    seen: &'a mut KeysSeen<'de>,
 }
 
-impl<'de> DeserializeSeed<'de> for Value<'_, '_> {
+impl<'de> DeserializeSeed<'de> for Value<'_, '_, 'de> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
@@ -284,7 +330,7 @@ impl<'de> DeserializeSeed<'de> for Value<'_, '_> {
     }
 }
 
-impl Value<'_, '_> {
+impl Value<'_, '_, '_> {
     fn number(self, number: f64) {
         if let Some(Captured::Number(slot)) = self.capture {
             *slot = Some(number);
@@ -294,7 +340,7 @@ impl Value<'_, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for Value<'_, '_> {
+impl<'de> Visitor<'de> for Value<'_, '_, 'de> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {

@@ -1,26 +1,81 @@
 //! RFC 3339 timestamps (as Teleport writes `time`) to seconds and nanoseconds since the Unix epoch,
-//! parsed and printed by `jiff`, so impossible dates (`2024-02-31`) and offsets (`+99:99`) are
+//! checked and converted by `jiff`, so impossible dates (`2024-02-31`) and offsets (`+99:99`) are
 //! refused rather than folded into another instant.
 
 use jiff::Timestamp;
+use jiff::civil::{Date, Time};
 
 /// Parses `2024-02-23T18:56:50.628Z` or `...+02:00` into (seconds, nanos); `None` if it is not an
 /// RFC 3339 timestamp with a valid date, time and offset.
+///
+/// The fixed layout of RFC 3339 is read by hand (this runs for every event); jiff decides whether
+/// the date and time exist and turns them into an instant.
 pub fn parse_rfc3339(text: &str) -> Option<(i64, i32)> {
-    // jiff also reads ISO 8601 forms RFC 3339 does not have (`2024-02-23T18:56Z`, a bracketed
-    // time zone); Teleport writes seconds and an offset, so insist on those.
     let b = text.as_bytes();
-    if b.len() < 20 || b.get(16) != Some(&b':') || text.ends_with(']') {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
-    let timestamp: Timestamp = text.parse().ok()?;
-    // jiff truncates toward zero; protobuf's Timestamp counts nanos forward from the second below.
-    let (seconds, nanos) = (timestamp.as_second(), timestamp.subsec_nanosecond());
-    if nanos < 0 {
-        Some((seconds - 1, nanos + 1_000_000_000))
-    } else {
-        Some((seconds, nanos))
+    let num = |range: std::ops::Range<usize>| -> Option<i32> {
+        b.get(range)?.iter().try_fold(0i32, |acc, d| {
+            d.is_ascii_digit().then(|| acc * 10 + i32::from(d - b'0'))
+        })
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut i = 19;
+    let mut nanos: i32 = 0;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0 || digits > 9 {
+            return None;
+        }
+        nanos = num(start..i)? * 10i32.pow((9 - digits) as u32);
     }
+    let offset_seconds = match b.get(i)? {
+        b'Z' | b'z' if i + 1 == b.len() => 0,
+        sign @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
+            let (hours, minutes) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let seconds = hours * 3600 + minutes * 60;
+            if *sign == b'+' { seconds } else { -seconds }
+        }
+        _ => return None,
+    };
+    // RFC 3339 allows a leap second (:60); jiff's civil time has none, so it reads as :59.
+    let second = if second == 60 { 59 } else { second };
+    // jiff refuses a day the month does not have (2024-02-31, 2023-02-29) and a time that does
+    // not exist; the instant is then plain arithmetic on a date known to be valid.
+    let date = Date::new(i16::try_from(year).ok()?, month as i8, day as i8).ok()?;
+    Time::new(hour as i8, minute as i8, second as i8, nanos).ok()?;
+    let days = days_from_civil(i64::from(date.year()), i64::from(month), i64::from(day));
+    let seconds =
+        days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second)
+            - i64::from(offset_seconds);
+    Some((seconds, nanos))
+}
+
+/// Days since 1970-01-01 of a valid proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_index = (month + 9) % 12;
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
 }
 
 /// Formats seconds and milliseconds since the Unix epoch as Teleport writes times:
