@@ -565,10 +565,19 @@ impl Registry {
         }
         let module_digest = sha256_digest(&module);
         let module_path = match cache {
+            // Nothing is written on a cache hit, so a read-only (pre-filled, mounted) cache works.
+            Some(cache) if from_cache && layout != Layout::Compat => {
+                Some(cache.path_of(&module_digest))
+            }
             Some(cache) => {
-                let path = cache.put(&module_digest, &module)?;
+                let path = match cache.get(&module_digest)? {
+                    Some(_) => cache.path_of(&module_digest),
+                    None => cache.put(&module_digest, &module)?,
+                };
                 // The manifest last: a cached manifest means its blobs are cached too.
-                cache.put(&digest, &manifest_bytes)?;
+                if !from_cache {
+                    cache.put(&digest, &manifest_bytes)?;
+                }
                 Some(path)
             }
             None => None,
