@@ -58,9 +58,7 @@ pub struct Credentials {
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(self.by_host.iter())
-            .finish()
+        f.debug_map().entries(self.by_host.iter()).finish()
     }
 }
 
