@@ -135,3 +135,27 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     println!("{pinned}");
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::sdk_version;
+
+    #[test]
+    fn the_sdk_version_comes_from_the_eventplug_sdk_custom_section() {
+        let plain = wat::parse_str("(module)").expect("wat");
+        assert_eq!(sdk_version(&plain), None);
+        let mut module = plain.clone();
+        let name = b"eventplug.sdk";
+        let value = b"assemblyscript 0.1.0";
+        module.push(0);
+        module.push((1 + name.len() + value.len()) as u8);
+        module.push(name.len() as u8);
+        module.extend_from_slice(name);
+        module.extend_from_slice(value);
+        assert_eq!(
+            sdk_version(&module).as_deref(),
+            Some("assemblyscript 0.1.0")
+        );
+        assert_eq!(sdk_version(&module[..module.len() - 3]), None);
+    }
+}

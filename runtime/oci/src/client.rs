@@ -262,11 +262,12 @@ impl Registry {
                     reference: shown,
                 },
                 404 => not_found(message.trim().to_string()),
-                code if code >= 500 => OciError::Unreachable {
+                code if code >= 500 => OciError::ServerFailed {
                     registry,
                     reference: shown,
+                    code,
                     attempts: 1,
-                    message: format!("the registry answered {code}: {}", message.trim()),
+                    message: message.trim().to_string(),
                 },
                 code => OciError::Registry {
                     registry,
@@ -274,11 +275,17 @@ impl Registry {
                     message: format!("answered {code}: {}", message.trim()),
                 },
             },
-            OciDistributionError::DigestError(e) => OciError::DigestMismatch {
+            OciDistributionError::DigestError(
+                oci_client::errors::DigestError::VerificationError { expected, actual },
+            ) => OciError::DigestMismatch {
+                what: if reference.digest() == Some(expected.as_str()) {
+                    "manifest"
+                } else {
+                    "module layer"
+                },
                 reference: shown,
-                what: "content",
-                expected: String::new(),
-                actual: e.to_string(),
+                expected,
+                actual,
             },
             OciDistributionError::RequestError(e) if e.is_connect() || e.is_timeout() => {
                 OciError::Unreachable {
@@ -322,6 +329,21 @@ impl Registry {
                     return Err(OciError::Unreachable {
                         registry,
                         reference,
+                        attempts: attempt,
+                        message,
+                    });
+                }
+                Err(OciError::ServerFailed {
+                    registry,
+                    reference,
+                    code,
+                    message,
+                    ..
+                }) => {
+                    return Err(OciError::ServerFailed {
+                        registry,
+                        reference,
+                        code,
                         attempts: attempt,
                         message,
                     });
@@ -515,9 +537,11 @@ impl Registry {
             Some(cache) => cache.get(&layer_digest)?,
             None => None,
         };
+        let mut layer_written = false;
         let layer_bytes = match cached_layer {
             Some(bytes) => bytes,
             None => {
+                layer_written = cache.is_some();
                 from_cache = false;
                 let bytes = self
                     .fetch_blob(&pinned, descriptor, limit.max(declared.min(limit * 4)))
@@ -566,7 +590,10 @@ impl Registry {
         let module_digest = sha256_digest(&module);
         let module_path = match cache {
             // Nothing is written on a cache hit, so a read-only (pre-filled, mounted) cache works.
-            Some(cache) if from_cache && layout != Layout::Compat => {
+            Some(cache) if layout != Layout::Compat && (from_cache || layer_written) => {
+                if !from_cache {
+                    cache.put(&digest, &manifest_bytes)?;
+                }
                 Some(cache.path_of(&module_digest))
             }
             Some(cache) => {

@@ -74,6 +74,22 @@ pub enum OciError {
         /// What the network said.
         message: String,
     },
+    /// The registry failed with a 5xx answer (after the retries).
+    #[error(
+        "registry {registry} failed on {reference} with {code} after {attempts} attempts: {message}; try again later, or check the registry's logs and storage"
+    )]
+    ServerFailed {
+        /// The registry host.
+        registry: String,
+        /// The reference.
+        reference: String,
+        /// The HTTP status.
+        code: u16,
+        /// Attempts made.
+        attempts: u32,
+        /// What it said.
+        message: String,
+    },
     /// Bytes from the registry (or the cache) do not have the digest they were asked for.
     #[error(
         "digest mismatch for {reference}: the {what} has digest {actual}, not {expected}; the content is corrupt or was replaced, and nothing was loaded (push it again, or fix the pinned digest)"
@@ -159,6 +175,6 @@ pub enum OciError {
 impl OciError {
     /// Whether retrying may help (network errors and registry 5xx answers).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unreachable { .. })
+        matches!(self, Self::Unreachable { .. } | Self::ServerFailed { .. })
     }
 }

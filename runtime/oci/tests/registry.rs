@@ -338,6 +338,22 @@ fn each_failure_is_a_clear_error() {
     );
     assert!(!cache.path_of(&layer).exists());
 
+    // A manifest changed on the registry's disk.
+    let manifest_file = registry.blob_file(pinned.digest().unwrap_or_default());
+    let manifest = std::fs::read_to_string(&manifest_file).expect("manifest file");
+    assert!(manifest.contains("\"1.0.0\""), "{manifest}");
+    std::fs::write(&manifest_file, manifest.replace("\"1.0.0\"", "\"6.6.6\""))
+        .expect("corrupt manifest");
+    let error = pull(&client, &pinned, Some(&cache))
+        .expect_err("corrupt manifest")
+        .to_string();
+    assert!(
+        error.contains("digest mismatch")
+            && error.contains("manifest")
+            && error.contains("nothing was loaded"),
+        "{error}"
+    );
+
     // Nothing listening.
     registry.stop();
     let error = pull(&client, &pinned, None)
