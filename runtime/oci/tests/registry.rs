@@ -481,6 +481,63 @@ fn basic_auth_over_tls_with_a_docker_config_and_refusals_that_name_the_repositor
     );
 }
 
+#[test]
+fn the_bearer_token_flow_trades_basic_credentials_for_a_token() {
+    let dir = TempDir::new("oci-token");
+    let registry = Registry::start_with_token_auth(&dir.0, "ci", "t0ken-pass");
+    let host = registry.host();
+    let mut credentials = Credentials::anonymous();
+    credentials.insert(
+        &host,
+        Credential::Basic {
+            username: "ci".into(),
+            password: "t0ken-pass".into(),
+        },
+    );
+    let client = Client::new(RegistrySettings {
+        credentials,
+        ..plain_client(&registry).settings().clone()
+    });
+    let bytes = module(11, 1200);
+    let pinned = push(&client, &format!("{host}/team/tokens:v1"), &bytes);
+    assert_eq!(
+        pull(&client, &reference(&format!("{host}/team/tokens:v1")), None)
+            .expect("pull with a token")
+            .module,
+        bytes
+    );
+
+    let mut wrong = Credentials::anonymous();
+    wrong.insert(
+        &host,
+        Credential::Basic {
+            username: "ci".into(),
+            password: "nope-nope".into(),
+        },
+    );
+    let bad = Client::new(RegistrySettings {
+        credentials: wrong,
+        ..plain_client(&registry).settings().clone()
+    });
+    let error = pull(&bad, &pinned, None)
+        .expect_err("refused token")
+        .to_string();
+    assert!(
+        error.starts_with(&format!(
+            "401: the registry refused the credentials for {host}/team/tokens"
+        )),
+        "{error}"
+    );
+    assert!(!error.contains("nope-nope"), "{error}");
+    let error = pull(&plain_client(&registry), &pinned, None)
+        .expect_err("anonymous")
+        .to_string();
+    assert!(
+        error.starts_with("401: the registry asks for credentials"),
+        "{error}"
+    );
+}
+
 fn base64_encode(bytes: &[u8]) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
