@@ -54,7 +54,7 @@ pub const EXIT_LOAD_ERROR: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Serve(_)) {
-        init_logging(false, "warn");
+        init_logging(false, "warn,eventplug_oci=info");
     }
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
