@@ -379,3 +379,66 @@ fn a_sidecar_with_its_modules_cached_starts_and_reloads_while_the_registry_is_do
     );
     sidecar.terminate();
 }
+
+#[test]
+fn a_pull_secret_over_tls_works_and_a_refused_one_is_named_without_the_password() {
+    let dir = TempDir::new("cli-oci-auth");
+    let registry = Registry::start_with_auth(&dir.0, "ci", "sup3r-s3cret-pw");
+    let cache = dir.0.join("cache");
+    let module = forward_module(&dir.0);
+    let secret = |name: &str, password: &str| {
+        let folder = dir.0.join(name);
+        std::fs::create_dir_all(&folder).expect("secret folder");
+        let config = serde_json::json!({"auths": {registry.host(): {"username": "ci", "password": password}}});
+        std::fs::write(folder.join(".dockerconfigjson"), config.to_string()).expect("secret");
+        folder
+    };
+    let good = secret("good", "sup3r-s3cret-pw");
+    let bad = secret("bad", "wr0ng-pw-value");
+    let ca = registry.ca.clone().expect("test CA");
+    let target = format!("{}/team/redact:v1", registry.host());
+    let args = |auth: &Path| -> Vec<String> {
+        vec![
+            "--ca".into(),
+            ca.display().to_string(),
+            "--auth-file".into(),
+            auth.display().to_string(),
+        ]
+    };
+    let mut push = vec![
+        "push".to_string(),
+        target.clone(),
+        module.display().to_string(),
+    ];
+    push.extend(args(&good));
+    let pinned = ok(&eventplug(
+        &push.iter().map(String::as_str).collect::<Vec<_>>(),
+        &cache,
+    ));
+    assert!(pinned.starts_with(&format!("{target}@sha256:")), "{pinned}");
+
+    let out = dir.0.join("out.wasm");
+    let mut pull = vec![
+        "pull".to_string(),
+        target.clone(),
+        "-o".into(),
+        out.display().to_string(),
+        "--no-cache".into(),
+    ];
+    pull.extend(args(&bad));
+    let output = eventplug(&pull.iter().map(String::as_str).collect::<Vec<_>>(), &cache);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "401: the registry refused the credentials for {}/team/redact; check the pull secret",
+            registry.host()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("wr0ng-pw-value") && !stderr.contains("sup3r-s3cret-pw"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}
