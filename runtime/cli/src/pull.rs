@@ -27,6 +27,13 @@ pub fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
     let client = args.registry.client(&reference)?;
     let cache = if args.no_cache { None } else { default_cache() };
     let pulled = eventplug_oci::block_on(client.pull(&reference, cache.as_ref()))?;
+    // A device or pipe (`/dev/null`, `/dev/stdout`) is written as it is, never replaced.
+    if std::fs::metadata(&args.output).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        std::fs::write(&args.output, &pulled.module)
+            .with_context(|| format!("cannot write {}", args.output.display()))?;
+        println!("{}", pulled.reference);
+        return Ok(ExitCode::SUCCESS);
+    }
     let dir = args
         .output
         .parent()

@@ -83,6 +83,18 @@ fn push_pull_inspect_round_trip() {
         std::fs::read(&out).expect("pulled"),
         std::fs::read(&module).expect("module")
     );
+    // Filling a cache without keeping a file: /dev/null is written to, not replaced.
+    let filled = dir.0.join("filled");
+    ok(&eventplug(
+        &["pull", &pinned, "-o", "/dev/null", "--plain-http"],
+        &filled,
+    ));
+    assert!(std::fs::metadata("/dev/null").is_ok_and(|m| !m.is_file()));
+    let digest = pinned
+        .rsplit_once("@sha256:")
+        .map(|p| p.1)
+        .unwrap_or_default();
+    assert!(filled.join("oci/blobs/sha256").join(digest).is_file());
 
     let report = ok(&eventplug(
         &["inspect", &pinned, "--output", "json", "--plain-http"],
