@@ -62,7 +62,8 @@ pub enum OciError {
     },
     /// The registry could not be reached (after the retries).
     #[error(
-        "cannot reach registry {registry} for {reference} after {attempts} attempts: {message}; check the address, that the registry is up, plainHttp/ca for this host, and network policy"
+        "cannot reach registry {registry} for {reference} after {}: {message}; check the address, that the registry is up, plainHttp/ca for this host, and network policy",
+        attempts_text(*attempts)
     )]
     Unreachable {
         /// The registry host.
@@ -76,7 +77,8 @@ pub enum OciError {
     },
     /// The registry failed with a 5xx answer (after the retries).
     #[error(
-        "registry {registry} failed on {reference} with {code} after {attempts} attempts: {message}; try again later, or check the registry's logs and storage"
+        "registry {registry} failed on {reference} with {code} after {}: {message}; try again later, or check the registry's logs and storage",
+        attempts_text(*attempts)
     )]
     ServerFailed {
         /// The registry host.
@@ -170,6 +172,14 @@ pub enum OciError {
         /// The I/O error.
         error: std::io::Error,
     },
+}
+
+fn attempts_text(attempts: u32) -> String {
+    if attempts == 1 {
+        "1 attempt".into()
+    } else {
+        format!("{attempts} attempts")
+    }
 }
 
 impl OciError {
