@@ -2,7 +2,8 @@
 # Installs what building and testing eventplug needs and is not already here:
 #   protoc and the protobuf well-known types (build), clang-14 + lld-14 (the C example plugin),
 #   nginx and openssl (the fluentd stand-in with mTLS in the sidecar tests), wrk (benchmarks),
-#   node and npm (the AssemblyScript SDK; Node.js 20 or newer, which this machine kind ships).
+#   node and npm (the AssemblyScript SDK; Node.js 20 or newer, which this machine kind ships),
+#   docker-registry and skopeo (the OCI tests' registry and inspector), PyPI's oras (interop tests).
 # Safe to run again: it installs only what is missing. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
@@ -16,6 +17,9 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v wrk >/dev/null || need+=(wrk)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v skopeo >/dev/null || need+=(skopeo)
+command -v python3 >/dev/null || need+=(python3 python3-pip)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
@@ -26,6 +30,13 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# oras (PyPI) for the OCI interop tests, pinned.
+if ! python3 -c 'import oras.version, sys; sys.exit(oras.version.__version__ != "0.2.43")' 2>/dev/null; then
+  echo "setup: installing oras==0.2.43 (pip)"
+  python3 -m pip install --quiet oras==0.2.43 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages oras==0.2.43
 fi
 
 command -v cargo >/dev/null || { echo "setup: cargo is missing: install the Rust toolchain (rustc 1.95)" >&2; exit 1; }

@@ -4,7 +4,11 @@
 mod bench;
 mod chain_file;
 mod fixtures;
+mod inspect;
 mod new;
+mod oci_args;
+mod pull;
+mod push;
 mod run;
 mod serve;
 mod test;
@@ -35,6 +39,12 @@ enum Command {
     Test(test::TestArgs),
     /// Measure a plugin: compile, load, instantiate, and events per second through the pipeline.
     Bench(bench::BenchArgs),
+    /// Push a plugin module to an OCI registry (checked against the ABI first).
+    Push(push::PushArgs),
+    /// Pull a plugin module from an OCI registry, verified by digest.
+    Pull(pull::PullArgs),
+    /// Show what a plugin artifact in a registry holds.
+    Inspect(inspect::InspectArgs),
 }
 
 /// Exit code for a plugin or configuration that could not be loaded.
@@ -44,7 +54,7 @@ pub const EXIT_LOAD_ERROR: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Serve(_)) {
-        init_logging(false, "warn");
+        init_logging(false, "warn,eventplug_oci=info");
     }
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
@@ -53,6 +63,9 @@ fn main() -> ExitCode {
         Command::Test(args) => test::test(args),
         Command::New(args) => new::new(args),
         Command::Fixtures(args) => fixtures::fixtures(args),
+        Command::Push(args) => push::push(args),
+        Command::Pull(args) => pull::pull(args),
+        Command::Inspect(args) => inspect::inspect(args),
     };
     match result {
         Ok(code) => code,

@@ -23,7 +23,7 @@ pub use plugin::{FailurePolicy, Mode, PluginLimits, PluginSettings};
 pub use sidecar::{
     ACCEPTED_API_VERSIONS, API_VERSION, DeliveryConfig, EVENT_HANDLER_TIMEOUT, EmptySection, KIND,
     ListenConfig, LogFormat, LoggingConfig, MAX_INSTANCES, MIN_RELOAD_INTERVAL, PoisonPolicy,
-    SidecarConfig, UpstreamConfig, url_path,
+    RegistriesConfig, RegistryHost, SidecarConfig, UpstreamConfig, url_path,
 };
 pub use status::{PluginStatus, StatusReport};
 pub use validation::ValidationError;

@@ -89,9 +89,12 @@ impl PluginLimits {
 pub struct PluginSettings {
     /// A name unique in the chain; used in logs, metrics and effects.
     pub name: String,
-    /// The module file (`.wasm`, or `.wat` text).
+    /// The module file (`.wasm`, or `.wat` text), or an OCI reference pinned to a digest:
+    /// `oci://host/repository@sha256:…`, or `oci://host/repository:tag` with `digest` set to the
+    /// manifest digest the tag resolved to (docs/oci.md).
     pub module: PathBuf,
-    /// The module's expected `sha256:<hex>` digest; a file with other bytes is refused.
+    /// The module's expected `sha256:<hex>` digest; a file with other bytes is refused. For an
+    /// `oci://` module, the manifest digest (what `eventplug push` prints after `@`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
     /// A label for the module's version (an OCI tag, say), reported in status.
@@ -148,10 +151,47 @@ impl PluginSettings {
         self.mode == Mode::Enforce && self.failure_policy == FailurePolicy::FailClosed
     }
 
+    /// The module's OCI reference (without `oci://`), when `module` is one.
+    pub fn oci_reference(&self) -> Option<&str> {
+        self.module.to_str()?.strip_prefix("oci://")
+    }
+
     /// Checks one plugin's settings; the paths are relative to the plugin.
     pub fn check(&self) -> Result<(), ValidationError> {
         if self.name.is_empty() {
             return Err(ValidationError::at("name", "is empty"));
+        }
+        if let Some(reference) = self.oci_reference() {
+            let pinned = reference.rsplit_once('@').map(|(_, digest)| digest);
+            match (pinned, &self.digest) {
+                (None, None) => {
+                    return Err(ValidationError::at(
+                        "module",
+                        format!(
+                            "`oci://{reference}` names no digest, and a tag can move: pin it as `oci://{reference}@sha256:…`, or set `digest:` to the digest the tag resolved to (`eventplug push` prints it)"
+                        ),
+                    ));
+                }
+                (Some(pinned), Some(digest)) if !pinned.eq_ignore_ascii_case(digest) => {
+                    return Err(ValidationError::at(
+                        "digest",
+                        format!(
+                            "{digest} differs from the digest in the module reference, {pinned}"
+                        ),
+                    ));
+                }
+                (Some(pinned), _)
+                    if !(pinned.len() == 71
+                        && pinned.starts_with("sha256:")
+                        && pinned[7..].bytes().all(|b| b.is_ascii_hexdigit())) =>
+                {
+                    return Err(ValidationError::at(
+                        "module",
+                        "the digest after `@` must be `sha256:` and 64 hex digits",
+                    ));
+                }
+                _ => {}
+            }
         }
         if let Some(digest) = &self.digest {
             let hex = digest.strip_prefix("sha256:").unwrap_or("");
@@ -212,6 +252,17 @@ mod tests {
         settings.digest = Some("sha256:abc".into());
         assert_eq!(settings.check().unwrap_err().path, "digest");
         settings.digest = None;
+        settings.module = "oci://127.0.0.1:5000/team/redact:v1".into();
+        let err = settings.check().unwrap_err();
+        assert_eq!(err.path, "module");
+        assert!(err.message.contains("a tag can move"), "{err}");
+        settings.digest = Some(format!("sha256:{}", "a".repeat(64)));
+        settings.check().expect("a tag with its digest beside it");
+        settings.module =
+            format!("oci://127.0.0.1:5000/team/redact@sha256:{}", "b".repeat(64)).into();
+        assert_eq!(settings.check().unwrap_err().path, "digest");
+        settings.digest = None;
+        settings.check().expect("pinned in the reference");
         settings.limits.timeout = Duration::default();
         assert_eq!(settings.check().unwrap_err().path, "limits.timeout");
     }

@@ -42,6 +42,9 @@ pub struct SidecarConfig {
     /// The plugin chain.
     #[serde(default)]
     pub plugins: Vec<PluginSettings>,
+    /// OCI registries `oci://` plugin modules are pulled from, and the cache they are kept in.
+    #[serde(default, skip_serializing_if = "RegistriesConfig::is_default")]
+    pub registries: RegistriesConfig,
     /// Shared token store (filled by a later version).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<EmptySection>,
@@ -133,6 +136,58 @@ pub struct UpstreamConfig {
 
 fn default_upstream_timeout() -> Duration {
     Duration::from_secs(10)
+}
+
+/// How plugin modules named `oci://host/repository@sha256:…` are pulled (docs/oci.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct RegistriesConfig {
+    /// Registry credentials: a Docker config JSON file, or the folder a `kubernetes.io/dockerconfigjson`
+    /// Secret is mounted at (its `.dockerconfigjson`). Read again at every reload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull_secret: Option<PathBuf>,
+    /// Where pulled modules are kept, by digest; default: `oci/` in the module cache folder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<PathBuf>,
+    /// Connect and read timeout of each registry request.
+    pub timeout: Duration,
+    /// The largest module pulled.
+    pub max_module_bytes: ByteSize,
+    /// Per-host settings; hosts not listed use HTTPS with the system's CA certificates.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<RegistryHost>,
+}
+
+impl Default for RegistriesConfig {
+    fn default() -> Self {
+        Self {
+            pull_secret: None,
+            cache_dir: None,
+            timeout: Duration::from_secs(30),
+            max_module_bytes: ByteSize(64 << 20),
+            hosts: Vec::new(),
+        }
+    }
+}
+
+impl RegistriesConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// How to reach one registry host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RegistryHost {
+    /// `host` or `host:port`, as in the module references.
+    pub host: String,
+    /// Speak plain HTTP to this host (an in-cluster registry without TLS).
+    #[serde(default)]
+    pub plain_http: bool,
+    /// Trust only this CA certificate (PEM) for this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
 }
 
 /// What happens to an event a plugin keeps failing on.
@@ -242,17 +297,26 @@ impl SidecarConfig {
             }
         };
         for plugin in &mut config.plugins {
-            rebase(&mut plugin.module);
+            if plugin.oci_reference().is_none() {
+                rebase(&mut plugin.module);
+            }
         }
         for file in [
             &mut config.upstream.ca,
             &mut config.upstream.cert,
             &mut config.upstream.key,
+            &mut config.registries.pull_secret,
+            &mut config.registries.cache_dir,
         ]
         .into_iter()
         .flatten()
         {
             rebase(file);
+        }
+        for host in &mut config.registries.hosts {
+            if let Some(ca) = &mut host.ca {
+                rebase(ca);
+            }
         }
         Ok(config)
     }
@@ -374,6 +438,28 @@ impl SidecarConfig {
             return Err(ValidationError::at(
                 "delivery.reloadInterval",
                 format!("must be at least {MIN_RELOAD_INTERVAL}"),
+            ));
+        }
+        let mut hosts = std::collections::HashSet::new();
+        for (i, host) in self.registries.hosts.iter().enumerate() {
+            let at = format!("registries.hosts[{i}].host");
+            if host.host.is_empty() || host.host.contains('/') {
+                return Err(ValidationError::at(
+                    at,
+                    format!("`{}` must be a registry host or host:port", host.host),
+                ));
+            }
+            if !hosts.insert(host.host.as_str()) {
+                return Err(ValidationError::at(
+                    at,
+                    format!("`{}` is listed twice", host.host),
+                ));
+            }
+        }
+        if self.registries.timeout.get().is_zero() {
+            return Err(ValidationError::at(
+                "registries.timeout",
+                "must be above zero",
             ));
         }
         let mut names = std::collections::HashSet::new();
@@ -587,6 +673,16 @@ delivery:
   verdictCacheTtl: 1m30s
   shutdownGrace: 2s
   reloadInterval: 250ms
+registries:
+  pullSecret: /var/run/secrets/eventplug/pull
+  cacheDir: /var/cache/eventplug/oci
+  timeout: 20s
+  maxModuleBytes: 32Mi
+  hosts:
+    - host: registry.internal:5000
+      plainHttp: true
+    - host: ghcr.io
+      ca: /certs/registry-ca.crt
 plugins:
   - name: redact
     module: /modules/redact.wasm

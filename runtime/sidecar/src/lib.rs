@@ -11,6 +11,7 @@ mod connection;
 mod ingest;
 mod live;
 mod metrics;
+mod module_source;
 mod plugin_set;
 mod poison;
 mod upstream;
@@ -190,7 +191,17 @@ impl Sidecar {
             );
         }
         let running: Vec<_> = previous.pipeline.plugins().cloned().collect();
-        let applied = plugin_set::apply(&self.engine, &running, &config.plugins, &self.tokens);
+        let sources = module_source::ModuleSources::new(
+            &config.registries,
+            self.engine.settings().cache_dir.as_deref(),
+        );
+        let applied = plugin_set::apply(
+            &self.engine,
+            &sources,
+            &running,
+            &config.plugins,
+            &self.tokens,
+        );
         let missing = applied.missing();
         let blocked = (!missing.is_empty()).then(|| {
             let names: Vec<String> = missing

@@ -1,6 +1,7 @@
 //! The running plugins and how a new config becomes them: unchanged plugins are kept as they are,
 //! changed ones are loaded anew, and a plugin whose new version fails keeps its last good version.
 
+use crate::module_source::ModuleSources;
 use eventplug_contract::PluginSettings;
 use eventplug_contract::PluginStatus;
 use eventplug_runtime::engine::{PluginEngine, module_digest};
@@ -28,9 +29,11 @@ impl Applied {
 }
 
 /// Loads `wanted`, reusing plugins of `running` whose settings and module bytes are unchanged and
-/// keeping a running plugin's last good version when its new one fails to load.
+/// keeping a running plugin's last good version when its new one fails to load. `oci://` modules
+/// are resolved through `sources` first.
 pub fn apply(
     engine: &PluginEngine,
+    sources: &ModuleSources,
     running: &[Arc<LoadedPlugin>],
     wanted: &[PluginSettings],
     tokens: &Arc<dyn TokenStore>,
@@ -43,7 +46,9 @@ pub fn apply(
         plugins: Vec::new(),
         statuses: Vec::new(),
     };
-    for settings in wanted {
+    for configured in wanted {
+        let resolved = sources.resolve(configured);
+        let settings: &PluginSettings = resolved.as_deref().unwrap_or(configured);
         let previous = by_name.get(settings.name.as_str()).copied();
         let unchanged = previous.filter(|p| {
             p.settings == *settings
@@ -55,7 +60,7 @@ pub fn apply(
         });
         let status = |running: Option<&Arc<LoadedPlugin>>, error: Option<String>| PluginStatus {
             name: settings.name.clone(),
-            module: settings.module.display().to_string(),
+            module: configured.module.display().to_string(),
             version: settings.version.clone(),
             running_digest: running.map(|p| p.digest.clone()),
             loaded: error.is_none(),
@@ -66,7 +71,13 @@ pub fn apply(
             applied.plugins.push(plugin.clone());
             continue;
         }
-        match LoadedPlugin::load(engine, settings, tokens.clone()) {
+        let loaded = resolved
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|settings| {
+                LoadedPlugin::load(engine, settings, tokens.clone()).map_err(|e| e.to_string())
+            });
+        match loaded {
             Ok(plugin) => {
                 let plugin = Arc::new(plugin);
                 tracing::info!(plugin = %settings.name, digest = %plugin.digest, "plugin loaded");
@@ -74,7 +85,7 @@ pub fn apply(
                 applied.plugins.push(plugin);
             }
             Err(error) => {
-                let error = reportable(&error.to_string(), settings.config.as_ref());
+                let error = reportable(&error, settings.config.as_ref());
                 match previous {
                     Some(last_good) => {
                         tracing::error!(plugin = %settings.name, %error, running = %last_good.digest, "new plugin version failed to load; its last good version keeps running");

@@ -100,7 +100,8 @@ impl Certificates {
     }
 }
 
-fn wait_for_port(port: u16, what: &str) {
+/// Waits up to 10 s for something to listen on loopback `port`.
+pub fn wait_for_port(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod components;
+pub mod registry;
 
 use eventplug_proto::v1 as pb;
 use prost::Message;
