@@ -86,6 +86,14 @@ for example in "${examples[@]}"; do
   npm_ci "$dir"
   echo "== $dir: npm test"
   (cd "$dir" && npm test) || fail "the tests of $dir failed"
+  # The SDK's asc transform names the SDK in every module, for `eventplug push` and `inspect`.
+  sdk_section=$(node -e '
+    const sections = WebAssembly.Module.customSections(
+      new WebAssembly.Module(require("fs").readFileSync(process.argv[1])), "eventplug.sdk");
+    process.stdout.write(sections.map((s) => Buffer.from(s).toString()).join(","));' "$dir/build/release.wasm")
+  expected="eventplug-sdk $(node -p "require('$root/sdk/assemblyscript/package.json').version")"
+  [ "$sdk_section" = "$expected" ] ||
+    fail "$dir/build/release.wasm: its eventplug.sdk section is \"$sdk_section\", not \"$expected\""
 done
 
 echo "== examples/redact: a config naming a key that identifies the event is refused"

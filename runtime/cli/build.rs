@@ -79,7 +79,10 @@ fn embed_templates() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     code.push_str("];\n\n/// The SDK package (its published files): (relative path, bytes).\npub const SDK_FILES: &[(&str, &[u8])] = &[\n");
-    for file in files(&sdk, Some(&["package.json", "assembly", "README.md"])) {
+    for file in files(
+        &sdk,
+        Some(&["package.json", "assembly", "transform.mjs", "README.md"]),
+    ) {
         let full = sdk.join(&file);
         println!("cargo:rerun-if-changed={}", full.display());
         writeln!(

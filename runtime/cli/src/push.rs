@@ -31,40 +31,21 @@ pub struct PushArgs {
     registry: RegistryArgs,
 }
 
-/// The SDK a module was built with, from its `eventplug.sdk` custom section (`name version`).
+/// The SDK a module was built with, from its `eventplug.sdk` custom section (`name version`),
+/// which the AssemblyScript SDK's asc transform writes.
 pub(crate) fn sdk_version(bytes: &[u8]) -> Option<String> {
-    fn leb(bytes: &[u8], at: &mut usize) -> Option<usize> {
-        let mut value = 0usize;
-        for shift in (0..35).step_by(7) {
-            let byte = *bytes.get(*at)?;
-            *at += 1;
-            value |= usize::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Some(value);
-            }
-        }
-        None
-    }
-    let mut at = 8;
-    while at < bytes.len() {
-        let id = bytes[at];
-        at += 1;
-        let size = leb(bytes, &mut at)?;
-        let end = at.checked_add(size)?;
-        if id == 0 {
-            let mut name_at = at;
-            let name_len = leb(bytes, &mut name_at)?;
-            let name = bytes.get(name_at..name_at.checked_add(name_len)?)?;
-            if name == b"eventplug.sdk" {
-                let value = bytes.get(name_at + name_len..end)?;
-                return String::from_utf8(value.to_vec())
+    wasmparser::Parser::new(0)
+        .parse_all(bytes)
+        .find_map(|payload| match payload {
+            Ok(wasmparser::Payload::CustomSection(section))
+                if section.name() == "eventplug.sdk" =>
+            {
+                std::str::from_utf8(section.data())
                     .ok()
-                    .map(|v| v.trim().to_string());
+                    .map(|v| v.trim().to_string())
             }
-        }
-        at = end;
-    }
-    None
+            _ => None,
+        })
 }
 
 /// Runs the command.
