@@ -183,10 +183,9 @@ pub(super) async fn handle(
         );
     };
     if let Route::BadSession(why) = &route {
-        sidecar
-            .metrics
-            .inc("eventplug_events_total", &[("result", "rejected")]);
-        return text(
+        return counted(
+            &sidecar,
+            "rejected",
             StatusCode::BAD_REQUEST,
             format!(
                 "{why}: session events go to {}.<session id>.log, the id made of letters, digits, `.`, `_` and `-` (Teleport's are UUIDs)",
@@ -239,10 +238,9 @@ pub(super) async fn handle(
     let body = match read {
         Ok(collected) => collected.to_bytes(),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            sidecar
-                .metrics
-                .inc("eventplug_events_total", &[("result", "rejected")]);
-            return text(
+            return counted(
+                &sidecar,
+                "rejected",
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
                     "the event is over {limit} bytes: raise listen.maxBodyBytes in the sidecar config"
@@ -269,10 +267,12 @@ pub(super) async fn handle(
         },
     };
     if let Some(reason) = &live.blocked {
-        sidecar
-            .metrics
-            .inc("eventplug_events_total", &[("result", "refused")]);
-        return text(StatusCode::SERVICE_UNAVAILABLE, reason.clone());
+        return counted(
+            &sidecar,
+            "refused",
+            StatusCode::SERVICE_UNAVAILABLE,
+            reason.clone(),
+        );
     }
     // Plugin calls take microseconds but may run to their timeout: run them on this worker thread,
     // telling the runtime to move its other tasks elsewhere meanwhile (cheaper than a hand-off to
@@ -335,10 +335,9 @@ pub(super) async fn handle(
                     error: error @ (CallError::Busy { .. } | CallError::Instantiate(_)),
                 } => {
                     // Load, not the event's fault: retry without counting towards poison.
-                    sidecar
-                        .metrics
-                        .inc("eventplug_events_total", &[("result", "failed")]);
-                    return text(
+                    return counted(
+                        &sidecar,
+                        "failed",
                         StatusCode::SERVICE_UNAVAILABLE,
                         format!(
                             "plugin {plugin} could not take the event (FailClosed): {error}; retry"
@@ -530,10 +529,9 @@ fn poison_applied(sidecar: &Sidecar, key: &str, attempts: u32, policy: PoisonPol
 }
 
 fn blocked(sidecar: &Sidecar, why: &str, attempts: u32) -> Response<Full<Bytes>> {
-    sidecar
-        .metrics
-        .inc("eventplug_events_total", &[("result", "failed")]);
-    text(
+    counted(
+        sidecar,
+        "failed",
         StatusCode::INTERNAL_SERVER_ERROR,
         format!("{why}; blocked as a poison event after {attempts} attempts"),
     )
@@ -606,10 +604,9 @@ async fn fail(
     let attempts = sidecar.poison.failed(key);
     let limit = live.config.delivery.poison_attempts;
     if attempts < limit {
-        sidecar
-            .metrics
-            .inc("eventplug_events_total", &[("result", "failed")]);
-        return text(
+        return counted(
+            sidecar,
+            "failed",
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("{why} (attempt {attempts} of {limit})"),
         );
@@ -690,6 +687,20 @@ fn quarantine_record(
         "fail_closed_plugin": guard,
     });
     Bytes::from(record.to_string())
+}
+
+/// A one-line answer for an event whose final result is `result`, counted in
+/// `eventplug_events_total`.
+fn counted(
+    sidecar: &Sidecar,
+    result: &str,
+    status: StatusCode,
+    body: impl AsRef<str>,
+) -> Response<Full<Bytes>> {
+    sidecar
+        .metrics
+        .inc("eventplug_events_total", &[("result", result)]);
+    text(status, body)
 }
 
 /// `text` cut to at most `max` bytes on a character boundary.
