@@ -77,6 +77,7 @@ sidecar_config() {
 apiVersion: eventplug.dev/v1alpha1
 kind: SidecarConfig
 listen: {address: "127.0.0.1:$sidecar"}
+admin: {address: "127.0.0.1:0"}
 upstream:
   auditUrl: https://127.0.0.1:$fluentd/test.log
   ca: $work/ca.crt

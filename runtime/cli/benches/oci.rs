@@ -116,7 +116,7 @@ fn main() {
     std::fs::write(
         &config,
         format!(
-            "apiVersion: eventplug.dev/v1alpha1\nkind: SidecarConfig\nlisten:\n  address: 127.0.0.1:{port}\nupstream:\n  auditUrl: http://127.0.0.1:9/test.log\ndelivery:\n  shutdownGrace: 0s\nregistries:\n  hosts:\n    - host: {}\n      plainHttp: true\nplugins:\n  - name: big\n    module: oci://{pinned}\n",
+            "apiVersion: eventplug.dev/v1alpha1\nkind: SidecarConfig\nlisten:\n  address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:{port}\nupstream:\n  auditUrl: http://127.0.0.1:9/test.log\ndelivery:\n  shutdownGrace: 0s\nregistries:\n  hosts:\n    - host: {}\n      plainHttp: true\nplugins:\n  - name: big\n    module: oci://{pinned}\n",
             registry.host()
         ),
     )

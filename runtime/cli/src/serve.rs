@@ -12,6 +12,10 @@ pub struct ServeArgs {
     /// the module files it names, are applied while running.
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
+    /// Once listening, write the ingest and admin addresses here (JSON: `{"listen": …, "admin":
+    /// …}`): how a caller learns the ports when the config asks for port 0.
+    #[arg(long, value_name = "FILE")]
+    addresses_file: Option<PathBuf>,
 }
 
 /// Runs the command until SIGTERM or Ctrl-C, then drains and exits 0.
@@ -21,11 +25,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .logging
         .format;
     super::init_logging(format == LogFormat::Json, "info");
-    let sidecar = Sidecar::start(&args.config).map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("eventplug-serve")
         .build()?;
+    let sidecar = Sidecar::start(&args.config, runtime.handle()).map_err(anyhow::Error::msg)?;
+    let addresses = args.addresses_file;
     runtime.block_on(async move {
         let shutdown = async {
             let mut term = match tokio::signal::unix::signal(
@@ -43,7 +48,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 _ = tokio::signal::ctrl_c() => {}
             }
         };
-        serve(sidecar, shutdown).await.map_err(anyhow::Error::msg)
+        serve(sidecar, shutdown, addresses.as_deref())
+            .await
+            .map_err(anyhow::Error::msg)
     })?;
     Ok(ExitCode::SUCCESS)
 }

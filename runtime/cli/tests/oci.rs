@@ -4,7 +4,7 @@
 mod common;
 
 use common::TempDir;
-use common::components::{Certificates, Nginx, SidecarProcess, free_port};
+use common::components::{Certificates, Nginx, SidecarProcess};
 use common::registry::Registry;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -310,12 +310,11 @@ fn a_sidecar_with_its_modules_cached_starts_and_reloads_while_the_registry_is_do
     let (tagged, digest) = pinned.rsplit_once('@').expect("pinned");
     let certs = Certificates::generate(&dir.0);
     let nginx = Nginx::start(&dir.0, &certs);
-    let port = free_port();
     let config = dir.0.join("config.yaml");
     let registry_host = registry.host();
     let write = |plugins: &str| {
         let text = format!(
-            "apiVersion: eventplug.dev/v1alpha1\nkind: SidecarConfig\nlisten:\n  address: 127.0.0.1:{port}\nupstream:\n  auditUrl: {audit}\n  ca: {ca}\n  cert: {cert}\n  key: {key}\ndelivery:\n  reloadInterval: 100ms\n  shutdownGrace: 0s\nregistries:\n  timeout: 2s\n  hosts:\n    - host: {host}\n      plainHttp: true\nplugins:\n{plugins}",
+            "apiVersion: eventplug.dev/v1alpha1\nkind: SidecarConfig\nlisten:\n  address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\nupstream:\n  auditUrl: {audit}\n  ca: {ca}\n  cert: {cert}\n  key: {key}\ndelivery:\n  reloadInterval: 100ms\n  shutdownGrace: 0s\nregistries:\n  timeout: 2s\n  hosts:\n    - host: {host}\n      plainHttp: true\nplugins:\n{plugins}",
             audit = nginx.url("/test.log"),
             ca = certs.ca.display(),
             cert = certs.client_cert.display(),
@@ -332,7 +331,7 @@ fn a_sidecar_with_its_modules_cached_starts_and_reloads_while_the_registry_is_do
     ));
     let cache = dir.0.join("cache");
     let binary = Path::new(env!("CARGO_BIN_EXE_eventplug"));
-    let mut sidecar = SidecarProcess::start(binary, &config, port, &cache);
+    let mut sidecar = SidecarProcess::start(binary, &config, &cache);
     wait_until(
         || sidecar.get("/readyz").0 == 200,
         "ready with the pulled module",
@@ -346,7 +345,7 @@ fn a_sidecar_with_its_modules_cached_starts_and_reloads_while_the_registry_is_do
     sidecar.terminate();
 
     registry.stop();
-    let mut sidecar = SidecarProcess::start(binary, &config, port, &cache);
+    let mut sidecar = SidecarProcess::start(binary, &config, &cache);
     wait_until(
         || sidecar.get("/readyz").0 == 200,
         "ready from the cache with the registry down",

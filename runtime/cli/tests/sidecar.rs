@@ -5,7 +5,7 @@
 mod common;
 
 use common::components::{
-    Certificates, EventHandlerEmulator, Nginx, SidecarProcess, free_port, http,
+    Certificates, EventHandlerEmulator, Nginx, SidecarProcess, http, http_with_headers,
 };
 use common::{CONTAINS, TempDir, alert_plugin, branching_plugin, set_response, verdict};
 use eventplug_proto::v1 as pb;
@@ -47,7 +47,8 @@ struct Setup {
     dir: TempDir,
     certs: Certificates,
     nginx: Nginx,
-    port: u16,
+    /// More `admin` keys (lines, indented).
+    admin: String,
     config: PathBuf,
 }
 
@@ -62,14 +63,13 @@ impl Setup {
         let dir = TempDir::new("sidecar");
         let certs = Certificates::generate(&dir.0);
         let nginx = Nginx::start(&dir.0, &certs);
-        let port = free_port();
         let config = dir.0.join("mount/config.yaml");
         std::fs::create_dir_all(dir.0.join("mount")).expect("mount folder");
         Self {
             dir,
             certs,
             nginx,
-            port,
+            admin: String::new(),
             config,
         }
     }
@@ -88,8 +88,8 @@ impl Setup {
     /// `write_config_with_ca` with more `listen` keys (`listen` lines, indented).
     fn write_config_full(&self, plugins: &str, delivery: &str, ca: Option<&Path>, listen: &str) {
         let text = format!(
-            "apiVersion: eventplug.dev/v1alpha1\nkind: SidecarConfig\nlisten:\n  address: 127.0.0.1:{port}\n  maxBodyBytes: 64Ki\n{listen}upstream:\n  auditUrl: {audit}\n  sessionUrl: {session}\n{ca}  cert: {cert}\n  key: {key}\n  timeout: 2s\ndelivery:\n  reloadInterval: 100ms\n  shutdownGrace: 1s\n{delivery}plugins:\n{plugins}",
-            port = self.port,
+            "apiVersion: eventplug.dev/v1alpha1\nkind: SidecarConfig\nlisten:\n  address: 127.0.0.1:0\n  maxBodyBytes: 64Ki\n{listen}admin:\n  address: 127.0.0.1:0\n{admin}upstream:\n  auditUrl: {audit}\n  sessionUrl: {session}\n{ca}  cert: {cert}\n  key: {key}\n  timeout: 2s\ndelivery:\n  reloadInterval: 100ms\n  shutdownGrace: 1s\n{delivery}plugins:\n{plugins}",
+            admin = self.admin,
             audit = self.nginx.url("/test.log"),
             session = self.nginx.url("/session"),
             ca = ca
@@ -118,7 +118,6 @@ impl Setup {
         let sidecar = SidecarProcess::start(
             std::path::Path::new(env!("CARGO_BIN_EXE_eventplug")),
             &self.config,
-            self.port,
             &self.dir.0.join("cache"),
         );
         wait_until(
@@ -216,7 +215,7 @@ fn events_arrive_unchanged_modified_or_skipped_in_order_even_when_fluentd_restar
     );
     let sidecar = setup.start();
     let events = mixed_events(120);
-    let port = setup.port;
+    let port = sidecar.port;
     let stream = events.clone();
     let emulator = std::thread::spawn(move || {
         let mut emulator = EventHandlerEmulator::new(port, stream);
@@ -402,7 +401,7 @@ fn reloads_under_load_lose_nothing_and_a_broken_module_keeps_the_last_good_versi
     let events: Vec<(String, Vec<u8>)> = (0..300)
         .map(|n| ("/test.log".to_string(), access_request(n)))
         .collect();
-    let port = setup.port;
+    let port = sidecar.port;
     let stream = events.clone();
     let emulator = std::thread::spawn(move || {
         let mut emulator = EventHandlerEmulator::new(port, stream);
@@ -498,7 +497,7 @@ fn bad_requests_get_clear_answers_and_operations_endpoints_work() {
         body.contains("/test.log") && body.contains("/session.<session id>.log"),
         "{body}"
     );
-    let (status, _) = http(setup.port, "GET", "/test.log", b"").expect("answer");
+    let (status, _) = http(sidecar.port, "GET", "/test.log", b"").expect("answer");
     assert_eq!(status, 405);
     assert!(
         setup.nginx.received().is_empty(),
@@ -533,6 +532,91 @@ fn bad_requests_get_clear_answers_and_operations_endpoints_work() {
 }
 
 #[test]
+fn admin_endpoints_answer_on_the_admin_address_only_and_status_needs_its_token() {
+    let mut setup = Setup::new();
+    let token = setup.dir.0.join("status-token");
+    std::fs::write(&token, "first-token\n").expect("write token");
+    setup.admin = format!("  statusTokenFile: {}\n", token.display());
+    let v1 = write_module(&setup.dir.0, "v1", &annotate_plugin("one"));
+    setup.write_config(&plugin_entry("annotate", &v1, ""), "");
+    let sidecar = setup.start();
+
+    // The ingest listener answers no admin path, and the admin listener takes no event.
+    for path in ["/healthz", "/readyz", "/metrics", "/status"] {
+        let (status, body) = http(sidecar.port, "GET", path, b"").expect("ingest answers");
+        assert_eq!(status, 404, "{path} on ingest");
+        assert!(body.contains("admin.address"), "{body}");
+    }
+    let (status, body) =
+        http(sidecar.admin_port, "POST", "/test.log", &login(1, "alice")).expect("admin answers");
+    assert_eq!(status, 405, "{body}");
+    assert!(body.contains("listen.address"), "{body}");
+    assert!(
+        setup.nginx.received().is_empty(),
+        "the admin listener forwarded an event"
+    );
+
+    // /status needs the bearer token from the file, read at each request.
+    let (status, body) = sidecar.get("/status");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("Authorization: Bearer"), "{body}");
+    let status_with = |token: &str| {
+        http_with_headers(
+            sidecar.admin_port,
+            "GET",
+            "/status",
+            &[("Authorization", &format!("Bearer {token}"))],
+            b"",
+        )
+        .expect("admin answers")
+    };
+    assert_eq!(status_with("wrong-token").0, 401);
+    let (status, report) = status_with("first-token");
+    assert_eq!(status, 200, "{report}");
+    let report: serde_json::Value = serde_json::from_str(&report).expect("status is JSON");
+    assert_eq!(report["plugins"][0]["runningDigest"], digest(&v1));
+    std::fs::write(&token, "second-token").expect("rotate token");
+    assert_eq!(status_with("first-token").0, 401, "the rotated-out token");
+    assert_eq!(status_with("second-token").0, 200);
+    // Probes and Prometheus need no token.
+    assert_eq!(sidecar.get("/healthz").0, 200);
+    assert_eq!(sidecar.get("/readyz").0, 200);
+
+    // Stream lag: the forwarded event's time is the newest forwarded time.
+    assert_eq!(sidecar.post("/test.log", &login(1, "alice")).0, 200);
+    let (_, metrics) = sidecar.get("/metrics");
+    assert!(
+        metrics.contains("eventplug_newest_forwarded_event_time_seconds 1708714610.628"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("eventplug_stream_lag_seconds_count 1\n"),
+        "{metrics}"
+    );
+
+    // An upgrade leaves only the running digest's series.
+    let v2 = write_module(&setup.dir.0, "v2", &annotate_plugin("two"));
+    setup.write_config(&plugin_entry("annotate", &v2, ""), "");
+    wait_until(
+        || status_with("second-token").1.contains(&digest(&v2)),
+        "v2 runs",
+        &sidecar,
+    );
+    let (_, metrics) = sidecar.get("/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "eventplug_plugin_loaded{{plugin=\"annotate\",digest=\"{}\"}} 1",
+            digest(&v2)
+        )),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(&digest(&v1)),
+        "the old digest's series stays: {metrics}"
+    );
+}
+
+#[test]
 fn a_plugin_that_does_not_load_refuses_events_until_a_good_version_arrives() {
     let setup = Setup::new();
     let broken = setup.dir.0.join("broken.wasm");
@@ -544,7 +628,6 @@ fn a_plugin_that_does_not_load_refuses_events_until_a_good_version_arrives() {
     let sidecar = SidecarProcess::start(
         std::path::Path::new(env!("CARGO_BIN_EXE_eventplug")),
         &setup.config,
-        setup.port,
         &setup.dir.0.join("cache"),
     );
     let (status, body) = sidecar.get("/readyz");
@@ -572,7 +655,7 @@ fn sigterm_keeps_serving_through_the_grace_period_then_exits_zero() {
     let skip = write_module(&setup.dir.0, "skip", &skip_santa_plugin());
     setup.write_config(&plugin_entry("skip", &skip, ""), "");
     let mut sidecar = setup.start();
-    let port = setup.port;
+    let port = sidecar.port;
     let pid = sidecar.child.id().to_string();
     assert!(
         std::process::Command::new("kill")
@@ -583,7 +666,9 @@ fn sigterm_keeps_serving_through_the_grace_period_then_exits_zero() {
     );
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
-        http(port, "GET", "/readyz", b"").expect("still serving").0,
+        http(sidecar.admin_port, "GET", "/readyz", b"")
+            .expect("still serving")
+            .0,
         503,
         "not ready while draining"
     );
@@ -651,6 +736,32 @@ fn effects_happen_once_when_the_event_is_delivered_and_never_for_a_failed_event(
         assert_eq!(sidecar.post("/test.log", poison).0, 500);
     }
     assert_eq!(effects_carried_out(&sidecar), 1);
+}
+
+#[test]
+fn a_lock_effect_is_carried_out_before_its_event_is_acknowledged_and_only_once() {
+    let setup = Setup::new();
+    let lock = write_module(&setup.dir.0, "lock", &common::lock_plugin());
+    setup.write_config(&plugin_entry("brute", &lock, ""), "");
+    let sidecar = setup.start();
+    let event = login(3, "mallory");
+    assert_eq!(sidecar.post("/test.log", &event).0, 200);
+    assert_eq!(sidecar.post("/test.log", &event).0, 200, "a redelivery");
+    let delivered =
+        r#"eventplug_effect_deliveries_total{class="must_deliver",outcome="delivered"} "#;
+    assert_eq!(metric(&sidecar, delivered), 1, "carried out once, by key");
+    assert_eq!(
+        metric(
+            &sidecar,
+            r#"eventplug_effects_total{kind="create_lock",mode="enforce"} "#
+        ),
+        1
+    );
+    let logs = sidecar.logs();
+    assert!(
+        logs.contains("uid:login-3/brute/0") && logs.contains("brute-force-mallory"),
+        "the effect is logged with its idempotency key: {logs}"
+    );
 }
 
 fn metric(sidecar: &SidecarProcess, line_prefix: &str) -> u64 {
@@ -819,12 +930,11 @@ fn without_upstream_ca_the_system_roots_are_trusted_and_with_one_only_that_ca() 
         let sidecar = SidecarProcess::start_with_env(
             std::path::Path::new(env!("CARGO_BIN_EXE_eventplug")),
             &setup.config,
-            setup.port,
             &setup.dir.0.join("cache"),
             &env,
         );
         wait_until(
-            || http(setup.port, "GET", "/readyz", b"").is_ok_and(|(s, _)| s == 200),
+            || sidecar.get("/readyz").0 == 200,
             "the sidecar becomes ready",
             &sidecar,
         );
@@ -924,7 +1034,6 @@ fn readiness_and_refusals_answer_one_line_without_config_values() {
     let sidecar = SidecarProcess::start(
         std::path::Path::new(env!("CARGO_BIN_EXE_eventplug")),
         &setup.config,
-        setup.port,
         &setup.dir.0.join("cache"),
     );
     wait_until(
@@ -1030,7 +1139,7 @@ fn slow_heads_stalled_bodies_endless_chunks_and_idle_connections_are_closed() {
     let bound = Duration::from_secs(5);
 
     // A head that never ends.
-    let mut slow = connect(setup.port);
+    let mut slow = connect(sidecar.port);
     slow.write_all(b"POST /test.log HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .expect("send");
     let (answer, took) = read_until_closed(&mut slow);
@@ -1039,7 +1148,7 @@ fn slow_heads_stalled_bodies_endless_chunks_and_idle_connections_are_closed() {
 
     // A body that stops.
     let event = login(1, "alice");
-    let mut stalled = connect(setup.port);
+    let mut stalled = connect(sidecar.port);
     write!(
         stalled,
         "POST /test.log HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
@@ -1057,7 +1166,7 @@ fn slow_heads_stalled_bodies_endless_chunks_and_idle_connections_are_closed() {
     );
 
     // A chunked body that keeps coming and never ends.
-    let mut endless = connect(setup.port);
+    let mut endless = connect(sidecar.port);
     endless
         .write_all(
             b"POST /test.log HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -1077,10 +1186,11 @@ fn slow_heads_stalled_bodies_endless_chunks_and_idle_connections_are_closed() {
     dribble.join().expect("dribble");
 
     // A kept-alive connection that sends nothing more.
-    let mut idle = connect(setup.port);
+    let mut idle = connect(sidecar.port);
+    // Health answers on the admin listener only; the ingest listener serves the request with 404.
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .expect("send");
-    assert!(read_answer(&mut idle).starts_with("HTTP/1.1 200"));
+    assert!(read_answer(&mut idle).starts_with("HTTP/1.1 404"));
     let (rest, took) = read_until_closed(&mut idle);
     assert!(took < bound, "idle: closed after {took:?}");
     assert!(rest.is_empty(), "{rest}");
@@ -1117,15 +1227,16 @@ fn connections_over_the_cap_are_answered_503_and_closed() {
     // Three kept-alive connections, each shown to be served.
     let mut open: Vec<std::net::TcpStream> = (0..3)
         .map(|_| {
-            let mut stream = connect(setup.port);
+            let mut stream = connect(sidecar.port);
             stream
                 .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
                 .expect("send");
-            assert!(read_answer(&mut stream).starts_with("HTTP/1.1 200"));
+            // Served (health itself answers on the admin listener).
+            assert!(read_answer(&mut stream).starts_with("HTTP/1.1 404"));
             stream
         })
         .collect();
-    let mut fourth = connect(setup.port);
+    let mut fourth = connect(sidecar.port);
     fourth
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .expect("send");
@@ -1143,7 +1254,7 @@ fn connections_over_the_cap_are_answered_503_and_closed() {
     // One closes: a new connection is served again.
     drop(open.pop());
     wait_until(
-        || http(setup.port, "GET", "/healthz", b"").is_ok_and(|(status, _)| status == 200),
+        || http(sidecar.port, "GET", "/healthz", b"").is_ok_and(|(status, _)| status == 404),
         "a connection is accepted again",
         &sidecar,
     );
@@ -1160,9 +1271,9 @@ fn a_client_that_half_closes_after_its_request_gets_the_answer() {
     let setup = Setup::new();
     let skip = write_module(&setup.dir.0, "skip", &skip_santa_plugin());
     setup.write_config(&plugin_entry("skip", &skip, ""), "");
-    let _sidecar = setup.start();
+    let sidecar = setup.start();
     let event = login(7, "alice");
-    let mut stream = connect(setup.port);
+    let mut stream = connect(sidecar.port);
     write!(
         stream,
         "POST /test.log HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",

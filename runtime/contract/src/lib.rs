@@ -19,11 +19,12 @@ mod validation;
 pub use byte_size::ByteSize;
 pub use duration::{Duration, MAX_DURATION};
 pub use parse::from_yaml;
-pub use plugin::{FailurePolicy, Mode, PluginLimits, PluginSettings};
+pub use plugin::{FailurePolicy, MAX_NAME_BYTES, Mode, PluginLimits, PluginSettings};
 pub use sidecar::{
-    ACCEPTED_API_VERSIONS, API_VERSION, DeliveryConfig, EVENT_HANDLER_TIMEOUT, EmptySection, KIND,
-    ListenConfig, LogFormat, LoggingConfig, MAX_INSTANCES, MIN_RELOAD_INTERVAL, PoisonPolicy,
-    RegistriesConfig, RegistryHost, SidecarConfig, UpstreamConfig, url_path,
+    ACCEPTED_API_VERSIONS, API_VERSION, AdminConfig, DEFAULT_ADMIN_ADDRESS, DeliveryConfig,
+    EVENT_HANDLER_TIMEOUT, EmptySection, KIND, ListenConfig, LogFormat, LoggingConfig,
+    MAX_INSTANCES, MIN_RELOAD_INTERVAL, PoisonPolicy, RegistriesConfig, RegistryHost,
+    SidecarConfig, UpstreamConfig, url_path,
 };
 pub use status::{PluginStatus, StatusReport};
 pub use validation::ValidationError;

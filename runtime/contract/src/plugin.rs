@@ -83,6 +83,9 @@ impl PluginLimits {
     }
 }
 
+/// The longest plugin name.
+pub const MAX_NAME_BYTES: usize = 63;
+
 /// One plugin as configured: which module, which events, how it runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -160,6 +163,20 @@ impl PluginSettings {
     pub fn check(&self) -> Result<(), ValidationError> {
         if self.name.is_empty() {
             return Err(ValidationError::at("name", "is empty"));
+        }
+        // The name labels metrics and log lines and keys effects: keep it to a safe alphabet.
+        let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if self.name.len() > MAX_NAME_BYTES
+            || !self.name.chars().all(safe)
+            || !self.name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        {
+            return Err(ValidationError::at(
+                "name",
+                format!(
+                    "`{}` must be 1 to {MAX_NAME_BYTES} letters, digits, `.`, `_` or `-`, starting with a letter or digit",
+                    self.name.escape_debug()
+                ),
+            ));
         }
         if let Some(reference) = self.oci_reference() {
             let pinned = reference.rsplit_once('@').map(|(_, digest)| digest);
@@ -241,6 +258,23 @@ mod tests {
         assert_eq!(err.path, "limits.timeout", "{err}");
         assert!(err.message.contains("`5s`"), "{err}");
         assert_eq!(err.position.map(|p| p.0), Some(3), "{err}");
+    }
+
+    #[test]
+    fn names_are_a_safe_alphabet() {
+        for good in ["redact", "c-filter", "team.redact_v2", &"a".repeat(63)] {
+            assert_eq!(
+                PluginSettings::for_module(good, "x.wasm").check(),
+                Ok(()),
+                "{good}"
+            );
+        }
+        for bad in ["a\"b", "-x", "a b", "é", "a/b", "a\nb", &"a".repeat(64)] {
+            let err = PluginSettings::for_module(bad, "x.wasm")
+                .check()
+                .unwrap_err();
+            assert_eq!(err.path, "name", "{bad}");
+        }
     }
 
     #[test]

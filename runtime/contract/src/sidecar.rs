@@ -34,6 +34,9 @@ pub struct SidecarConfig {
     /// Where event-handler posts events.
     #[serde(default)]
     pub listen: ListenConfig,
+    /// Where probes, Prometheus and the operator reach the sidecar (never events).
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// The real fluentd.
     pub upstream: UpstreamConfig,
     /// Delivery, retries and poison events.
@@ -106,6 +109,33 @@ impl Default for ListenConfig {
             body_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// The admin listener: `/healthz`, `/readyz`, `/metrics` and `/status`, apart from the ingest
+/// listener so kubelet, Prometheus and the operator can reach them while events stay on loopback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct AdminConfig {
+    /// Address and port, plain HTTP. Loopback by default; in a pod the operator renders
+    /// `0.0.0.0:9090`.
+    pub address: String,
+    /// A file holding the bearer token `/status` requires (`Authorization: Bearer <token>`); read
+    /// at each request, so a rotated Secret takes effect at once. Required when `address` is not
+    /// loopback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_token_file: Option<PathBuf>,
+}
+
+/// The default `admin.address`.
+pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9090";
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            address: DEFAULT_ADMIN_ADDRESS.into(),
+            status_token_file: None,
         }
     }
 }
@@ -221,6 +251,11 @@ pub struct DeliveryConfig {
     pub shutdown_grace: Duration,
     /// How often the config file is checked for changes.
     pub reload_interval: Duration,
+    /// How long an event's answer waits for its must-deliver effects (Teleport locks) to be
+    /// carried out; then the event gets 503 and is redelivered (effects are idempotent by key).
+    pub effect_wait: Duration,
+    /// Effects queued at most per queue (the must-deliver queue, and each best-effort sink's).
+    pub effect_queue: u32,
 }
 
 impl Default for DeliveryConfig {
@@ -233,6 +268,8 @@ impl Default for DeliveryConfig {
             verdict_cache_ttl: Duration::from_secs(15 * 60),
             shutdown_grace: Duration::from_secs(5),
             reload_interval: Duration::from_secs(1),
+            effect_wait: Duration::from_secs(5),
+            effect_queue: 1000,
         }
     }
 }
@@ -254,6 +291,13 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// `value` as an address and port, or an error naming `key`.
+fn socket_address(key: &str, value: &str) -> Result<std::net::SocketAddr, ValidationError> {
+    value
+        .parse()
+        .map_err(|e| ValidationError::at(key, format!("`{value}` is not an address:port ({e})")))
 }
 
 /// The path of a URL (`https://h:1/a/b` → `/a/b`), or an error naming `key`.
@@ -305,6 +349,7 @@ impl SidecarConfig {
             &mut config.upstream.ca,
             &mut config.upstream.cert,
             &mut config.upstream.key,
+            &mut config.admin.status_token_file,
             &mut config.registries.pull_secret,
             &mut config.registries.cache_dir,
         ]
@@ -352,15 +397,23 @@ impl SidecarConfig {
                 format!("must be `{KIND}`, not `{}`", self.kind),
             ));
         }
-        self.listen
-            .address
-            .parse::<std::net::SocketAddr>()
-            .map_err(|e| {
-                ValidationError::at(
-                    "listen.address",
-                    format!("`{}` is not an address:port ({e})", self.listen.address),
-                )
-            })?;
+        socket_address("listen.address", &self.listen.address)?;
+        let admin = socket_address("admin.address", &self.admin.address)?;
+        if !admin.ip().is_loopback() && self.admin.status_token_file.is_none() {
+            return Err(ValidationError::at(
+                "admin.statusTokenFile",
+                format!(
+                    "must be set when admin.address ({}) is not loopback: /status tells what runs and needs a bearer token there",
+                    self.admin.address
+                ),
+            ));
+        }
+        if admin.port() != 0 && self.listen.address == self.admin.address {
+            return Err(ValidationError::at(
+                "admin.address",
+                "must differ from listen.address: events and the admin endpoints have listeners of their own",
+            ));
+        }
         for (key, value) in [
             ("listen.headerReadTimeout", self.listen.header_read_timeout),
             ("listen.bodyReadTimeout", self.listen.body_read_timeout),
@@ -479,16 +532,23 @@ impl SidecarConfig {
             chain_budget += plugin.limits.max_wait.get() + plugin.limits.timeout.get() * 3;
             instances = instances.saturating_add(plugin.limits.concurrency);
         }
-        let total = chain_budget + self.upstream.timeout.get();
+        let total = chain_budget + self.upstream.timeout.get() + self.delivery.effect_wait.get();
         if total >= EVENT_HANDLER_TIMEOUT.get() {
             return Err(ValidationError::at(
                 "upstream.timeout",
                 format!(
-                    "upstream.timeout ({}) plus the plugins' worst case, maxWait + 3 × timeout each ({}), reach {}, not under event-handler's 30 s client timeout: lower them",
+                    "upstream.timeout ({}) and delivery.effectWait ({}) plus the plugins' worst case, maxWait + 3 × timeout each ({}), reach {}, not under event-handler's 30 s client timeout: lower them",
                     self.upstream.timeout,
+                    self.delivery.effect_wait,
                     Duration(chain_budget),
                     Duration(total)
                 ),
+            ));
+        }
+        if self.delivery.effect_queue == 0 {
+            return Err(ValidationError::at(
+                "delivery.effectQueue",
+                "must be at least 1",
             ));
         }
         // Old and new versions of every plugin may be alive together during a reload.
@@ -658,6 +718,9 @@ listen:
   bodyReadTimeout: 4s
   idleTimeout: 30s
   maxConnections: 64
+admin:
+  address: 0.0.0.0:9191
+  statusTokenFile: /var/run/secrets/eventplug/status-token
 upstream:
   auditUrl: https://fluentd:8888/test.log
   sessionUrl: https://fluentd:8888/session
@@ -673,6 +736,8 @@ delivery:
   verdictCacheTtl: 1m30s
   shutdownGrace: 2s
   reloadInterval: 250ms
+  effectWait: 2s
+  effectQueue: 50
 registries:
   pullSecret: /var/run/secrets/eventplug/pull
   cacheDir: /var/cache/eventplug/oci
@@ -712,6 +777,7 @@ logging:
         let config = SidecarConfig::parse(EVERY_KEY).expect("every key is valid");
         let defaults = SidecarConfig::parse(MINIMAL).expect("valid");
         assert_ne!(config.listen, defaults.listen);
+        assert_ne!(config.admin, defaults.admin);
         assert_ne!(config.delivery, defaults.delivery);
         assert_eq!(config.plugins[0].limits.memory_limit, ByteSize(16 << 20));
         assert_eq!(config.delivery.verdict_cache_ttl, Duration::from_secs(90));

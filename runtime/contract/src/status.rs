@@ -40,6 +40,10 @@ pub struct StatusReport {
     /// it does not accept); events are refused with 503 meanwhile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_refused: Option<String>,
+    /// Set while effects are degraded (the lock effect queue is full, or a lock effect keeps
+    /// failing): events whose lock effects cannot be carried out are refused with 503 meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
     /// Per configured plugin, in config order.
     pub plugins: Vec<PluginStatus>,
     /// The sidecar's version.
@@ -59,6 +63,7 @@ mod tests {
             ready: false,
             blocked: Some("plugins not loaded".into()),
             upstream_refused: None,
+            degraded: None,
             plugins: vec![PluginStatus {
                 name: "redact".into(),
                 module: "/m/redact.wasm".into(),

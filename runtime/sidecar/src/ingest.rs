@@ -4,11 +4,13 @@
 use super::Sidecar;
 use super::live::Live;
 use super::upstream::{Blame, UpstreamError};
+use crate::metrics::{
+    PathLabel, PhaseLabel, PluginReasonLabels, PluginStepLabels, PolicyLabel, ReasonLabel,
+};
 use bytes::Bytes;
 use eventplug_contract::PoisonPolicy;
-use eventplug_runtime::abi::{Effect, EffectKind};
 use eventplug_runtime::engine::CallError;
-use eventplug_runtime::pipeline::{InputError, Processed, StepResult, Verdict};
+use eventplug_runtime::pipeline::{InputError, Processed, StepResult, Verdict, parse_rfc3339};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, Uri};
@@ -49,16 +51,6 @@ pub(super) fn text(status: StatusCode, body: impl AsRef<str>) -> Response<Full<B
     body.push('\n');
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response
-}
-
-/// A response with a document body (metrics, the status report) of `content_type`.
-fn document(body: String, content_type: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(content_type),
-    );
     response
 }
 
@@ -118,55 +110,94 @@ fn route(live: &Live, path: &str) -> Option<Route> {
     })
 }
 
-/// Answers one request.
+/// What became of one request. `decide` makes it; `respond` turns it into the status code, the
+/// one-line body and the events metric, in one place.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// 200: the upstream accepted the event; `result`: forwarded, modified or replayed.
+    Delivered(&'static str),
+    /// 200: a plugin skipped it.
+    Skipped {
+        /// The plugin.
+        plugin: String,
+        /// A redelivery of an event skipped before.
+        replayed: bool,
+    },
+    /// 200: the poison policy sent it (or its record) to the quarantine.
+    Quarantined,
+    /// 404: not an ingest path. Not an event, so not counted.
+    NoSuchPath(String),
+    /// 405: not a POST. Not counted.
+    WrongMethod(String),
+    /// 400 or 413: not an event the sidecar takes; counted `rejected`.
+    Rejected(StatusCode, String),
+    /// 408: the body did not arrive in time; counted `rejected`; the connection is closed.
+    BodyTimedOut(String),
+    /// 503: the chain cannot run now (a plugin is not loaded); counted `refused`.
+    Refused(String),
+    /// 503: not delivered this time (upstream, load, effects), event-handler retries; counted
+    /// `failed`.
+    Retry(String),
+    /// 500: the event failed (a FailClosed plugin, the upstream refused it, a poison event
+    /// blocked); counted `failed`.
+    Failed(String),
+}
+
+impl Answer {
+    /// Status code, `eventplug_events_total` result (if counted) and the answer's text.
+    fn parts(self) -> (StatusCode, Option<&'static str>, String) {
+        match self {
+            Self::Delivered(result) => (StatusCode::OK, Some(result), "ok".into()),
+            Self::Skipped { plugin, replayed } => (
+                StatusCode::OK,
+                Some(if replayed { "replayed" } else { "skipped" }),
+                format!("skipped by {plugin}"),
+            ),
+            Self::Quarantined => (StatusCode::OK, Some("quarantined"), "quarantined".into()),
+            Self::NoSuchPath(why) => (StatusCode::NOT_FOUND, None, why),
+            Self::WrongMethod(why) => (StatusCode::METHOD_NOT_ALLOWED, None, why),
+            Self::Rejected(status, why) => (status, Some("rejected"), why),
+            Self::BodyTimedOut(why) => (StatusCode::REQUEST_TIMEOUT, Some("rejected"), why),
+            Self::Refused(why) => (StatusCode::SERVICE_UNAVAILABLE, Some("refused"), why),
+            Self::Retry(why) => (StatusCode::SERVICE_UNAVAILABLE, Some("failed"), why),
+            Self::Failed(why) => (StatusCode::INTERNAL_SERVER_ERROR, Some("failed"), why),
+        }
+    }
+}
+
+/// The one place an answer becomes a response and a count.
+fn respond(sidecar: &Sidecar, answer: Answer) -> Response<Full<Bytes>> {
+    let header = match &answer {
+        Answer::WrongMethod(_) => Some((hyper::header::ALLOW, "POST")),
+        Answer::BodyTimedOut(_) => Some((hyper::header::CONNECTION, "close")),
+        _ => None,
+    };
+    let (status, result, body) = answer.parts();
+    if let Some(result) = result {
+        sidecar.metrics.event(result);
+    }
+    let mut response = text(status, body);
+    if let Some((name, value)) = header {
+        response
+            .headers_mut()
+            .insert(name, hyper::header::HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// Answers one request on the ingest listener.
 pub(super) async fn handle(
     sidecar: Arc<Sidecar>,
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
+    let answer = decide(&sidecar, request).await;
+    respond(&sidecar, answer)
+}
+
+/// Decides what becomes of one request: route, read, run the chain, deliver, carry out effects.
+async fn decide(sidecar: &Sidecar, request: Request<Incoming>) -> Answer {
     let live = sidecar.live();
     let path = request.uri().path().to_string();
-    match (request.method(), path.as_str()) {
-        (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok"),
-        (&Method::GET, "/readyz") => {
-            return match (
-                &live.blocked,
-                sidecar.is_draining(),
-                sidecar.upstream_refusal(),
-            ) {
-                (_, true, _) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
-                (Some(reason), _, _) => text(StatusCode::SERVICE_UNAVAILABLE, reason.clone()),
-                (None, false, Some(refusal)) => text(StatusCode::SERVICE_UNAVAILABLE, refusal),
-                (None, false, None) => text(StatusCode::OK, "ready"),
-            };
-        }
-        (&Method::GET, "/metrics") => {
-            for plugin in live.pipeline.plugins() {
-                let waited = plugin
-                    .pool
-                    .stats()
-                    .wait_nanos
-                    .load(std::sync::atomic::Ordering::Relaxed);
-                sidecar.metrics.set(
-                    "eventplug_instance_wait_seconds",
-                    &[("plugin", &plugin.settings.name)],
-                    waited as f64 / 1e9,
-                );
-            }
-            return document(sidecar.metrics.render(), "text/plain; version=0.0.4");
-        }
-        (&Method::GET, "/status") => {
-            let mut report = live.status();
-            if let Some(refusal) = sidecar.upstream_refusal() {
-                report.ready = false;
-                report.upstream_refused = Some(refusal);
-            }
-            // Compact JSON: one line, as every answer.
-            let mut body = serde_json::to_string(&report).unwrap_or_default();
-            body.push('\n');
-            return document(body, "application/json");
-        }
-        _ => {}
-    }
     let Some(route) = route(&live, &path) else {
         let sessions = live
             .routes
@@ -174,18 +205,13 @@ pub(super) async fn handle(
             .as_deref()
             .map(|p| format!(" and {p}.<session id>.log"))
             .unwrap_or_default();
-        return text(
-            StatusCode::NOT_FOUND,
-            format!(
-                "no such path {path}: events go to {}{sessions}",
-                live.routes.audit_path
-            ),
-        );
+        return Answer::NoSuchPath(format!(
+            "no such path {path}: events go to {}{sessions}; health, readiness, metrics and status are on admin.address ({})",
+            live.routes.audit_path, live.config.admin.address
+        ));
     };
     if let Route::BadSession(why) = &route {
-        return counted(
-            &sidecar,
-            "rejected",
+        return Answer::Rejected(
             StatusCode::BAD_REQUEST,
             format!(
                 "{why}: session events go to {}.<session id>.log, the id made of letters, digits, `.`, `_` and `-` (Teleport's are UUIDs)",
@@ -194,15 +220,7 @@ pub(super) async fn handle(
         );
     }
     if request.method() != Method::POST {
-        let mut response = text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{path} takes POST with one JSON event"),
-        );
-        response.headers_mut().insert(
-            hyper::header::ALLOW,
-            hyper::header::HeaderValue::from_static("POST"),
-        );
-        return response;
+        return Answer::WrongMethod(format!("{path} takes POST with one JSON event"));
     }
     let kind = match route {
         Route::Audit => "audit",
@@ -210,37 +228,27 @@ pub(super) async fn handle(
     };
     sidecar
         .metrics
-        .inc("eventplug_events_received_total", &[("path", kind)]);
+        .events_received
+        .get_or_create(&PathLabel { path: kind })
+        .inc();
     let limit = usize::try_from(live.config.listen.max_body_bytes.get()).unwrap_or(usize::MAX);
     let deadline = live.config.listen.body_read_timeout;
     let reading = Limited::new(request.into_body(), limit).collect();
     let Ok(read) = tokio::time::timeout(deadline.get(), reading).await else {
         sidecar
             .metrics
-            .inc("eventplug_events_total", &[("result", "rejected")]);
-        sidecar.metrics.inc(
-            "eventplug_connections_timed_out_total",
-            &[("phase", "body")],
-        );
+            .connections_timed_out
+            .get_or_create(&PhaseLabel { phase: "body" })
+            .inc();
         tracing::info!(timeout = %deadline, "a request body did not arrive within listen.bodyReadTimeout; answered 408 and closed the connection");
-        let mut response = text(
-            StatusCode::REQUEST_TIMEOUT,
-            format!(
-                "the body did not arrive within listen.bodyReadTimeout ({deadline}): not accepted; send the whole event, then retry"
-            ),
-        );
-        response.headers_mut().insert(
-            hyper::header::CONNECTION,
-            hyper::header::HeaderValue::from_static("close"),
-        );
-        return response;
+        return Answer::BodyTimedOut(format!(
+            "the body did not arrive within listen.bodyReadTimeout ({deadline}): not accepted; send the whole event, then retry"
+        ));
     };
     let body = match read {
         Ok(collected) => collected.to_bytes(),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            return counted(
-                &sidecar,
-                "rejected",
+            return Answer::Rejected(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
                     "the event is over {limit} bytes: raise listen.maxBodyBytes in the sidecar config"
@@ -248,7 +256,7 @@ pub(super) async fn handle(
             );
         }
         Err(error) => {
-            return text(
+            return Answer::Rejected(
                 StatusCode::BAD_REQUEST,
                 format!("could not read the body: {error}"),
             );
@@ -259,7 +267,7 @@ pub(super) async fn handle(
         Route::Session(sid) => match live.routes.session_url(&sid) {
             Some(url) => url,
             None => {
-                return text(
+                return Answer::Rejected(
                     StatusCode::BAD_REQUEST,
                     format!("session id {sid:?} does not make a URL"),
                 );
@@ -267,101 +275,105 @@ pub(super) async fn handle(
         },
     };
     if let Some(reason) = &live.blocked {
-        return counted(
-            &sidecar,
-            "refused",
-            StatusCode::SERVICE_UNAVAILABLE,
-            reason.clone(),
-        );
+        return Answer::Refused(reason.clone());
     }
     // Plugin calls take microseconds but may run to their timeout: run them on this worker thread,
     // telling the runtime to move its other tasks elsewhere meanwhile (cheaper than a hand-off to
     // the blocking pool for every event).
     let processed = tokio::task::block_in_place(|| live.pipeline.process(&body));
-    match processed {
-        Err(InputError::TooLarge { size, limit }) => text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the event is {size} bytes, over the chain's limit of {limit} bytes"),
-        ),
+    let processed = match processed {
+        Err(InputError::TooLarge { size, limit }) => {
+            return Answer::Rejected(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the event is {size} bytes, over the chain's limit of {limit} bytes"),
+            );
+        }
         Err(error) => {
             // Not an event: a chain failure under the chain's policy.
-            let closed = guarding_plugin(&live).is_some();
             let key = format!("body:{}", eventplug_runtime::engine::module_digest(&body));
-            if closed {
-                fail(&sidecar, &live, &key, &target, body, &format!("{error}")).await
-            } else {
-                tracing::warn!(%error, "body is not an event; forwarded unchanged (no plugin is FailClosed)");
-                let original = body.clone();
-                deliver(&sidecar, &live, &target, body, &original, &key, "forwarded").await
+            if guarding_plugin(&live).is_some() {
+                return fail(sidecar, &live, &key, &target, body, &format!("{error}")).await;
+            }
+            tracing::warn!(%error, "body is not an event; forwarded unchanged (no plugin is FailClosed)");
+            let original = body.clone();
+            return deliver(sidecar, &live, &target, body, &original, &key, "forwarded").await;
+        }
+        Ok(processed) => processed,
+    };
+    record(sidecar, &live, &processed);
+    // Failed attempts are counted per event identity and bytes.
+    let identity = processed.identity.key();
+    let key = format!(
+        "{identity}#{}",
+        eventplug_runtime::engine::module_digest(&body)
+    );
+    let answer = match &processed.outcome.verdict {
+        Verdict::Forward => {
+            let result = replayed(&processed, "forwarded");
+            let original = body.clone();
+            deliver(sidecar, &live, &target, body, &original, &key, result).await
+        }
+        Verdict::Modified(bytes) => {
+            let result = replayed(&processed, "modified");
+            let edited = Bytes::from(bytes.clone());
+            deliver(sidecar, &live, &target, edited, &body, &key, result).await
+        }
+        Verdict::Skip { plugin } => {
+            sidecar.poison.settled(&key);
+            Answer::Skipped {
+                plugin: plugin.clone(),
+                replayed: processed.replayed,
             }
         }
-        Ok(processed) => {
-            record(&sidecar, &processed);
-            // Failed attempts are counted per event identity and bytes.
-            let key = format!(
-                "{}#{}",
-                processed.identity.key(),
-                eventplug_runtime::engine::module_digest(&body)
-            );
-            let response = match &processed.outcome.verdict {
-                Verdict::Forward => {
-                    let result = replayed(&processed, "forwarded");
-                    let original = body.clone();
-                    deliver(&sidecar, &live, &target, body, &original, &key, result).await
-                }
-                Verdict::Modified(bytes) => {
-                    let result = replayed(&processed, "modified");
-                    deliver(
-                        &sidecar,
-                        &live,
-                        &target,
-                        Bytes::from(bytes.clone()),
-                        &body,
-                        &key,
-                        result,
-                    )
-                    .await
-                }
-                Verdict::Skip { plugin } => {
-                    sidecar.metrics.inc(
-                        "eventplug_events_total",
-                        &[("result", replayed(&processed, "skipped"))],
-                    );
-                    sidecar.poison.settled(&key);
-                    text(StatusCode::OK, format!("skipped by {plugin}"))
-                }
-                Verdict::Fail {
-                    plugin,
-                    error: error @ (CallError::Busy { .. } | CallError::Instantiate(_)),
-                } => {
-                    // Load, not the event's fault: retry without counting towards poison.
-                    return counted(
-                        &sidecar,
-                        "failed",
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!(
-                            "plugin {plugin} could not take the event (FailClosed): {error}; retry"
-                        ),
-                    );
-                }
-                Verdict::Fail { plugin, error } => {
-                    let why = format!("plugin {plugin} failed (FailClosed): {error}");
-                    return fail(&sidecar, &live, &key, &target, body, &why).await;
-                }
-            };
-            // The event's fate is final once it was delivered or skipped: carry out its effects,
-            // once, whichever delivery of it gets here first.
-            if response.status() == StatusCode::OK && processed.claim_effects() {
-                for (effects, mode) in [
-                    (&processed.outcome.effects, "enforce"),
-                    (&processed.outcome.shadow_effects, "shadow"),
-                ] {
-                    for effect in effects {
-                        carry_out(&sidecar, effect, mode);
-                    }
-                }
-            }
-            response
+        Verdict::Fail {
+            plugin,
+            error: error @ (CallError::Busy { .. } | CallError::Instantiate(_)),
+        } => {
+            // Load, not the event's fault: retry without counting towards poison.
+            return Answer::Retry(format!(
+                "plugin {plugin} could not take the event (FailClosed): {error}; retry"
+            ));
+        }
+        Verdict::Fail { plugin, error } => {
+            let why = format!("plugin {plugin} failed (FailClosed): {error}");
+            return fail(sidecar, &live, &key, &target, body, &why).await;
+        }
+    };
+    if let Answer::Delivered(_) = answer
+        && let Some((seconds, nanos)) = parse_rfc3339(&processed.identity.time)
+    {
+        sidecar
+            .metrics
+            .forwarded_event_time(seconds as f64 + f64::from(nanos) / 1e9);
+    }
+    if !matches!(answer, Answer::Delivered(_) | Answer::Skipped { .. }) {
+        return answer;
+    }
+    // The event's fate is final once it was delivered or skipped: hand its effects to the workers
+    // (each once, by key, whichever delivery gets here first) and wait for the lock effects.
+    let outcome = &processed.outcome;
+    if outcome.effects.is_empty() && outcome.shadow_effects.is_empty() {
+        return answer;
+    }
+    // Alerts and shadow records are handed over by the first final delivery only; lock effects
+    // by every one, since a redelivery waits on them again.
+    let first = processed.claim_effects();
+    match sidecar
+        .effects
+        .carry_out(
+            &identity,
+            &outcome.effects,
+            first.then_some(outcome.shadow_effects.as_slice()),
+            live.config.delivery.effect_wait.get(),
+        )
+        .await
+    {
+        Ok(()) => answer,
+        Err(pending) => {
+            tracing::warn!(event = %identity, %pending, "the event was delivered but its lock effects are not carried out yet: answered 503 so it is redelivered");
+            Answer::Retry(format!(
+                "{pending}: the event is not acknowledged until they are; retry"
+            ))
         }
     }
 }
@@ -381,7 +393,8 @@ async fn send(sidecar: &Sidecar, live: &Live, url: &Uri, body: Bytes) -> Result<
         Ok(took) => {
             sidecar
                 .metrics
-                .observe("eventplug_upstream_duration_seconds", &[], took);
+                .upstream_duration
+                .observe(took.as_secs_f64());
             if sidecar.upstream_refusal().is_some() {
                 tracing::info!(upstream = %url, "the upstream accepts the sidecar again");
                 sidecar.set_upstream_refusal(None);
@@ -398,7 +411,9 @@ async fn send(sidecar: &Sidecar, live: &Live, url: &Uri, body: Bytes) -> Result<
             };
             sidecar
                 .metrics
-                .inc("eventplug_upstream_errors_total", &[("reason", reason)]);
+                .upstream_errors
+                .get_or_create(&ReasonLabel { reason })
+                .inc();
             if error.blame() == Blame::Configuration {
                 tracing::error!(%error, upstream = %url, "the upstream refuses the sidecar itself, so every event is refused alike: check upstream.cert and upstream.key (a client certificate it accepts) and upstream.auditUrl, upstream.sessionUrl and delivery.quarantineTag (paths it serves)");
                 sidecar.set_upstream_refusal(Some(format!(
@@ -414,19 +429,13 @@ async fn send(sidecar: &Sidecar, live: &Live, url: &Uri, body: Bytes) -> Result<
 
 /// The answer to a forward the upstream did not accept and that is not counted against the event:
 /// 503, retry.
-fn not_delivered(error: &UpstreamError) -> Response<Full<Bytes>> {
-    match error.blame() {
-        Blame::Configuration => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "{error}: the upstream refuses the sidecar, not this event (check upstream.cert, upstream.key and the upstream URLs); not delivered, retry"
-            ),
+fn not_delivered(error: &UpstreamError) -> Answer {
+    Answer::Retry(match error.blame() {
+        Blame::Configuration => format!(
+            "{error}: the upstream refuses the sidecar, not this event (check upstream.cert, upstream.key and the upstream URLs); not delivered, retry"
         ),
-        _ => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{error}: not delivered, retry"),
-        ),
-    }
+        _ => format!("{error}: not delivered, retry"),
+    })
 }
 
 /// Forwards `body` (the event as the chain left it; `original` as it arrived) to the upstream; 200
@@ -439,24 +448,16 @@ async fn deliver(
     original: &Bytes,
     key: &str,
     result: &'static str,
-) -> Response<Full<Bytes>> {
+) -> Answer {
     match send(sidecar, live, url, body.clone()).await {
         Ok(()) => {
-            sidecar
-                .metrics
-                .inc("eventplug_events_total", &[("result", result)]);
             sidecar.poison.settled(key);
-            text(StatusCode::OK, "ok")
+            Answer::Delivered(result)
         }
         Err(error) if error.blame() == Blame::Event => {
             refused_event(sidecar, live, key, url, body, original, &error).await
         }
-        Err(error) => {
-            sidecar
-                .metrics
-                .inc("eventplug_events_total", &[("result", "failed")]);
-            not_delivered(&error)
-        }
+        Err(error) => not_delivered(&error),
     }
 }
 
@@ -472,19 +473,13 @@ async fn refused_event(
     refused: Bytes,
     original: &Bytes,
     error: &UpstreamError,
-) -> Response<Full<Bytes>> {
+) -> Answer {
     let why = format!("the upstream refused the event: {error}");
     let attempts = sidecar.poison.failed(key);
     let limit = live.config.delivery.poison_attempts;
     if attempts < limit {
-        sidecar
-            .metrics
-            .inc("eventplug_events_total", &[("result", "failed")]);
         tracing::warn!(event = %key, attempts, %error, "the upstream refused the event");
-        return text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("{why} (attempt {attempts} of {limit})"),
-        );
+        return Answer::Failed(format!("{why} (attempt {attempts} of {limit})"));
     }
     let policy = live.config.delivery.poison_policy;
     poison_applied(sidecar, key, attempts, policy, &why);
@@ -495,20 +490,13 @@ async fn refused_event(
         PoisonPolicy::Forward if refused != *original => {
             match send(sidecar, live, url, original.clone()).await {
                 Ok(()) => {
-                    sidecar
-                        .metrics
-                        .inc("eventplug_events_total", &[("result", "forwarded")]);
                     sidecar.poison.settled(key);
-                    text(StatusCode::OK, "ok")
+                    Answer::Delivered("forwarded")
                 }
-                Err(error) => blocked(
-                    sidecar,
-                    &format!("{why}; as it arrived too: {error}"),
-                    attempts,
-                ),
+                Err(error) => blocked(&format!("{why}; as it arrived too: {error}"), attempts),
             }
         }
-        PoisonPolicy::Forward | PoisonPolicy::Block => blocked(sidecar, &why, attempts),
+        PoisonPolicy::Forward | PoisonPolicy::Block => blocked(&why, attempts),
     }
 }
 
@@ -524,17 +512,16 @@ fn poison_applied(sidecar: &Sidecar, key: &str, attempts: u32, policy: PoisonPol
     let name = policy_name(policy);
     sidecar
         .metrics
-        .inc("eventplug_poison_events_total", &[("policy", name)]);
+        .poison_events
+        .get_or_create(&PolicyLabel { policy: name })
+        .inc();
     tracing::error!(event = %key, attempts, policy = name, reason = %why, "poison event: failed {attempts} times");
 }
 
-fn blocked(sidecar: &Sidecar, why: &str, attempts: u32) -> Response<Full<Bytes>> {
-    counted(
-        sidecar,
-        "failed",
-        StatusCode::INTERNAL_SERVER_ERROR,
-        format!("{why}; blocked as a poison event after {attempts} attempts"),
-    )
+fn blocked(why: &str, attempts: u32) -> Answer {
+    Answer::Failed(format!(
+        "{why}; blocked as a poison event after {attempts} attempts"
+    ))
 }
 
 /// Sends a poison event to the quarantine tag: `candidate` (bytes that may leave), or the bodyless
@@ -550,7 +537,7 @@ async fn quarantine(
     original: &Bytes,
     why: &str,
     attempts: u32,
-) -> Response<Full<Bytes>> {
+) -> Answer {
     let guard = guarding_plugin(live);
     let guard = guard.as_deref();
     let record = || quarantine_record(key, original, why, attempts, guard);
@@ -568,26 +555,15 @@ async fn quarantine(
     }
     match outcome {
         Ok(()) => {
-            sidecar
-                .metrics
-                .inc("eventplug_events_total", &[("result", "quarantined")]);
             sidecar.poison.settled(key);
-            text(StatusCode::OK, "quarantined")
+            Answer::Quarantined
         }
         Err(error) => {
-            sidecar
-                .metrics
-                .inc("eventplug_quarantine_failures_total", &[]);
-            sidecar
-                .metrics
-                .inc("eventplug_events_total", &[("result", "failed")]);
+            sidecar.metrics.quarantine_failures.inc();
             tracing::error!(event = %key, %error, "the quarantine did not take the poison event; it stays unacknowledged and is tried again on redelivery");
-            text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "{why}; the quarantine did not take it either ({error}): not delivered, retry"
-                ),
-            )
+            Answer::Retry(format!(
+                "{why}; the quarantine did not take it either ({error}): not delivered, retry"
+            ))
         }
     }
 }
@@ -600,16 +576,11 @@ async fn fail(
     target: &Uri,
     original: Bytes,
     why: &str,
-) -> Response<Full<Bytes>> {
+) -> Answer {
     let attempts = sidecar.poison.failed(key);
     let limit = live.config.delivery.poison_attempts;
     if attempts < limit {
-        return counted(
-            sidecar,
-            "failed",
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("{why} (attempt {attempts} of {limit})"),
-        );
+        return Answer::Failed(format!("{why} (attempt {attempts} of {limit})"));
     }
     let policy = live.config.delivery.poison_policy;
     poison_applied(sidecar, key, attempts, policy, why);
@@ -631,26 +602,21 @@ async fn fail(
         // The config refuses `forward` beside a FailClosed plugin, but the running chain may still
         // hold one (a last good version kept through a reload): never send the original past it.
         PoisonPolicy::Forward if guarding_plugin(live).is_some() => blocked(
-            sidecar,
             &format!("{why}; not forwarded: a FailClosed plugin still runs in the chain"),
             attempts,
         ),
         PoisonPolicy::Forward => match send(sidecar, live, target, original).await {
             Ok(()) => {
-                sidecar
-                    .metrics
-                    .inc("eventplug_events_total", &[("result", "forwarded")]);
                 sidecar.poison.settled(key);
-                text(StatusCode::OK, "ok")
+                Answer::Delivered("forwarded")
             }
             Err(error) if error.blame() == Blame::Event => blocked(
-                sidecar,
                 &format!("{why}; the upstream refused it too: {error}"),
                 attempts,
             ),
             Err(error) => not_delivered(&error),
         },
-        PoisonPolicy::Block => blocked(sidecar, why, attempts),
+        PoisonPolicy::Block => blocked(why, attempts),
     }
 }
 
@@ -689,20 +655,6 @@ fn quarantine_record(
     Bytes::from(record.to_string())
 }
 
-/// A one-line answer for an event whose final result is `result`, counted in
-/// `eventplug_events_total`.
-fn counted(
-    sidecar: &Sidecar,
-    result: &str,
-    status: StatusCode,
-    body: impl AsRef<str>,
-) -> Response<Full<Bytes>> {
-    sidecar
-        .metrics
-        .inc("eventplug_events_total", &[("result", result)]);
-    text(status, body)
-}
-
 /// `text` cut to at most `max` bytes on a character boundary.
 fn cut_at_char(text: &str, max: usize) -> &str {
     if text.len() <= max {
@@ -716,11 +668,12 @@ fn cut_at_char(text: &str, max: usize) -> &str {
 }
 
 /// Metrics and logs for what the chain did (once per outcome, not per replay).
-fn record(sidecar: &Sidecar, processed: &Processed) {
+fn record(sidecar: &Sidecar, live: &Live, processed: &Processed) {
     if processed.replayed {
         return;
     }
     for step in &processed.outcome.steps {
+        let plugin = live.plugin_label(&step.plugin);
         let mode = if step.shadow { "shadow" } else { "enforce" };
         let result = match &step.result {
             StepResult::NotSelected => "not_selected",
@@ -728,43 +681,36 @@ fn record(sidecar: &Sidecar, processed: &Processed) {
             StepResult::Modified(_) => "modified",
             StepResult::Skipped => "skipped",
             StepResult::Failed(error) => {
-                sidecar.metrics.inc(
-                    "eventplug_plugin_failures_total",
-                    &[("plugin", &step.plugin), ("reason", error.reason())],
-                );
+                sidecar
+                    .metrics
+                    .plugin_failures
+                    .get_or_create(&PluginReasonLabels {
+                        plugin: plugin.clone(),
+                        reason: error.reason(),
+                    })
+                    .inc();
                 tracing::warn!(plugin = %step.plugin, mode, %error, "plugin failed on an event");
                 "failed"
             }
         };
-        sidecar.metrics.inc(
-            "eventplug_plugin_events_total",
-            &[("plugin", &step.plugin), ("mode", mode), ("result", result)],
-        );
+        sidecar
+            .metrics
+            .plugin_events
+            .get_or_create(&PluginStepLabels {
+                plugin: plugin.clone(),
+                mode,
+                result,
+            })
+            .inc();
         if result != "not_selected" {
-            sidecar.metrics.observe(
-                "eventplug_plugin_duration_seconds",
-                &[("plugin", &step.plugin)],
-                step.elapsed,
-            );
+            sidecar
+                .metrics
+                .plugin_call(&plugin, step.elapsed, std::time::Duration::ZERO);
         }
         for log in &step.logs {
             tracing::info!(plugin = %step.plugin, level = ?log.level, "{}", log.message);
         }
     }
-}
-
-/// Carries out an effect. Until the Teleport client and alert routing exist, effects are logged and
-/// counted; shadow effects only recorded.
-fn carry_out(sidecar: &Sidecar, effect: &Effect, mode: &'static str) {
-    let kind = match effect.kind {
-        EffectKind::Alert(_) => "alert",
-        EffectKind::CreateLock(_) => "create_lock",
-        EffectKind::DeleteLock(_) => "delete_lock",
-    };
-    sidecar
-        .metrics
-        .inc("eventplug_effects_total", &[("kind", kind), ("mode", mode)]);
-    tracing::warn!(mode, "effect: {effect}");
 }
 
 #[cfg(test)]

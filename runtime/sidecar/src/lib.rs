@@ -7,7 +7,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod admin;
 mod connection;
+mod effects;
 mod ingest;
 mod live;
 mod metrics;
@@ -16,6 +18,7 @@ mod plugin_set;
 mod poison;
 mod upstream;
 
+pub use effects::{DeliveryClass, EffectSink, EffectWorkers, EffectsPending, KeyedEffect, LogSink};
 pub use live::{Live, Routes};
 pub use metrics::Metrics;
 pub use upstream::{Blame, Upstream, UpstreamError};
@@ -40,7 +43,9 @@ pub struct Sidecar {
     tokens: Arc<dyn TokenStore>,
     live: RwLock<Arc<Live>>,
     /// Counters and histograms.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+    /// The workers that carry out effects.
+    pub effects: EffectWorkers,
     poison: PoisonTracker,
     cache: Arc<VerdictCache>,
     draining: AtomicBool,
@@ -83,10 +88,13 @@ fn fingerprint(config_path: &Path, config: Option<&SidecarConfig>) -> String {
 }
 
 impl Sidecar {
-    /// Reads the config and loads every plugin. A plugin that fails to load does not stop the
-    /// sidecar: events are refused with 503 (so event-handler retries and nothing unfiltered
-    /// leaves) until a config that loads arrives.
-    pub fn start(config_path: &Path) -> Result<Arc<Self>, String> {
+    /// Reads the config and loads every plugin; the effect workers run on `runtime`. A plugin that
+    /// fails to load does not stop the sidecar: events are refused with 503 (so event-handler
+    /// retries and nothing unfiltered leaves) until a config that loads arrives.
+    pub fn start(
+        config_path: &Path,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Arc<Self>, String> {
         let config = SidecarConfig::load(config_path)?;
         let engine =
             PluginEngine::new(EngineSettings::with_default_cache()).map_err(|e| e.to_string())?;
@@ -94,11 +102,22 @@ impl Sidecar {
             config.delivery.verdict_cache_entries,
             config.delivery.verdict_cache_ttl.get(),
         ));
+        let metrics = Arc::new(Metrics::new());
+        let effects = {
+            let _entered = runtime.enter();
+            EffectWorkers::start(
+                Arc::new(LogSink),
+                Arc::new(LogSink),
+                config.delivery.effect_queue,
+                metrics.clone(),
+            )
+        };
         let sidecar = Arc::new(Self {
             engine,
             tokens: Arc::new(LocalTokenStore::new()),
             live: RwLock::new(Arc::new(placeholder_live(&config)?)),
-            metrics: Metrics::default(),
+            metrics,
+            effects,
             poison: PoisonTracker::default(),
             cache,
             draining: AtomicBool::new(false),
@@ -149,14 +168,11 @@ impl Sidecar {
             self.apply(config, print)
         });
         match &outcome {
-            Ok(()) => self
-                .metrics
-                .inc("eventplug_reloads_total", &[("outcome", "applied")]),
+            Ok(()) => self.metrics.reload("applied"),
             Err(error) => {
                 // Remember the bad file so it is reported once, not every interval.
                 *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) = print;
-                self.metrics
-                    .inc("eventplug_reloads_total", &[("outcome", "invalid")]);
+                self.metrics.reload("invalid");
                 tracing::error!(%error, "new config refused; the running config stays");
             }
         }
@@ -214,19 +230,28 @@ impl Sidecar {
             )
         });
         for status in &applied.statuses {
-            let loaded = if status.loaded { 1.0 } else { 0.0 };
-            self.metrics.set(
-                "eventplug_plugin_loaded",
-                &[
-                    ("plugin", &status.name),
-                    ("digest", status.running_digest.as_deref().unwrap_or("")),
-                ],
-                loaded,
+            let before = previous
+                .statuses
+                .iter()
+                .find(|s| s.name == status.name)
+                .map(|s| s.running_digest.as_deref().unwrap_or_default());
+            self.metrics.plugin_loaded(
+                &status.name,
+                before,
+                status.running_digest.as_deref(),
+                status.loaded,
             );
             if !status.loaded {
-                self.metrics
-                    .inc("eventplug_reloads_total", &[("outcome", "plugin_failed")]);
+                self.metrics.reload("plugin_failed");
             }
+        }
+        for gone in previous
+            .statuses
+            .iter()
+            .filter(|old| !applied.statuses.iter().any(|s| s.name == old.name))
+        {
+            self.metrics
+                .plugin_removed(&gone.name, gone.running_digest.as_deref());
         }
         let upstream_print = upstream_fingerprint(&config.upstream);
         let upstream = if previous.generation > 0 && previous.upstream_fingerprint == upstream_print
@@ -249,6 +274,7 @@ impl Sidecar {
         ));
         let generation = previous.generation + 1;
         let live = Live {
+            plugin_names: live::plugin_names(&pipeline),
             routes: Routes::new(&config)?,
             config_hash: std::fs::read(&self.config_path)
                 .map(|b| module_digest(&b))
@@ -262,7 +288,11 @@ impl Sidecar {
             upstream_fingerprint: upstream_print,
         };
         self.metrics
-            .set("eventplug_config_generation", &[], generation as f64);
+            .config_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+        self.metrics
+            .module_cache_bytes
+            .set(i64::try_from(self.engine.disk_cache_bytes()).unwrap_or(i64::MAX));
         tracing::info!(generation, config_hash = %live.config_hash, ready = live.blocked.is_none(), "config applied");
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
         *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) = print;
@@ -290,6 +320,7 @@ fn upstream_fingerprint(upstream: &eventplug_contract::UpstreamConfig) -> String
 /// The state before the first config is applied (generation 0, no plugins).
 fn placeholder_live(config: &SidecarConfig) -> Result<Live, String> {
     Ok(Live {
+        plugin_names: Default::default(),
         config: config.clone(),
         config_hash: String::new(),
         generation: 0,
@@ -302,18 +333,42 @@ fn placeholder_live(config: &SidecarConfig) -> Result<Live, String> {
     })
 }
 
+/// The addresses the sidecar listens on, as written to `--addresses-file`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct BoundAddresses {
+    /// Where events are taken.
+    pub listen: std::net::SocketAddr,
+    /// Where `/healthz`, `/readyz`, `/metrics` and `/status` answer.
+    pub admin: std::net::SocketAddr,
+}
+
 /// Serves until `shutdown` resolves, then keeps serving for the grace period (so event-handler can
-/// finish its in-flight events), stops accepting, waits for open requests and returns.
+/// finish its in-flight events), stops accepting, waits for open requests and returns. Once both
+/// listeners are bound, their addresses are written to `addresses_file` (JSON, `BoundAddresses`),
+/// which is how a port of 0 in the config is learnt.
 pub async fn serve(
     sidecar: Arc<Sidecar>,
     shutdown: impl Future<Output = ()>,
+    addresses_file: Option<&Path>,
 ) -> Result<(), String> {
     let live = sidecar.live();
     let address = live.config.listen.address.clone();
     let listener = tokio::net::TcpListener::bind(&address)
         .await
-        .map_err(|e| format!("cannot listen on {address}: {e}"))?;
-    tracing::info!(%address, audit_path = %live.routes.audit_path, "eventplug sidecar listening");
+        .map_err(|e| format!("cannot listen on {address} (listen.address): {e}"))?;
+    let admin_address = live.config.admin.address.clone();
+    let admin_listener = tokio::net::TcpListener::bind(&admin_address)
+        .await
+        .map_err(|e| format!("cannot listen on {admin_address} (admin.address): {e}"))?;
+    let bound = BoundAddresses {
+        listen: listener.local_addr().map_err(|e| e.to_string())?,
+        admin: admin_listener.local_addr().map_err(|e| e.to_string())?,
+    };
+    if let Some(file) = addresses_file {
+        write_addresses(file, &bound)?;
+    }
+    tracing::info!(listen = %bound.listen, admin = %bound.admin, audit_path = %live.routes.audit_path, "eventplug sidecar listening");
+    let admin = tokio::spawn(admin::serve(sidecar.clone(), admin_listener));
     let reloader = tokio::spawn(reload_loop(sidecar.clone()));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let open = Arc::new(tokio::sync::Semaphore::new(
@@ -325,9 +380,7 @@ pub async fn serve(
         let listen = &live.config.listen;
         let Ok(permit) = open.clone().try_acquire_owned() else {
             let limit = listen.max_connections;
-            sidecar
-                .metrics
-                .inc("eventplug_connections_refused_total", &[]);
+            sidecar.metrics.connections_refused.inc();
             tracing::warn!(
                 limit,
                 "a connection over listen.maxConnections was answered 503 and closed"
@@ -375,7 +428,11 @@ pub async fn serve(
                         connection::Expired::Idle => ("idle", "listen.idleTimeout"),
                         connection::Expired::Head => ("head", "listen.headerReadTimeout"),
                     };
-                    owner.metrics.inc("eventplug_connections_timed_out_total", &[("phase", phase)]);
+                    owner
+                        .metrics
+                        .connections_timed_out
+                        .get_or_create(&metrics::PhaseLabel { phase })
+                        .inc();
                     if phase == "head" {
                         tracing::info!(timeout = ?deadlines.header, "closed a connection whose request head did not arrive within {key}");
                     } else {
@@ -411,6 +468,7 @@ pub async fn serve(
     }
     drop(listener);
     reloader.abort();
+    admin.abort();
     if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
         .await
         .is_err()
@@ -419,6 +477,15 @@ pub async fn serve(
     }
     tracing::info!("drained; exiting");
     Ok(())
+}
+
+/// Writes the bound addresses atomically (a reader never sees half a file).
+fn write_addresses(file: &Path, bound: &BoundAddresses) -> Result<(), String> {
+    let text = serde_json::to_string(bound).map_err(|e| e.to_string())?;
+    let partial = file.with_extension("partial");
+    std::fs::write(&partial, text)
+        .and_then(|()| std::fs::rename(&partial, file))
+        .map_err(|e| format!("cannot write --addresses-file {}: {e}", file.display()))
 }
 
 /// An accept error (out of file descriptors, say) is logged and waited out rather than retried in a

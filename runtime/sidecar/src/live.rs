@@ -2,9 +2,11 @@
 //! Requests take a snapshot at their start, so a reload never changes an event mid-way.
 
 use super::upstream::Upstream;
+use crate::metrics::PluginName;
 use eventplug_contract::{PluginStatus, SidecarConfig, StatusReport};
 use eventplug_runtime::pipeline::Pipeline;
 use hyper::Uri;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Where events go.
@@ -74,9 +76,27 @@ pub struct Live {
     pub upstream_fingerprint: String,
     /// Paths and URLs.
     pub routes: Routes,
+    /// Each running plugin's name as a metric label.
+    pub plugin_names: HashMap<String, PluginName>,
+}
+
+/// The metric labels of a chain's plugins.
+pub fn plugin_names(pipeline: &Pipeline) -> HashMap<String, PluginName> {
+    pipeline
+        .plugins()
+        .map(|p| (p.settings.name.clone(), Arc::new(p.settings.name.clone())))
+        .collect()
 }
 
 impl Live {
+    /// The metric label of a plugin of this chain.
+    pub fn plugin_label(&self, name: &str) -> PluginName {
+        self.plugin_names
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(name.to_string()))
+    }
+
     /// The status report.
     pub fn status(&self) -> StatusReport {
         StatusReport {
@@ -86,6 +106,7 @@ impl Live {
             ready: self.blocked.is_none(),
             blocked: self.blocked.clone(),
             upstream_refused: None,
+            degraded: None,
             plugins: self.statuses.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         }

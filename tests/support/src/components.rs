@@ -255,32 +255,40 @@ impl Drop for Nginx {
     }
 }
 
-/// The eventplug sidecar as a process (`eventplug serve --config`).
+/// The eventplug sidecar as a process (`eventplug serve --config`). Its config should ask for
+/// port 0 on both listeners: the sidecar binds them and writes the ports it got to its
+/// `--addresses-file`, so no port is probed and released.
 pub struct SidecarProcess {
+    /// The ingest port (events).
     pub port: u16,
+    /// The admin port (`/healthz`, `/readyz`, `/metrics`, `/status`).
+    pub admin_port: u16,
     pub child: Child,
     pub log: PathBuf,
 }
 
 impl SidecarProcess {
-    /// Starts `binary serve --config config` (the `eventplug` binary under test) and waits for
-    /// `port`.
-    pub fn start(binary: &Path, config: &Path, port: u16, cache: &Path) -> Self {
-        Self::start_with_env(binary, config, port, cache, &[])
+    /// Starts `binary serve --config config` (the `eventplug` binary under test) and waits until
+    /// it listens.
+    pub fn start(binary: &Path, config: &Path, cache: &Path) -> Self {
+        Self::start_with_env(binary, config, cache, &[])
     }
 
     /// Like `start`, with more environment variables for the process.
     pub fn start_with_env(
         binary: &Path,
         config: &Path,
-        port: u16,
         cache: &Path,
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Self {
         let log = config.with_extension("log");
-        let child = Command::new(binary)
+        let addresses = config.with_extension("addresses.json");
+        let _ = std::fs::remove_file(&addresses);
+        let mut child = Command::new(binary)
             .args(["serve", "--config"])
             .arg(config)
+            .arg("--addresses-file")
+            .arg(&addresses)
             .envs(env.iter().copied())
             .env("EVENTPLUG_CACHE_DIR", cache)
             .env("EVENTPLUG_LOG", "info")
@@ -288,15 +296,46 @@ impl SidecarProcess {
             .stderr(std::fs::File::create(&log).expect("sidecar log"))
             .spawn()
             .expect("start eventplug serve");
-        let sidecar = Self { port, child, log };
-        wait_for_port(port, "eventplug serve");
-        sidecar
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let bound = loop {
+            if let Ok(text) = std::fs::read_to_string(&addresses) {
+                break serde_json::from_str::<serde_json::Value>(&text)
+                    .expect("the addresses file is JSON");
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "eventplug serve exited ({status}) before listening: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "eventplug serve did not listen within 30 s: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let port_of = |key: &str| {
+            bound[key]
+                .as_str()
+                .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+                .map(|a| a.port())
+                .unwrap_or_else(|| panic!("no {key} address in {bound}"))
+        };
+        Self {
+            port: port_of("listen"),
+            admin_port: port_of("admin"),
+            child,
+            log,
+        }
     }
 
+    /// A GET on the admin listener.
     pub fn get(&self, path: &str) -> (u16, String) {
-        http(self.port, "GET", path, b"").expect("sidecar answers")
+        http(self.admin_port, "GET", path, b"").expect("sidecar answers")
     }
 
+    /// A POST on the ingest listener.
     pub fn post(&self, path: &str, body: &[u8]) -> (u16, String) {
         http(self.port, "POST", path, body).expect("sidecar answers")
     }
@@ -321,10 +360,25 @@ impl Drop for SidecarProcess {
 
 /// One HTTP/1.1 request on a fresh connection; `(status, body)`.
 pub fn http(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
+    http_with_headers(port, method, path, &[], body)
+}
+
+/// `http` with more request headers.
+pub fn http_with_headers(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(35)))?;
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes())?;

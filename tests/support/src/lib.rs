@@ -184,6 +184,33 @@ pub fn verdict(verdict: pb::Verdict) -> pb::HandleEventResponse {
     }
 }
 
+/// A plugin that declares one Teleport lock per event (on the user `mallory`) and forwards it.
+pub fn lock_plugin() -> String {
+    let lock = pb::CreateLock {
+        name: "brute-force-mallory".into(),
+        target: Some(pb::LockTarget {
+            user: "mallory".into(),
+            ..Default::default()
+        }),
+        message: "too many failed logins".into(),
+        ttl_seconds: 3600,
+        ..Default::default()
+    };
+    effect_plugin("lock_create", &lock.encode_to_vec())
+}
+
+/// A plugin that calls the effect import `import` once per event with `message` and forwards it.
+fn effect_plugin(import: &str, message: &[u8]) -> String {
+    plugin_wat(
+        &format!(r#"(import "eventplug" "{import}" (func $effect (param i32 i32) (result i32)))"#),
+        &format!(
+            "(drop (call $effect (i32.const 4096) (i32.const {}))) (i64.const 0)",
+            message.len()
+        ),
+        &format!(r#"(data (i32.const 4096) "{}")"#, wat_bytes(message)),
+    )
+}
+
 /// A plugin that declares one WARNING alert per event and forwards it.
 pub fn alert_plugin() -> String {
     let alert = pb::Alert {
@@ -192,13 +219,5 @@ pub fn alert_plugin() -> String {
         include_event: true,
         metadata: [("rule".to_string(), "brute-force".to_string())].into(),
     };
-    let bytes = alert.encode_to_vec();
-    plugin_wat(
-        r#"(import "eventplug" "alert" (func $alert (param i32 i32) (result i32)))"#,
-        &format!(
-            "(drop (call $alert (i32.const 4096) (i32.const {}))) (i64.const 0)",
-            bytes.len()
-        ),
-        &format!(r#"(data (i32.const 4096) "{}")"#, wat_bytes(&bytes)),
-    )
+    effect_plugin("alert", &alert.encode_to_vec())
 }
