@@ -89,10 +89,11 @@ impl JsonSchema for ByteSize {
         schemars::json_schema!({
             "description": "A size in bytes: a number, or a number with Ki, Mi or Gi (powers of 1024), such as `64Mi`.",
             "x-kubernetes-int-or-string": true,
-            "anyOf": [
-                {"type": "integer", "minimum": 0},
-                {"type": "string", "pattern": "^[0-9]+(B|Ki|KiB|Mi|MiB|Gi|GiB)?$"}
-            ]
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            // At the top, not inside `anyOf`: a structural schema (Kubernetes) keeps no types in
+            // `anyOf`, and `pattern` holds for strings only, `minimum` for numbers only.
+            "pattern": "^[0-9]+(B|Ki|KiB|Mi|MiB|Gi|GiB)?$",
+            "minimum": 0
         })
     }
 }

@@ -1,0 +1,7 @@
+//! The eventplug operator: the `EventPlugin` resource and what it becomes beside event-handler.
+//! This crate knows the config contract and Kubernetes, never the engine: modules are checked with
+//! a wasm parser and run only in the sidecar.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod crd;
