@@ -650,6 +650,38 @@ fn a_plugin_that_does_not_load_refuses_events_until_a_good_version_arrives() {
 }
 
 #[test]
+fn a_suspended_plugin_stops_the_stream_with_503_until_it_is_cleared() {
+    let setup = Setup::new();
+    let skip = write_module(&setup.dir.0, "skip", &skip_santa_plugin());
+    setup.write_config(&plugin_entry("skip", &skip, "    suspend: true\n"), "");
+    let sidecar = SidecarProcess::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_eventplug")),
+        &setup.config,
+        &setup.dir.0.join("cache"),
+    );
+    wait_until(
+        || sidecar.get("/readyz").1.contains("suspended"),
+        "the sidecar reports the stop",
+        &sidecar,
+    );
+    let (status, body) = sidecar.post("/test.log", &login(1, "alice"));
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("skip suspended"), "{body}");
+    assert!(
+        setup.nginx.received().is_empty(),
+        "an event passed a suspended chain"
+    );
+    setup.write_config(&plugin_entry("skip", &skip, ""), "");
+    wait_until(
+        || sidecar.get("/readyz").0 == 200,
+        "the stream resumes",
+        &sidecar,
+    );
+    assert_eq!(sidecar.post("/test.log", &login(1, "alice")).0, 200);
+    assert_eq!(setup.nginx.wait_received(1).len(), 1);
+}
+
+#[test]
 fn sigterm_keeps_serving_through_the_grace_period_then_exits_zero() {
     let setup = Setup::new();
     let skip = write_module(&setup.dir.0, "skip", &skip_santa_plugin());

@@ -83,8 +83,8 @@ impl PluginLimits {
     }
 }
 
-/// The longest plugin name.
-pub const MAX_NAME_BYTES: usize = 63;
+/// The longest plugin name (a Kubernetes object name: the operator names plugins after their EventPlugin).
+pub const MAX_NAME_BYTES: usize = 253;
 
 /// One plugin as configured: which module, which events, how it runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -121,6 +121,10 @@ pub struct PluginSettings {
     /// Time, memory and concurrency limits.
     #[serde(default)]
     pub limits: PluginLimits,
+    /// An emergency stop: while set, the sidecar refuses every event with 503 (event-handler
+    /// retries), so nothing passes the chain unfiltered; the plugin stays loaded for a quick resume.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
 }
 
 impl PluginSettings {
@@ -137,6 +141,7 @@ impl PluginSettings {
             failure_policy: FailurePolicy::FailOpen,
             config: None,
             limits: PluginLimits::default(),
+            suspend: false,
         }
     }
 
@@ -262,14 +267,14 @@ mod tests {
 
     #[test]
     fn names_are_a_safe_alphabet() {
-        for good in ["redact", "c-filter", "team.redact_v2", &"a".repeat(63)] {
+        for good in ["redact", "c-filter", "team.redact_v2", &"a".repeat(253)] {
             assert_eq!(
                 PluginSettings::for_module(good, "x.wasm").check(),
                 Ok(()),
                 "{good}"
             );
         }
-        for bad in ["a\"b", "-x", "a b", "é", "a/b", "a\nb", &"a".repeat(64)] {
+        for bad in ["a\"b", "-x", "a b", "é", "a/b", "a\nb", &"a".repeat(254)] {
             let err = PluginSettings::for_module(bad, "x.wasm")
                 .check()
                 .unwrap_err();

@@ -765,6 +765,7 @@ plugins:
       maxWait: 1s
       maxOutput: 1Mi
       maxLogLinesPerCall: 8
+    suspend: true
 store: {}
 teleport: {}
 alerts: {}

@@ -219,15 +219,31 @@ impl Sidecar {
             &self.tokens,
         );
         let missing = applied.missing();
-        let blocked = (!missing.is_empty()).then(|| {
-            let names: Vec<String> = missing
-                .iter()
-                .map(|s| format!("{}: {}", s.name, s.error.as_deref().unwrap_or("not loaded")))
-                .collect();
-            format!(
-                "plugins not loaded, events refused until they load: {}",
-                names.join("; ")
-            )
+        let suspended: Vec<&str> = config
+            .plugins
+            .iter()
+            .filter(|p| p.suspend)
+            .map(|p| p.name.as_str())
+            .collect();
+        let blocked = if !suspended.is_empty() {
+            Some(format!(
+                "plugin {} suspended (an emergency stop): events are refused until suspend is cleared",
+                suspended.join(", ")
+            ))
+        } else {
+            None
+        };
+        let blocked = blocked.or_else(|| {
+            (!missing.is_empty()).then(|| {
+                let names: Vec<String> = missing
+                    .iter()
+                    .map(|s| format!("{}: {}", s.name, s.error.as_deref().unwrap_or("not loaded")))
+                    .collect();
+                format!(
+                    "plugins not loaded, events refused until they load: {}",
+                    names.join("; ")
+                )
+            })
         });
         for status in &applied.statuses {
             let before = previous
