@@ -6,3 +6,5 @@
 
 pub mod crd;
 pub mod discovery;
+pub mod policy;
+pub mod render;

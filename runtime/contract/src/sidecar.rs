@@ -45,6 +45,11 @@ pub struct SidecarConfig {
     /// The plugin chain.
     #[serde(default)]
     pub plugins: Vec<PluginSettings>,
+    /// While set, every event is refused with 503 and this reason (event-handler retries): the
+    /// operator sets it when the chain cannot be what the EventPlugins ask for (a FailClosed plugin
+    /// refused by policy, say), so nothing passes a chain that lacks its redactor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<String>,
     /// OCI registries `oci://` plugin modules are pulled from, and the cache they are kept in.
     #[serde(default, skip_serializing_if = "RegistriesConfig::is_default")]
     pub registries: RegistriesConfig,
@@ -766,6 +771,7 @@ plugins:
       maxOutput: 1Mi
       maxLogLinesPerCall: 8
     suspend: true
+stop: "FailClosed plugin redact is refused by policy"
 store: {}
 teleport: {}
 alerts: {}

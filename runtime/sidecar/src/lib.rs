@@ -225,7 +225,9 @@ impl Sidecar {
             .filter(|p| p.suspend)
             .map(|p| p.name.as_str())
             .collect();
-        let blocked = if !suspended.is_empty() {
+        let blocked = if let Some(reason) = &config.stop {
+            Some(format!("events refused by the config's stop: {reason}"))
+        } else if !suspended.is_empty() {
             Some(format!(
                 "plugin {} suspended (an emergency stop): events are refused until suspend is cleared",
                 suspended.join(", ")
