@@ -8,7 +8,7 @@ use common::components::{Certificates, Nginx, SidecarProcess};
 use common::registry::Registry;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn eventplug(args: &[&str], cache: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_eventplug"))
@@ -280,16 +280,13 @@ fn two_processes_pulling_the_same_digest_leave_one_good_cache_entry() {
     }
 }
 
-fn wait_until(mut condition: impl FnMut() -> bool, what: &str, sidecar: &SidecarProcess) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting until {what}; sidecar log:\n{}",
-            sidecar.logs()
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
+/// Waits up to 20 s until `condition` holds; the failure names `what` and shows the sidecar's log.
+fn wait_until(condition: impl FnMut() -> bool, what: &str, sidecar: &SidecarProcess) {
+    assert!(
+        common::poll_until(Duration::from_secs(20), condition),
+        "timed out after 20 s waiting until {what}; sidecar log:\n{}",
+        sidecar.logs()
+    );
 }
 
 #[test]

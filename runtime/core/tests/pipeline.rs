@@ -3,8 +3,8 @@
 mod common;
 
 use common::{
-    Harness, alert_plugin, branching_plugin, constant_plugin, login_event, plugin_wat,
-    session_event, set_response, verdict,
+    Gate, Harness, TAKE_TOKEN_IMPORT, alert_plugin, branching_plugin, constant_plugin,
+    gated_when_longer_than, login_event, plugin_wat, session_event, set_response, verdict,
 };
 use eventplug_contract::{FailurePolicy, Mode};
 use eventplug_proto::v1 as pb;
@@ -12,6 +12,8 @@ use eventplug_runtime::abi::EffectKind;
 use eventplug_runtime::engine::CallError;
 use eventplug_runtime::pipeline::{InputError, Pipeline, PipelineSettings, StepResult, Verdict};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 fn trapping_plugin() -> String {
     plugin_wat("", "unreachable", "")
@@ -509,43 +511,51 @@ fn malformed_effects_are_refused_with_minus_one_and_not_recorded() {
 #[test]
 fn two_deliveries_of_one_event_at_once_run_the_chain_once() {
     let harness = Harness::new();
-    // Spins a few milliseconds per call, so the second delivery arrives while the first runs.
-    let wat = plugin_wat(
-        "",
-        "(local $i i32)
-         (loop $spin (local.set $i (i32.add (local.get $i) (i32.const 1))) (br_if $spin (i32.lt_u (local.get $i) (i32.const 3000000))))
-         (i64.const 0)",
-        "",
+    // The plugin waits in the gate: the first delivery's event is in flight, for certain, until the
+    // second delivery is running too.
+    let gate = Arc::new(Gate::default());
+    let mut settings = harness.settings(
+        "held",
+        &plugin_wat(TAKE_TOKEN_IMPORT, &gated_when_longer_than(0), ""),
     );
-    let mut settings = harness.settings("slow", &wat);
     settings.limits.concurrency = 2;
-    settings.limits.timeout = std::time::Duration::from_secs(5).into();
-    let pipeline = std::sync::Arc::new(harness.pipeline(&[settings]));
-    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
-    let deliveries: Vec<_> = (0..2)
-        .map(|_| {
-            let (pipeline, barrier) = (pipeline.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                pipeline.process(&login_event("racing")).expect("valid")
-            })
+    settings.limits.timeout = Duration::from_secs(30).into();
+    let pipeline = Arc::new(Pipeline::new(
+        vec![harness.load_with_tokens(&settings, gate.clone())],
+        PipelineSettings::default(),
+    ));
+    let deliver = |started: Option<mpsc::Sender<()>>| {
+        let pipeline = pipeline.clone();
+        std::thread::spawn(move || {
+            if let Some(started) = started {
+                let _ = started.send(());
+            }
+            pipeline.process(&login_event("racing")).expect("valid")
         })
-        .collect();
-    let results: Vec<_> = deliveries
-        .into_iter()
-        .map(|d| d.join().expect("delivery finished"))
-        .collect();
+    };
+    let first = deliver(None);
+    gate.wait_entered(1);
+    let (started, running) = mpsc::channel();
+    let second = deliver(Some(started));
+    running.recv().expect("the second delivery starts");
+    // The second delivery is running while the first is held. Which of "it waited for the first's
+    // outcome" and "it found that outcome cached" it took is not observable from here; the
+    // pipeline would have to count deliveries that wait on an event in flight for the test to
+    // open the gate only once the second one does.
+    gate.open();
+    let results = [
+        first.join().expect("first delivery finished"),
+        second.join().expect("second delivery finished"),
+    ];
     let plugin = pipeline.plugins().next().expect("plugin");
     assert_eq!(
         plugin.pool.stats().calls.load(Ordering::Relaxed),
         1,
         "the chain ran once"
     );
-    assert_eq!(
-        results.iter().filter(|p| p.replayed).count(),
-        1,
-        "one delivery took the other's outcome"
-    );
+    assert_eq!(gate.entered(), 1, "the plugin was entered once");
+    assert!(!results[0].replayed, "the first delivery ran the chain");
+    assert!(results[1].replayed, "the second took the first's outcome");
     assert_eq!(
         results.iter().filter(|p| p.claim_effects()).count(),
         1,

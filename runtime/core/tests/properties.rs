@@ -4,9 +4,11 @@
 use eventplug_proto::v1 as pb;
 use eventplug_runtime::pipeline::{encode_event, interpret_response};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use prost::Message;
 use prost_types::value::Kind;
 use serde_json::{Map, Value};
+use std::cell::Cell;
 
 /// JSON values as a protobuf Struct carries them: numbers are doubles.
 fn as_doubles(value: &Value) -> Value {
@@ -64,15 +66,65 @@ struct Request {
     event: Option<Unstructured>,
 }
 
+/// `cases` cases, and failures kept in `properties.proptest-regressions` beside this file (where
+/// the default ends up too, after a warning on every run that it found no `src` folder).
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    }
+}
+
 fn key() -> impl Strategy<Value = String> {
     prop_oneof![
         "[a-z_]{1,8}",
         "[a-z]{1,4}\\.[a-z]{1,6}",
         "\\PC{0,6}",
+        // Few enough that random edits find members events already have.
+        "[a-c]",
         Just("event".to_string()),
         Just("uid".to_string()),
         Just("ei".to_string()),
     ]
+}
+
+/// The path of an edit: mostly keys events have or could have and array indexes, now and then
+/// what must be refused (no key at all, an identity key first).
+fn edit_path() -> impl Strategy<Value = Vec<String>> {
+    let segment = prop_oneof![
+        4 => "[a-c]",
+        2 => "[a-z_]{1,8}",
+        1 => "\\PC{0,6}",
+        2 => "[0-3]",
+    ];
+    prop_oneof![
+        14 => prop::collection::vec(segment.clone(), 1..4),
+        1 => Just(Vec::new()),
+        1 => (prop::sample::select(vec!["event", "uid", "time", "ei", "code", "sid"]), prop::collection::vec(segment, 0..2))
+            .prop_map(|(first, rest)| std::iter::once(first.to_string()).chain(rest).collect()),
+    ]
+}
+
+/// Edits as a plugin might send them: mostly sets of JSON values and removals, now and then an
+/// unknown op or a value that is not JSON.
+fn edits() -> impl Strategy<Value = Vec<pb::Edit>> {
+    let op = prop_oneof![8 => Just(0i32), 6 => Just(1i32), 1 => 2i32..5];
+    let value = prop_oneof![
+        12 => json_value().prop_map(|v| v.to_string()),
+        2 => json_value().prop_map(|v| format!(" {v:#}\n")),
+        1 => "\\PC{0,8}",
+    ];
+    prop::collection::vec(
+        (edit_path(), op, value).prop_map(|(path, op, value_json)| pb::Edit {
+            path,
+            op,
+            value_json,
+        }),
+        1..4,
+    )
 }
 
 fn json_value() -> impl Strategy<Value = Value> {
@@ -113,7 +165,7 @@ fn event() -> impl Strategy<Value = Map<String, Value>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(config(512))]
 
     #[test]
     fn json_to_envelope_keeps_every_field(event in event(), pretty in any::<bool>()) {
@@ -148,24 +200,55 @@ proptest! {
         }
     }
 
-    #[test]
-    fn arbitrary_edits_either_apply_to_valid_json_or_fail_cleanly(
-        event in event(),
-        edits in prop::collection::vec(
-            (prop::collection::vec(prop_oneof![key(), "[0-3]"], 0..4), 0i32..3, prop_oneof![json_value().prop_map(|v| v.to_string()), "\\PC{0,8}"]),
-            1..5,
-        ),
-    ) {
+}
+
+/// Whatever edits a plugin sends either apply, giving the JSON a parsed-tree model of them gives,
+/// or are refused. Most random edits are refused (an identity key, a value that is not JSON, an
+/// array index past the end), so the cases that apply are counted: too few and the comparison with
+/// the model would have been made too rarely to mean anything.
+#[test]
+fn arbitrary_edits_either_apply_to_valid_json_or_fail_cleanly() {
+    use proptest::test_runner::TestRunner;
+    let (cases, applied) = (Cell::new(0u32), Cell::new(0u32));
+    let mut runner = TestRunner::new(ProptestConfig {
+        source_file: Some(file!()),
+        test_name: Some(concat!(
+            module_path!(),
+            "::arbitrary_edits_either_apply_to_valid_json_or_fail_cleanly"
+        )),
+        ..config(512)
+    });
+    let result = runner.run(&(event(), edits()), |(event, edits)| {
+        cases.set(cases.get() + 1);
         let json = serde_json::to_vec(&event).expect("serialise");
-        let edits: Vec<pb::Edit> = edits.into_iter().map(|(path, op, value_json)| pb::Edit { path, op, value_json }).collect();
-        let response = pb::HandleEventResponse { edits: edits.clone(), ..Default::default() }.encode_to_vec();
+        let response = pb::HandleEventResponse {
+            edits: edits.clone(),
+            ..Default::default()
+        }
+        .encode_to_vec();
         if let Ok(decision) = interpret_response(&response, &json) {
+            applied.set(applied.get() + 1);
             let edited = decision.edited.expect("edits produce bytes");
             let value: Value = serde_json::from_slice(&edited).expect("edited output is JSON");
             prop_assert!(value.is_object());
             prop_assert_eq!(value, model(Value::Object(event), &edits));
         }
+        Ok(())
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
     }
+    let (cases, applied) = (cases.get(), applied.get());
+    eprintln!("{applied} of {cases} cases applied their edits");
+    assert!(
+        applied * 4 >= cases,
+        "only {applied} of {cases} cases applied their edits: too few were compared with the model"
+    );
+    assert!(
+        (cases - applied) * 20 >= cases,
+        "only {} of {cases} cases were refused: too few refusals were checked",
+        cases - applied
+    );
 }
 
 /// An object written with `key` appearing once per value in `values`, among `others`, the key's
@@ -187,7 +270,7 @@ fn with_duplicates(key: &str, values: &[String], others: &Map<String, Value>) ->
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(config(256))]
 
     /// A redaction of a key that appears several times, at the top level or inside a nested
     /// object, leaves no occurrence of any original value.

@@ -6,12 +6,15 @@
 //! and resumes from its saved cursor).
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bound then released).
+/// A loopback port that was free a moment ago: bound, then released. Another process can take it
+/// before the child handed the number binds it, so a start that takes it must notice: [`Nginx`] and
+/// [`crate::registry::Registry`] start again on a fresh port when theirs was taken;
+/// [`SidecarProcess`] fails naming the refused address.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -100,16 +103,30 @@ impl Certificates {
     }
 }
 
+/// Whether something accepts connections on loopback `port` (a listener that never accepts fills
+/// its queue and then holds a plain connect for minutes: hence the timeout).
+fn accepts(port: u16) -> bool {
+    TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), Duration::from_secs(1)).is_ok()
+}
+
 /// Waits up to 10 s for something to listen on loopback `port`.
 pub fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not start listening on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    crate::wait_until(
+        &format!("{what} listens on port {port}"),
+        Duration::from_secs(10),
+        || accepts(port),
+    );
+}
+
+/// How many ports a child that cannot be handed a bound socket tries before the test gives up.
+pub(crate) const PORT_ATTEMPTS: usize = 5;
+
+/// How a child that binds a port it was given started.
+pub(crate) enum Started {
+    /// It listens on the port.
+    Listening(Child),
+    /// Another process took the port first; the child's log says so.
+    PortTaken(String),
 }
 
 /// Statuses nginx answers instead of 200 for a request whose URI contains `status-<code>`
@@ -117,7 +134,7 @@ pub fn wait_for_port(port: u16, what: &str) {
 pub const REFUSED_STATUSES: [u16; 11] = [400, 401, 403, 404, 408, 413, 415, 422, 429, 500, 503];
 
 /// nginx standing in for fluentd's in_http: TLS, client certificates required, every received body
-/// logged with its URI.
+/// logged with its URI. One worker process, so requests are logged in the order they finish.
 pub struct Nginx {
     dir: PathBuf,
     pub port: u16,
@@ -125,12 +142,44 @@ pub struct Nginx {
 }
 
 impl Nginx {
+    /// Starts nginx on a free port, and again on another one if a process takes the port before
+    /// nginx binds it.
     pub fn start(dir: &Path, certs: &Certificates) -> Self {
         let dir = dir.join("nginx");
         std::fs::create_dir_all(dir.join("tmp")).expect("nginx dir");
-        let port = free_port();
-        let backend = free_port();
-        let d = dir.display();
+        let mut nginx = Self {
+            dir,
+            port: 0,
+            child: None,
+        };
+        for attempt in 1..=PORT_ATTEMPTS {
+            nginx.port = free_port();
+            nginx.write_config(certs);
+            match nginx.spawn() {
+                Started::Listening(child) => {
+                    nginx.child = Some(child);
+                    return nginx;
+                }
+                Started::PortTaken(log) => assert!(
+                    attempt < PORT_ATTEMPTS,
+                    "nginx found each of {PORT_ATTEMPTS} free ports taken: {log}"
+                ),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn write_config(&self, certs: &Certificates) {
+        let port = self.port;
+        let d = self.dir.display();
+        // The backend that answers is on a unix socket: no second port to find.
+        let backend = self.dir.join("backend.sock");
+        assert!(
+            backend.as_os_str().len() < 100,
+            "{} is too long for a unix socket; set TMPDIR to a shorter folder",
+            backend.display()
+        );
+        let backend = backend.display();
         let config = format!(
             r#"worker_processes 1;
 user root;
@@ -155,11 +204,11 @@ http {{
     client_body_buffer_size 32m;
     location / {{
       access_log {d}/received.log bodies;
-      proxy_pass http://127.0.0.1:{backend};
+      proxy_pass http://unix:{backend};
     }}
   }}
   server {{
-    listen 127.0.0.1:{backend};
+    listen unix:{backend};
 {refusals}    location / {{ return 200 "ok"; }}
   }}
 }}
@@ -174,34 +223,84 @@ http {{
             server_key = certs.server_key.display(),
             ca = certs.ca.display(),
         );
-        std::fs::write(dir.join("nginx.conf"), config).expect("nginx.conf");
-        let mut nginx = Self {
-            dir,
-            port,
-            child: None,
-        };
-        nginx.resume();
-        nginx
+        std::fs::write(self.dir.join("nginx.conf"), config).expect("nginx.conf");
     }
 
-    /// Starts nginx again on the same port (after `stop`).
-    pub fn resume(&mut self) {
-        let child = Command::new("nginx")
+    /// Runs nginx and waits until it holds its port: nginx writes its pid file only after it bound
+    /// every listening socket, and exits when one is taken (after trying for about 2.5 s).
+    fn spawn(&self) -> Started {
+        let pid_file = self.dir.join("nginx.pid");
+        let startup = self.dir.join("startup.log");
+        // What a killed nginx may leave behind.
+        let _ = std::fs::remove_file(&pid_file);
+        let _ = std::fs::remove_file(self.dir.join("backend.sock"));
+        let mut child = Command::new("nginx")
             .arg("-p")
             .arg(&self.dir)
             .arg("-c")
             .arg(self.dir.join("nginx.conf"))
             .args(["-g", "daemon off;"])
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(std::fs::File::create(&startup).expect("nginx startup log"))
             .spawn()
             .expect("start nginx (Debian package nginx-light; scripts/setup.sh installs it)");
-        self.child = Some(child);
+        let pid = child.id().to_string();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(&startup).unwrap_or_default();
+                if log.contains("Address already in use") {
+                    return Started::PortTaken(log);
+                }
+                panic!("nginx exited with {status}: {log}");
+            }
+            if std::fs::read_to_string(&pid_file).is_ok_and(|p| p.trim() == pid) {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "nginx did not bind port {} within 20 s: {}",
+                    self.port,
+                    std::fs::read_to_string(&startup).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         wait_for_port(self.port, "nginx");
+        Started::Listening(child)
+    }
+
+    /// Starts nginx again on the same port (after `stop`). The sidecar under test knows that port,
+    /// so a process that took it meanwhile is waited out for a while, not dodged.
+    pub fn resume(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.spawn() {
+                Started::Listening(child) => {
+                    self.child = Some(child);
+                    return;
+                }
+                Started::PortTaken(log) => assert!(
+                    Instant::now() < deadline,
+                    "another process holds nginx's port {} since it stopped: {log}",
+                    self.port
+                ),
+            }
+        }
     }
 
     /// Stops nginx (fast shutdown) and waits until its port is closed.
     pub fn stop(&mut self) {
+        assert!(
+            self.shut_down(),
+            "port {} still accepts connections after nginx stopped: another process took it",
+            self.port
+        );
+    }
+
+    /// Stops nginx; whether its port is closed.
+    fn shut_down(&mut self) -> bool {
         if let Some(mut child) = self.child.take() {
             // SIGTERM: the master stops its workers too (SIGKILL would leave a worker serving).
             let _ = Command::new("kill")
@@ -209,11 +308,8 @@ http {{
                 .status();
             let _ = child.wait();
         }
-        // The worker may outlive the master briefly.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        // The master exits after its workers, so this holds at once unless the port was taken.
+        crate::poll_until(Duration::from_secs(5), || !accepts(self.port))
     }
 
     /// `(uri, body)` of every request received, in order.
@@ -232,16 +328,14 @@ http {{
     }
 
     /// What was received, once at least `count` requests are in the log (nginx writes its log line
-    /// just after answering, so a reader can be a moment ahead of it).
+    /// just after answering, so a reader can be a moment ahead of it); what there is after 10 s.
     pub fn wait_received(&self, count: usize) -> Vec<(String, String)> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let received = self.received();
-            if received.len() >= count || Instant::now() > deadline {
-                return received;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let mut received = Vec::new();
+        crate::poll_until(Duration::from_secs(10), || {
+            received = self.received();
+            received.len() >= count
+        });
+        received
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -251,7 +345,7 @@ http {{
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        self.stop();
+        self.shut_down();
     }
 }
 
@@ -468,5 +562,38 @@ impl EventHandlerEmulator {
                 self.restarts += 1;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nginx_notices_its_port_was_taken_and_starts_on_another() {
+        let dir = crate::TempDir::new("nginx-port");
+        let certs = Certificates::generate(&dir.0);
+        let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("a port to hold");
+        let held = holder.local_addr().expect("address").port();
+        let taken = Nginx {
+            dir: dir.0.join("taken"),
+            port: held,
+            child: None,
+        };
+        std::fs::create_dir_all(taken.dir.join("tmp")).expect("nginx dir");
+        taken.write_config(&certs);
+        match taken.spawn() {
+            Started::PortTaken(log) => assert!(log.contains(&format!(":{held}")), "{log}"),
+            Started::Listening(mut child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("nginx claims port {held}, which another socket holds");
+            }
+        }
+        let nginx = Nginx::start(&dir.0, &certs);
+        assert_ne!(nginx.port, held);
+        // Released first, so that dropping `taken` finds its port closed at once.
+        drop(holder);
+        drop(taken);
     }
 }

@@ -10,6 +10,7 @@ use eventplug_proto::v1 as pb;
 use prost::Message;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 /// A folder of its own for one test, removed when dropped.
 pub struct TempDir(pub PathBuf);
@@ -32,6 +33,29 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Polls `condition` until it holds or `timeout` passes; whether it held. For waiting on what
+/// another thread or process does, instead of sleeping and hoping it is done.
+pub fn poll_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls `condition` until it holds; panics naming `what` when `timeout` passes first.
+pub fn wait_until(what: &str, timeout: Duration, condition: impl FnMut() -> bool) {
+    assert!(
+        poll_until(timeout, condition),
+        "timed out after {timeout:?} waiting until {what}"
+    );
 }
 
 /// Compiles `wat` into `dir/<name>.wasm` and returns the file's path.

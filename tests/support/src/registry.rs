@@ -2,13 +2,19 @@
 //! filesystem storage in the test's folder; plain HTTP, htpasswd auth over TLS with a test CA, or
 //! the bearer token flow with a token server of its own (JWTs signed by openssl).
 
-use crate::components::{Certificates, free_port, wait_for_port};
+use crate::components::{Certificates, PORT_ATTEMPTS, Started, free_port, wait_for_port};
 use base64::Engine as _;
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+/// A number no other call in this process gets (for folder names and token ids).
+fn unique() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
 
 /// A running `docker-registry serve CONFIG`.
 pub struct Registry {
@@ -38,7 +44,7 @@ impl Registry {
     /// A registry over plain HTTP that requires bearer tokens, with a token server on loopback that
     /// issues them (RS256, signed with openssl) to `user`/`password` for whatever scope is asked.
     pub fn start_with_token_auth(dir: &Path, user: &str, password: &str) -> Self {
-        let token_dir = dir.join(format!("token-{}", free_port()));
+        let token_dir = dir.join(format!("token-{}", unique()));
         std::fs::create_dir_all(&token_dir).expect("token folder");
         let key = token_dir.join("token.key");
         let cert = token_dir.join("token.crt");
@@ -89,12 +95,13 @@ impl Registry {
     }
 
     fn start_with(dir: &Path, auth: Option<(&str, &str)>, extra: Option<String>) -> Self {
-        let dir = dir.join(format!("registry-{}", free_port()));
+        let dir = dir.join(format!("registry-{}", unique()));
         std::fs::create_dir_all(&dir).expect("registry folder");
         let root = dir.join("storage");
-        let port = free_port();
+        // Level info: the registry says "listening on" once it holds its port. `{port}` is filled
+        // in per attempt.
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{{port}}\n",
             root.display()
         );
         let mut ca = None;
@@ -117,18 +124,32 @@ impl Registry {
         if let Some(extra) = extra {
             config.push_str(&extra);
         }
-        let config_path = dir.join("config.yml");
-        std::fs::write(&config_path, config).expect("registry config");
         let mut registry = Self {
-            port,
+            port: 0,
             root,
             ca,
-            config: config_path,
+            config: dir.join("config.yml"),
             log: dir.join("registry.log"),
             child: None,
         };
-        registry.resume();
-        registry
+        // Another process can take the free port before the registry binds it: then again on
+        // another one.
+        for attempt in 1..=PORT_ATTEMPTS {
+            registry.port = free_port();
+            let config = config.replace("{port}", &registry.port.to_string());
+            std::fs::write(&registry.config, config).expect("registry config");
+            match registry.spawn() {
+                Started::Listening(child) => {
+                    registry.child = Some(child);
+                    return registry;
+                }
+                Started::PortTaken(log) => assert!(
+                    attempt < PORT_ATTEMPTS,
+                    "docker-registry found each of {PORT_ATTEMPTS} free ports taken: {log}"
+                ),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// `127.0.0.1:<port>`.
@@ -141,17 +162,40 @@ impl Registry {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Starts the registry again on the same port and storage (after [`Registry::stop`]).
+    /// Starts the registry again on the same port and storage (after [`Registry::stop`]). The code
+    /// under test knows that port, so a process that took it meanwhile is waited out for a while,
+    /// not dodged.
     pub fn resume(&mut self) {
         if self.child.is_some() {
             return;
         }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.spawn() {
+                Started::Listening(child) => {
+                    self.child = Some(child);
+                    return;
+                }
+                Started::PortTaken(log) => assert!(
+                    Instant::now() < deadline,
+                    "another process holds the registry's port {} since it stopped: {log}",
+                    self.port
+                ),
+            }
+        }
+    }
+
+    /// Runs the registry and waits until it holds its port: it logs "listening on" once bound, and
+    /// exits when the port is taken.
+    fn spawn(&self) -> Started {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("registry log");
-        let child = Command::new("docker-registry")
+        // The log is kept across restarts: only what this run writes counts.
+        let from = self.logs().len();
+        let mut child = Command::new("docker-registry")
             .arg("serve")
             .arg(&self.config)
             .stdout(Stdio::null())
@@ -160,21 +204,30 @@ impl Registry {
             .unwrap_or_else(|e| {
                 panic!("cannot start docker-registry (bash scripts/setup.sh installs it): {e}")
             });
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("docker-registry exited with {status}: {}", self.logs());
+        let listening = format!("listening on 127.0.0.1:{}", self.port);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let run = self.logs().get(from..).unwrap_or_default().to_string();
+            if run.contains(&listening) {
+                break;
             }
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not listen on {}: {}",
-                self.port,
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+            if let Ok(Some(status)) = child.try_wait() {
+                if run.contains("address already in use") {
+                    return Started::PortTaken(run);
+                }
+                panic!("docker-registry exited with {status}: {run}");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "docker-registry did not listen on {} within 20 s: {run}",
+                    self.port
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
         wait_for_port(self.port, "docker-registry");
+        Started::Listening(child)
     }
 
     /// Stops the registry (its storage stays).
@@ -297,7 +350,7 @@ fn serve_token(
     let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [x5c]});
     let claims = serde_json::json!({
         "iss": "eventplug-test-issuer", "sub": "ci", "aud": "eventplug-test-registry",
-        "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("{now}-{}", free_port()),
+        "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("{now}-{}", unique()),
         "access": access,
     });
     let signing_input = format!(
@@ -325,4 +378,42 @@ fn serve_token(
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_notices_its_port_was_taken() {
+        let dir = crate::TempDir::new("registry-port");
+        let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("a port to hold");
+        let held = holder.local_addr().expect("address").port();
+        let registry = Registry {
+            port: held,
+            root: dir.0.join("storage"),
+            ca: None,
+            config: dir.0.join("config.yml"),
+            log: dir.0.join("registry.log"),
+            child: None,
+        };
+        std::fs::write(
+            &registry.config,
+            format!(
+                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{held}\n",
+                registry.root.display()
+            ),
+        )
+        .expect("config");
+        match registry.spawn() {
+            Started::PortTaken(log) => assert!(log.contains(&format!(":{held}")), "{log}"),
+            Started::Listening(mut child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("docker-registry claims port {held}, which another socket holds");
+            }
+        }
+        let registry = Registry::start_plain(&dir.0);
+        assert_ne!(registry.port, held);
+    }
 }
