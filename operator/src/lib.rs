@@ -6,5 +6,6 @@
 
 pub mod crd;
 pub mod discovery;
+pub mod module_check;
 pub mod policy;
 pub mod render;

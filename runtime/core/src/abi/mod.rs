@@ -17,34 +17,7 @@ pub use host::{CallRecord, InstanceState, PluginContext, define_imports};
 pub use memory::{read_guest_bytes, unpack_region};
 pub use memory_cap::MemoryCap;
 
-/// The ABI version this host speaks; a module's `eventplug_abi_version` must return it.
-pub const ABI_VERSION: i32 = 1;
-
-/// The import module of eventplug's own host functions.
-pub const HOST_MODULE: &str = "eventplug";
-
-/// The import module of the test harness's functions (docs/abi.md, "Testing plugins"), served only
-/// by `eventplug test`.
-pub const TEST_MODULE: &str = "eventplug_test";
-
-/// Names of the functions and memory a plugin exports.
-pub mod exports {
-    /// The plugin's linear memory.
-    pub const MEMORY: &str = "memory";
-    /// `() -> i32`: the ABI version the plugin was built for.
-    pub const ABI_VERSION: &str = "eventplug_abi_version";
-    /// `(size: i32) -> i32`: memory for the host to write `size` bytes of input into.
-    pub const ALLOC: &str = "eventplug_alloc";
-    /// `(ptr: i32, len: i32) -> i64`: handle one `HandleEventRequest`; returns the response region.
-    pub const HANDLE_EVENT: &str = "eventplug_handle_event";
-    /// Optional `(ptr: i32, len: i32) -> i64`: take the plugin's configuration; returns an
-    /// `InitResponse` region (0 for success).
-    pub const INIT: &str = "eventplug_init";
-    /// Optional `() -> ()`: run once before anything else (C and WASI reactors' constructors).
-    pub const INITIALIZE: &str = "_initialize";
-    /// `() -> ()` in a test build: the plugin's tests, run by `eventplug test`.
-    pub const TEST: &str = "test";
-}
+pub use eventplug_abi::{ABI_VERSION, HOST_MODULE, TEST_MODULE, exports};
 
 /// Limits that bound what one call may ask of the host.
 pub mod caps {
