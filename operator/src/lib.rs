@@ -8,4 +8,5 @@ pub mod crd;
 pub mod discovery;
 pub mod module_check;
 pub mod policy;
+pub mod redirect;
 pub mod render;
