@@ -7,6 +7,7 @@
 pub mod crd;
 pub mod discovery;
 pub mod module_check;
+pub mod modules;
 pub mod policy;
 pub mod redirect;
 pub mod render;

@@ -5,8 +5,9 @@
 
 use eventplug_abi::{ModuleShape, check_shape};
 
-/// The largest module the operator delivers (module ConfigMaps hold at most this, in chunks).
-pub const MAX_MODULE_BYTES: usize = 32 << 20;
+/// The largest module the operator delivers: a target's module ConfigMaps (about 14 MiB) hold two
+/// of them, the running digest and its successor during an upgrade.
+pub const MAX_MODULE_BYTES: usize = 6 << 20;
 
 /// Why a module is refused: every problem, in one message for the `ModuleResolved` condition.
 pub fn check_module(bytes: &[u8]) -> Result<(), String> {

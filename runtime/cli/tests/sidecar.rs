@@ -734,6 +734,46 @@ fn a_suspended_plugin_stops_the_stream_with_503_until_it_is_cleared() {
 }
 
 #[test]
+fn a_module_delivered_in_chunks_is_joined_checked_and_waited_for() {
+    let setup = Setup::new();
+    let module = wat::parse_str(&annotate_plugin("chunked")).expect("WAT");
+    let digest = eventplug_runtime::engine::module_digest(&module);
+    let modules = setup.dir.0.join("modules");
+    std::fs::create_dir_all(&modules).expect("modules folder");
+    let path = modules.join(format!("{}.wasm", digest.replace(':', "-")));
+    let entry = plugin_entry("annotate", &path, &format!("    digest: {digest}\n"));
+    // The config arrives before the chunks (two ConfigMaps, updated one after the other).
+    setup.write_config(&entry, "");
+    let sidecar = SidecarProcess::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_eventplug")),
+        &setup.config,
+        &setup.dir.0.join("cache"),
+    );
+    let (status, body) = sidecar.post("/test.log", &access_request(1));
+    assert_eq!(status, 503, "no module yet: {body}");
+    // Half the chunks: they join to another digest, so the plugin still does not load.
+    let chunks: Vec<&[u8]> = module.chunks(module.len() / 3 + 1).collect();
+    assert_eq!(chunks.len(), 3);
+    std::fs::write(format!("{}.0", path.display()), chunks[0]).expect("chunk");
+    wait_until(
+        || sidecar.get("/readyz").1.contains("not the pinned"),
+        "a partial module is refused by digest",
+        &sidecar,
+    );
+    for (index, chunk) in chunks.iter().enumerate().skip(1) {
+        std::fs::write(format!("{}.{index}", path.display()), chunk).expect("chunk");
+    }
+    wait_until(
+        || sidecar.get("/readyz").0 == 200,
+        "the joined module loads",
+        &sidecar,
+    );
+    assert_eq!(sidecar.post("/test.log", &access_request(2)).0, 200);
+    let received = setup.nginx.wait_received(1);
+    assert!(received[0].1.contains("chunked"), "{received:?}");
+}
+
+#[test]
 fn sigterm_keeps_serving_through_the_grace_period_then_exits_zero() {
     let setup = Setup::new();
     let skip = write_module(&setup.dir.0, "skip", &skip_santa_plugin());

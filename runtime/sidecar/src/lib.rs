@@ -69,7 +69,24 @@ fn fingerprint(config_path: &Path, config: Option<&SidecarConfig>) -> String {
             .into_iter()
             .flatten(),
     );
-    for file in files {
+    // A module delivered in chunks (`<file>.0`, `<file>.1`, …) counts by its chunks.
+    let chunks: Vec<PathBuf> = config
+        .plugins
+        .iter()
+        .filter(|p| !p.module.exists())
+        .flat_map(|p| {
+            (0..)
+                .map(|index| {
+                    let mut name = p.module.as_os_str().to_owned();
+                    name.push(format!(".{index}"));
+                    PathBuf::from(name)
+                })
+                .take(257)
+                .take_while(|chunk| chunk.exists())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for file in files.chain(chunks.iter()) {
         if let Ok(meta) = std::fs::metadata(file) {
             let modified = meta
                 .modified()

@@ -13,7 +13,12 @@ pub struct ModuleSources {
     registry: Registry,
     cache: Cache,
     credentials_error: Option<String>,
+    /// Where modules delivered in chunks are joined.
+    joined: std::path::PathBuf,
 }
+
+/// The most chunks one module is delivered in.
+const MAX_CHUNKS: usize = 256;
 
 impl ModuleSources {
     /// Sources for `config`; the cache defaults to `oci/` in the engine's module cache folder.
@@ -41,7 +46,11 @@ impl ModuleSources {
                 .map(|d| d.join("oci"))
                 .unwrap_or_else(|| std::env::temp_dir().join("eventplug-oci"))
         });
+        let joined = engine_cache
+            .map(|d| d.join("joined"))
+            .unwrap_or_else(|| std::env::temp_dir().join("eventplug-joined"));
         Self {
+            joined,
             registry: Registry::new(RegistrySettings {
                 hosts,
                 credentials,
@@ -61,7 +70,7 @@ impl ModuleSources {
         settings: &'a PluginSettings,
     ) -> Result<Cow<'a, PluginSettings>, String> {
         let Some(text) = settings.oci_reference() else {
-            return Ok(Cow::Borrowed(settings));
+            return self.join_chunks(settings);
         };
         let reference: Reference = text.parse().map_err(|e| format!("module: {e}"))?;
         let digest = reference
@@ -90,4 +99,67 @@ impl ModuleSources {
             .or_else(|| reference.tag().map(str::to_string));
         Ok(Cow::Owned(resolved))
     }
+
+    /// A module file that is not there but whose chunks are (`<file>.0`, `<file>.1`, …: the
+    /// operator's module ConfigMaps, each under the API server's object size limit, mounted into
+    /// one folder): joined in order, checked against the pinned `digest` (required for chunks), and
+    /// loaded from the joined copy. Any other module is unchanged.
+    fn join_chunks<'a>(
+        &self,
+        settings: &'a PluginSettings,
+    ) -> Result<Cow<'a, PluginSettings>, String> {
+        let first = chunk_path(&settings.module, 0);
+        if settings.module.exists() || !first.exists() {
+            return Ok(Cow::Borrowed(settings));
+        }
+        let digest = settings.digest.as_deref().ok_or_else(|| {
+            format!(
+                "module {} comes in chunks but no digest pins it: set digest",
+                settings.module.display()
+            )
+        })?;
+        let mut bytes = Vec::new();
+        for index in 0..=MAX_CHUNKS {
+            let chunk = chunk_path(&settings.module, index);
+            match std::fs::read(&chunk) {
+                Ok(part) => bytes.extend_from_slice(&part),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => break,
+                Err(error) => return Err(format!("cannot read {}: {error}", chunk.display())),
+            }
+            if index == MAX_CHUNKS {
+                return Err(format!(
+                    "module {} comes in more than {MAX_CHUNKS} chunks",
+                    settings.module.display()
+                ));
+            }
+        }
+        let joined_digest = eventplug_runtime::engine::module_digest(&bytes);
+        if !joined_digest.eq_ignore_ascii_case(digest) {
+            // A ConfigMap update in flight shows old and new chunks side by side: the next reload
+            // sees them settled.
+            return Err(format!(
+                "the chunks of module {} join to {joined_digest}, not the pinned {digest} (an update may be in flight; it is tried again at the next reload)",
+                settings.module.display()
+            ));
+        }
+        std::fs::create_dir_all(&self.joined)
+            .map_err(|e| format!("cannot create {}: {e}", self.joined.display()))?;
+        let path = self
+            .joined
+            .join(format!("{}.wasm", joined_digest.replace(':', "-")));
+        let partial = path.with_extension("partial");
+        std::fs::write(&partial, &bytes)
+            .and_then(|()| std::fs::rename(&partial, &path))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let mut joined = settings.clone();
+        joined.module = path;
+        Ok(Cow::Owned(joined))
+    }
+}
+
+/// The file of chunk `index` of a module delivered as `module`.
+fn chunk_path(module: &Path, index: usize) -> std::path::PathBuf {
+    let mut name = module.as_os_str().to_owned();
+    name.push(format!(".{index}"));
+    name.into()
 }
