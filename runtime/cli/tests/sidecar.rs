@@ -736,7 +736,7 @@ fn a_suspended_plugin_stops_the_stream_with_503_until_it_is_cleared() {
 #[test]
 fn a_module_delivered_in_chunks_is_joined_checked_and_waited_for() {
     let setup = Setup::new();
-    let module = wat::parse_str(&annotate_plugin("chunked")).expect("WAT");
+    let module = wat::parse_str(annotate_plugin("chunked")).expect("WAT");
     let digest = eventplug_runtime::engine::module_digest(&module);
     let modules = setup.dir.0.join("modules");
     std::fs::create_dir_all(&modules).expect("modules folder");
