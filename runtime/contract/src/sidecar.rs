@@ -705,6 +705,25 @@ mod tests {
     }
 
     #[test]
+    fn an_admin_listener_off_loopback_needs_a_status_token_and_its_own_address() {
+        let err = refuse(&format!("{MINIMAL}admin:\n  address: 0.0.0.0:9090\n"));
+        assert!(err.starts_with("admin.statusTokenFile:"), "{err}");
+        let ok =
+            format!("{MINIMAL}admin:\n  address: 0.0.0.0:9090\n  statusTokenFile: /run/token\n");
+        assert!(SidecarConfig::parse(&ok).is_ok());
+        let err = refuse(&format!(
+            "{MINIMAL}listen:\n  address: 127.0.0.1:7000\nadmin:\n  address: 127.0.0.1:7000\n"
+        ));
+        assert!(err.starts_with("admin.address:"), "{err}");
+        // Port 0 twice is two listeners, each with a port of its own.
+        let zero =
+            format!("{MINIMAL}listen:\n  address: 127.0.0.1:0\nadmin:\n  address: 127.0.0.1:0\n");
+        assert!(SidecarConfig::parse(&zero).is_ok());
+        let err = refuse(&format!("{MINIMAL}admin:\n  address: nowhere\n"));
+        assert!(err.starts_with("admin.address:"), "{err}");
+    }
+
+    #[test]
     fn cert_and_key_go_together() {
         let text = MINIMAL.replace("  sessionUrl", "  cert: c.pem\n  sessionUrl");
         assert!(refuse(&text).contains("upstream.cert and upstream.key"));

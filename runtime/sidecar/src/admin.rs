@@ -6,10 +6,11 @@
 //! token: the operator writes a random token into a Secret it owns, mounts it into the sidecar
 //! (`admin.statusTokenFile`) and sends it. A shared secret rather than a TokenReview, so the
 //! sidecar needs no cluster-wide permission (a TokenReview is a cluster-scoped `create`) and
-//! answers with the API server down.
+//! answers with the API server down. Whether the token may be left out is decided by the address
+//! the listener is bound to, not by a reloaded config.
 
 use super::Sidecar;
-use super::ingest::text;
+use super::response::text;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -17,6 +18,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
@@ -27,13 +29,15 @@ const MAX_ADMIN_CONNECTIONS: usize = 64;
 /// How long an admin request's head may take.
 const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts admin connections until the task is aborted.
-pub(super) async fn serve(sidecar: Arc<Sidecar>, listener: tokio::net::TcpListener) {
+/// Accepts admin connections until the task is aborted. Connections over the limit are closed at
+/// once rather than left waiting, so slow peers cannot keep kubelet's probes out.
+pub(super) async fn serve(
+    sidecar: Arc<Sidecar>,
+    listener: tokio::net::TcpListener,
+    bound: SocketAddr,
+) {
     let open = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
     loop {
-        let Ok(permit) = open.clone().acquire_owned().await else {
-            return;
-        };
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(error) => {
@@ -41,12 +45,20 @@ pub(super) async fn serve(sidecar: Arc<Sidecar>, listener: tokio::net::TcpListen
                 continue;
             }
         };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            tracing::warn!(
+                limit = MAX_ADMIN_CONNECTIONS,
+                "an admin connection over the limit was closed"
+            );
+            drop(stream);
+            continue;
+        };
         let sidecar = sidecar.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let service = service_fn(move |request| {
                 let sidecar = sidecar.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&sidecar, &request)) }
+                async move { Ok::<_, std::convert::Infallible>(handle(&sidecar, &request, bound).await) }
             });
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -70,7 +82,11 @@ fn document(body: String, content_type: &'static str) -> Response<Full<Bytes>> {
 }
 
 /// Answers one admin request.
-fn handle(sidecar: &Sidecar, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    sidecar: &Sidecar,
+    request: &Request<Incoming>,
+    bound: SocketAddr,
+) -> Response<Full<Bytes>> {
     let live = sidecar.live();
     let path = request.uri().path();
     if request.method() != Method::GET {
@@ -101,8 +117,8 @@ fn handle(sidecar: &Sidecar, request: &Request<Incoming>) -> Response<Full<Bytes
         },
         "/metrics" => document(sidecar.metrics.render(), super::metrics::CONTENT_TYPE),
         "/status" => {
-            if let Err(refusal) = authorize(sidecar, request) {
-                return refusal;
+            if let Err(refusal) = authorize(sidecar, request, bound).await {
+                return refusal.response();
             }
             let mut report = live.status();
             if let Some(refusal) = sidecar.upstream_refusal() {
@@ -111,9 +127,16 @@ fn handle(sidecar: &Sidecar, request: &Request<Incoming>) -> Response<Full<Bytes
             }
             report.degraded = sidecar.effects.degraded();
             // Compact JSON: one line, as every answer.
-            let mut body = serde_json::to_string(&report).unwrap_or_default();
-            body.push('\n');
-            document(body, "application/json")
+            match serde_json::to_string(&report) {
+                Ok(mut body) => {
+                    body.push('\n');
+                    document(body, "application/json")
+                }
+                Err(error) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot render the status report: {error}"),
+                ),
+            }
         }
         _ => text(
             StatusCode::NOT_FOUND,
@@ -125,51 +148,92 @@ fn handle(sidecar: &Sidecar, request: &Request<Incoming>) -> Response<Full<Bytes
     }
 }
 
-/// Checks `/status`'s bearer token against `admin.statusTokenFile` (read at each request, so a
-/// rotated Secret counts at once). Without the setting (loopback only) anyone local may read it.
-#[allow(clippy::result_large_err)]
-fn authorize(sidecar: &Sidecar, request: &Request<Incoming>) -> Result<(), Response<Full<Bytes>>> {
+/// Why `/status` is refused.
+enum Refusal {
+    /// No token, or another one: 401.
+    Unauthorized(&'static str),
+    /// The token cannot be checked: 503 (details only in the log).
+    Unavailable(&'static str),
+}
+
+impl Refusal {
+    fn response(self) -> Response<Full<Bytes>> {
+        match self {
+            Self::Unauthorized(why) => {
+                let mut response = text(StatusCode::UNAUTHORIZED, why);
+                response.headers_mut().insert(
+                    hyper::header::WWW_AUTHENTICATE,
+                    hyper::header::HeaderValue::from_static("Bearer"),
+                );
+                response
+            }
+            Self::Unavailable(why) => text(StatusCode::SERVICE_UNAVAILABLE, why),
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header (the scheme in any case, RFC 7235).
+fn bearer_token(request: &Request<Incoming>) -> Option<&str> {
+    let value = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Checks `/status`'s bearer token against `admin.statusTokenFile`, read at each request so a
+/// rotated Secret counts at once. The token is compared as a SHA-256 digest in constant time, so
+/// neither its bytes nor its length show in the timing. Without the setting, only a listener bound
+/// to loopback answers, whatever a reloaded config says.
+async fn authorize(
+    sidecar: &Sidecar,
+    request: &Request<Incoming>,
+    bound: SocketAddr,
+) -> Result<(), Refusal> {
     let live = sidecar.live();
     let Some(file) = &live.config.admin.status_token_file else {
-        return Ok(());
+        if bound.ip().is_loopback() {
+            return Ok(());
+        }
+        tracing::error!(%bound, "admin.statusTokenFile is no longer set but the admin listener is not on loopback; /status is refused until it is set again");
+        return Err(Refusal::Unavailable(
+            "/status needs admin.statusTokenFile on this address",
+        ));
     };
-    let expected = match std::fs::read_to_string(file) {
-        Ok(token) if !token.trim().is_empty() => token.trim().to_string(),
+    let Some(given) = bearer_token(request) else {
+        return Err(Refusal::Unauthorized(
+            "/status needs `Authorization: Bearer <token>` with the token in admin.statusTokenFile",
+        ));
+    };
+    let expected = match tokio::fs::read_to_string(file).await {
+        Ok(token) if !token.trim().is_empty() => token,
         Ok(_) => {
             tracing::error!(file = %file.display(), "admin.statusTokenFile is empty; /status is refused");
-            return Err(text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "admin.statusTokenFile is empty: /status is refused until it holds a token",
+            return Err(Refusal::Unavailable(
+                "the status token cannot be checked (see the sidecar's log)",
             ));
         }
         Err(error) => {
             tracing::error!(file = %file.display(), %error, "cannot read admin.statusTokenFile; /status is refused");
-            return Err(text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("cannot read admin.statusTokenFile: {error}"),
+            return Err(Refusal::Unavailable(
+                "the status token cannot be checked (see the sidecar's log)",
             ));
         }
     };
-    let given = request
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(token) if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => Ok(()),
-        given => {
-            let why = if given.is_some() {
-                "the bearer token is not the one in admin.statusTokenFile"
-            } else {
-                "/status needs `Authorization: Bearer <token>` with the token in admin.statusTokenFile"
-            };
-            let mut response = text(StatusCode::UNAUTHORIZED, why);
-            response.headers_mut().insert(
-                hyper::header::WWW_AUTHENTICATE,
-                hyper::header::HeaderValue::from_static("Bearer"),
-            );
-            Err(response)
-        }
+    let digest = |text: &str| -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(text.trim().as_bytes()).into()
+    };
+    if bool::from(digest(given).ct_eq(&digest(&expected))) {
+        Ok(())
+    } else {
+        Err(Refusal::Unauthorized(
+            "the bearer token is not the one in admin.statusTokenFile",
+        ))
     }
 }

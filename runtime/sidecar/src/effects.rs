@@ -60,14 +60,26 @@ pub struct KeyedEffect {
     pub effect: Effect,
 }
 
+/// Why a sink did not carry out an effect.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SinkError {
+    /// It may work later (the backend is down, slow or overloaded): retried.
+    #[error("{0}")]
+    Transient(String),
+    /// It never will (the backend refuses this effect): not retried; logged, counted and reported
+    /// as degraded, so one bad effect cannot hold up every later one.
+    #[error("{0}")]
+    Permanent(String),
+}
+
 /// A future a sink returns.
-pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
 
 /// Where effects of one class go.
 pub trait EffectSink: Send + Sync {
     /// A name for logs.
     fn name(&self) -> &str;
-    /// Carries out one effect; an error is retried.
+    /// Carries out one effect; a transient error is retried.
     fn deliver<'a>(&'a self, effect: &'a KeyedEffect) -> SinkFuture<'a>;
 }
 
@@ -208,15 +220,8 @@ impl EffectWorkers {
             );
         }
         let mut waiting = Vec::new();
-        let mut index_of: HashMap<&str, usize> = HashMap::new();
-        for effect in effects {
-            let index = index_of.entry(effect.plugin.as_str()).or_default();
-            let keyed = KeyedEffect {
-                key: format!("{identity}/{}/{index}", effect.plugin),
-                effect: effect.clone(),
-            };
-            *index += 1;
-            match DeliveryClass::of(&effect.kind) {
+        for keyed in keyed_effects(identity, effects) {
+            match DeliveryClass::of(&keyed.effect.kind) {
                 DeliveryClass::BestEffort if first.is_some() => self.queue_best_effort(keyed),
                 DeliveryClass::BestEffort => {}
                 DeliveryClass::MustDeliver => {
@@ -241,11 +246,30 @@ impl EffectWorkers {
         match tokio::time::timeout(wait, all).await {
             Ok(true) => Ok(()),
             Ok(false) | Err(_) => {
-                let left = waiting.iter().filter(|p| !*p.borrow()).count();
-                self.metrics.effect_delivery("must_deliver", "timed_out");
-                Err(EffectsPending::TimedOut(left.max(1)))
+                let left = waiting.iter().filter(|p| !*p.borrow()).count().max(1);
+                for _ in 0..left {
+                    self.metrics.effect_delivery("must_deliver", "timed_out");
+                }
+                Err(EffectsPending::TimedOut(left))
             }
         }
+    }
+
+    /// Whether the must-deliver effects of this delivered event were handed over before (queued or
+    /// carried out): then the upstream accepted the event already, and a redelivery (after its
+    /// answer waited too long for them) need not send it again. False for an event without them.
+    pub fn already_handed_over(&self, identity: &str, effects: &[Effect]) -> bool {
+        let keys = lock(&self.must.keys);
+        let mut any = false;
+        for keyed in keyed_effects(identity, effects) {
+            if DeliveryClass::of(&keyed.effect.kind) == DeliveryClass::MustDeliver {
+                if !keys.states.contains_key(&keyed.key) {
+                    return false;
+                }
+                any = true;
+            }
+        }
+        any
     }
 
     fn count(&self, effect: &Effect, mode: &'static str) {
@@ -305,6 +329,23 @@ impl EffectWorkers {
     }
 }
 
+/// Each effect with its idempotency key: `<identity>/<plugin>/<index in that plugin's list>`.
+fn keyed_effects<'a>(
+    identity: &'a str,
+    effects: &'a [Effect],
+) -> impl Iterator<Item = KeyedEffect> + 'a {
+    let mut index_of: HashMap<&str, usize> = HashMap::new();
+    effects.iter().map(move |effect| {
+        let index = index_of.entry(effect.plugin.as_str()).or_default();
+        let keyed = KeyedEffect {
+            key: format!("{identity}/{}/{index}", effect.plugin),
+            effect: effect.clone(),
+        };
+        *index += 1;
+        keyed
+    })
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -324,9 +365,10 @@ async fn must_deliver_worker(
             .without_max_times();
         let attempt = || sink.deliver(&keyed);
         let degraded = &must.degraded;
-        let _ = attempt
+        let outcome = attempt
             .retry(backoff)
-            .notify(|error: &String, after: Duration| {
+            .when(|error| matches!(error, SinkError::Transient(_)))
+            .notify(|error: &SinkError, after: Duration| {
                 metrics.effect_delivery("must_deliver", "retried");
                 tracing::warn!(key = %keyed.key, sink = sink.name(), %error, ?after, "lock effect failed; retrying");
                 *lock(degraded) = Some(format!(
@@ -335,7 +377,20 @@ async fn must_deliver_worker(
                 ));
             })
             .await;
-        metrics.effect_delivery("must_deliver", "delivered");
+        let delivered = outcome.is_ok();
+        match outcome {
+            Ok(()) => metrics.effect_delivery("must_deliver", "delivered"),
+            Err(error) => {
+                // The backend refuses this effect for good: waiting on it would stop the stream.
+                metrics.effect_delivery("must_deliver", "rejected");
+                tracing::error!(key = %keyed.key, sink = sink.name(), %error, effect = %keyed.effect, "the backend refused a lock effect for good; the event is acknowledged without it");
+                *lock(degraded) = Some(format!(
+                    "{} refused a lock effect ({}): {error}",
+                    sink.name(),
+                    keyed.key
+                ));
+            }
+        }
         let mut keys = lock(&must.keys);
         keys.states.insert(keyed.key.clone(), KeyState::Done);
         keys.done_order.push_back(keyed.key);
@@ -346,8 +401,9 @@ async fn must_deliver_worker(
         }
         drop(keys);
         done.send_replace(true);
-        // Caught up: clear the degraded mark the backlog or failures set.
-        if receiver.is_empty() {
+        // Caught up: clear the degraded mark the backlog or transient failures set (a rejection
+        // stays reported until the next effect is carried out).
+        if receiver.is_empty() && delivered {
             *lock(&must.degraded) = None;
         }
     }
@@ -368,13 +424,14 @@ async fn best_effort_worker(best: Arc<BestEffort>, metrics: Arc<Metrics>) {
         let attempt = || best.sink.deliver(&keyed);
         let result = attempt
             .retry(backoff)
-            .notify(|_: &String, _| metrics.effect_delivery("best_effort", "retried"))
+            .when(|error| matches!(error, SinkError::Transient(_)))
+            .notify(|_: &SinkError, _| metrics.effect_delivery("best_effort", "retried"))
             .await;
         match result {
             Ok(()) => metrics.effect_delivery("best_effort", "delivered"),
             Err(error) => {
-                metrics.effect_delivery("best_effort", "dropped");
-                tracing::error!(key = %keyed.key, sink = best.sink.name(), %error, "alert dropped after {} attempts", BEST_EFFORT_RETRIES + 1);
+                metrics.effect_delivery("best_effort", "failed");
+                tracing::error!(key = %keyed.key, sink = best.sink.name(), %error, "alert not delivered (after up to {} attempts)", BEST_EFFORT_RETRIES + 1);
             }
         }
     }
@@ -402,12 +459,15 @@ mod tests {
             Box::pin(async move {
                 let mut open = self.open.clone();
                 let _ = open.wait_for(|o| *o).await;
+                if effect.effect.plugin == "refused" {
+                    return Err(SinkError::Permanent("400: no such user".into()));
+                }
                 if self
                     .failures
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1))
                     .is_ok()
                 {
-                    return Err("the backend said no".into());
+                    return Err(SinkError::Transient("the backend is down".into()));
                 }
                 lock(&self.delivered).push(effect.key.clone());
                 Ok(())
@@ -487,6 +547,15 @@ mod tests {
             .carry_out("uid:2", &effects, None, Duration::from_secs(5))
             .await;
         assert_eq!(first, Err(EffectsPending::TimedOut(1)));
+        assert!(
+            workers.already_handed_over("uid:2", &effects),
+            "pending counts"
+        );
+        assert!(!workers.already_handed_over("uid:3", &effects));
+        assert!(
+            !workers.already_handed_over("uid:2", &[]),
+            "no lock effects, no claim"
+        );
         gate.send_replace(true);
         workers
             .carry_out("uid:2", &effects, None, Duration::from_secs(5))
@@ -561,10 +630,15 @@ mod tests {
         }
         assert!(counter(&metrics, "best_effort", "dropped") >= 3);
         alerts_gate.send_replace(true);
-        // Wait for the worker to drain what is left (the newest ones).
-        while counter(&metrics, "best_effort", "delivered") < 3 {
+        // Wait for the worker to drain what is left (the newest ones); bounded, so a worker that
+        // never gets there fails the test instead of hanging it.
+        for _ in 0..10_000 {
+            if counter(&metrics, "best_effort", "delivered") >= 3 {
+                break;
+            }
             tokio::task::yield_now().await;
         }
+        assert_eq!(counter(&metrics, "best_effort", "delivered"), 3);
         let delivered = lock(&alerts.delivered).clone();
         assert!(
             delivered.contains(&"uid:5/watch/0".to_string()),
@@ -574,6 +648,45 @@ mod tests {
             !delivered.contains(&"uid:1/watch/0".to_string()),
             "{delivered:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lock_the_backend_refuses_for_good_does_not_hold_up_the_next_ones() {
+        let metrics = Arc::new(Metrics::new());
+        let (locks, _gate) = recording(0);
+        let (alerts, _alerts_gate) = recording(0);
+        let workers = EffectWorkers::start(locks.clone(), alerts, 4, metrics.clone());
+        workers
+            .carry_out(
+                "uid:r#1",
+                &[lock_effect("refused", "x")],
+                None,
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("a refused effect ends its wait");
+        assert_eq!(counter(&metrics, "must_deliver", "rejected"), 1);
+        assert_eq!(
+            counter(&metrics, "must_deliver", "retried"),
+            0,
+            "not retried"
+        );
+        assert!(
+            workers
+                .degraded()
+                .is_some_and(|d| d.contains("no such user"))
+        );
+        workers
+            .carry_out(
+                "uid:r#2",
+                &[lock_effect("brute", "y")],
+                None,
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("the next lock goes through");
+        assert_eq!(*lock(&locks.delivered), ["uid:r#2/brute/0"]);
+        assert_eq!(workers.degraded(), None);
     }
 
     #[tokio::test(start_paused = true)]

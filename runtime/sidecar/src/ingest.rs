@@ -3,6 +3,7 @@
 
 use super::Sidecar;
 use super::live::Live;
+use super::response::text;
 use super::upstream::{Blame, UpstreamError};
 use crate::metrics::{
     PathLabel, PhaseLabel, PluginReasonLabels, PluginStepLabels, PolicyLabel, ReasonLabel,
@@ -15,44 +16,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use std::sync::Arc;
-
-/// The longest answer text, in bytes; longer reasons (a module's compile error) are cut.
-const MAX_ANSWER_BYTES: usize = 2048;
-
-/// `text` as one line: each run of whitespace or control characters that holds a line break or
-/// another control character becomes one space, and the text is cut at `MAX_ANSWER_BYTES` with `…`.
-pub(crate) fn one_line(text: &str) -> String {
-    let mut line = String::with_capacity(text.len().min(MAX_ANSWER_BYTES));
-    let mut gap = false;
-    for c in text.trim().chars() {
-        if c.is_control() || (gap && c.is_whitespace()) {
-            gap = true;
-            continue;
-        }
-        if gap {
-            while line.ends_with(' ') {
-                line.pop();
-            }
-            line.push(' ');
-            gap = false;
-        }
-        if line.len() + c.len_utf8() > MAX_ANSWER_BYTES {
-            line.push('…');
-            break;
-        }
-        line.push(c);
-    }
-    line
-}
-
-/// A response with a one-line text body.
-pub(super) fn text(status: StatusCode, body: impl AsRef<str>) -> Response<Full<Bytes>> {
-    let mut body = one_line(body.as_ref());
-    body.push('\n');
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response
-}
 
 /// Where an ingest path sends its events.
 enum Route {
@@ -307,7 +270,17 @@ async fn decide(sidecar: &Sidecar, request: Request<Incoming>) -> Answer {
         "{identity}#{}",
         eventplug_runtime::engine::module_digest(&body)
     );
+    // Delivered before, its answer then waited too long for its lock effects: the upstream has
+    // it, so only the effects are waited on again.
+    let upstream_has_it = processed.replayed
+        && sidecar
+            .effects
+            .already_handed_over(&key, &processed.outcome.effects);
     let answer = match &processed.outcome.verdict {
+        Verdict::Forward | Verdict::Modified(_) if upstream_has_it => {
+            sidecar.poison.settled(&key);
+            Answer::Delivered("replayed")
+        }
         Verdict::Forward => {
             let result = replayed(&processed, "forwarded");
             let original = body.clone();
@@ -340,6 +313,7 @@ async fn decide(sidecar: &Sidecar, request: Request<Incoming>) -> Answer {
         }
     };
     if let Answer::Delivered(_) = answer
+        && !upstream_has_it
         && let Some((seconds, nanos)) = parse_rfc3339(&processed.identity.time)
     {
         sidecar
@@ -361,7 +335,7 @@ async fn decide(sidecar: &Sidecar, request: Request<Incoming>) -> Answer {
     match sidecar
         .effects
         .carry_out(
-            &identity,
+            &key,
             &outcome.effects,
             first.then_some(outcome.shadow_effects.as_slice()),
             live.config.delivery.effect_wait.get(),
@@ -370,7 +344,7 @@ async fn decide(sidecar: &Sidecar, request: Request<Incoming>) -> Answer {
     {
         Ok(()) => answer,
         Err(pending) => {
-            tracing::warn!(event = %identity, %pending, "the event was delivered but its lock effects are not carried out yet: answered 503 so it is redelivered");
+            tracing::warn!(event = %key, %pending, "the event was delivered but its lock effects are not carried out yet: answered 503 so it is redelivered");
             Answer::Retry(format!(
                 "{pending}: the event is not acknowledged until they are; retry"
             ))
@@ -486,6 +460,15 @@ async fn refused_event(
     match policy {
         PoisonPolicy::Quarantine => {
             quarantine(sidecar, live, key, refused, original, &why, attempts).await
+        }
+        // As in `fail`: never send the original past a FailClosed plugin that still runs.
+        PoisonPolicy::Forward if refused != *original && guarding_plugin(live).is_some() => {
+            blocked(
+                &format!(
+                    "{why}; the original not forwarded: a FailClosed plugin runs in the chain"
+                ),
+                attempts,
+            )
         }
         PoisonPolicy::Forward if refused != *original => {
             match send(sidecar, live, url, original.clone()).await {
@@ -715,21 +698,7 @@ fn record(sidecar: &Sidecar, live: &Live, processed: &Processed) {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_ANSWER_BYTES, check_session_id, one_line};
-
-    #[test]
-    fn answers_are_one_bounded_line() {
-        assert_eq!(
-            one_line(
-                "error: expected `)`\n --> m.wat:3:5\n  |\n3 |     i32.const oops\r\n  |  ^\n"
-            ),
-            "error: expected `)` --> m.wat:3:5 | 3 |     i32.const oops |  ^"
-        );
-        assert_eq!(one_line("a\u{0}b\tc"), "a b c");
-        assert_eq!(one_line("plain"), "plain");
-        let long = one_line(&"é".repeat(5000));
-        assert!(long.len() <= MAX_ANSWER_BYTES + '…'.len_utf8() && long.ends_with('…'));
-    }
+    use super::check_session_id;
 
     #[test]
     fn session_ids_are_uuid_like_and_never_encoded_or_climbing() {

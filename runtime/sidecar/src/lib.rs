@@ -16,9 +16,12 @@ mod metrics;
 mod module_source;
 mod plugin_set;
 mod poison;
+mod response;
 mod upstream;
 
-pub use effects::{DeliveryClass, EffectSink, EffectWorkers, EffectsPending, KeyedEffect, LogSink};
+pub use effects::{
+    DeliveryClass, EffectSink, EffectWorkers, EffectsPending, KeyedEffect, LogSink, SinkError,
+};
 pub use live::{Live, Routes};
 pub use metrics::Metrics;
 pub use upstream::{Blame, Upstream, UpstreamError};
@@ -211,6 +214,9 @@ impl Sidecar {
                 "delivery.verdictCacheEntries and verdictCacheTtl changes take effect at the next start"
             );
         }
+        if previous.generation > 0 && previous.config.admin.address != config.admin.address {
+            tracing::warn!(old = %previous.config.admin.address, new = %config.admin.address, "admin.address changes take effect at the next start");
+        }
         if previous.generation > 0 && previous.config.listen.address != config.listen.address {
             tracing::warn!(old = %previous.config.listen.address, new = %config.listen.address, "listen.address changes take effect at the next start");
         }
@@ -235,6 +241,12 @@ impl Sidecar {
             &config.plugins,
             &self.tokens,
         );
+        let in_use: Vec<&Path> = applied
+            .plugins
+            .iter()
+            .map(|p| p.settings.module.as_path())
+            .collect();
+        sources.prune_joined(&in_use);
         let missing = applied.missing();
         let suspended: Vec<&str> = config
             .plugins
@@ -403,7 +415,7 @@ pub async fn serve(
         write_addresses(file, &bound)?;
     }
     tracing::info!(listen = %bound.listen, admin = %bound.admin, audit_path = %live.routes.audit_path, "eventplug sidecar listening");
-    let admin = tokio::spawn(admin::serve(sidecar.clone(), admin_listener));
+    let admin = tokio::spawn(admin::serve(sidecar.clone(), admin_listener, bound.admin));
     let reloader = tokio::spawn(reload_loop(sidecar.clone()));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let open = Arc::new(tokio::sync::Semaphore::new(

@@ -25,6 +25,9 @@ const LAG_BUCKETS: &[f64] = &[
     0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0,
 ];
 
+/// What one plugin did with an event, as `eventplug_plugin_events_total{result}`.
+pub const STEP_RESULTS: [&str; 5] = ["not_selected", "forwarded", "modified", "skipped", "failed"];
+
 /// A plugin's name as a label value, shared so that labelling costs no allocation.
 pub type PluginName = Arc<String>;
 
@@ -333,12 +336,15 @@ impl Metrics {
             .unwrap_or_default();
         // A clock ahead of the sidecar's is no lag, not a negative one.
         self.stream_lag.observe((now - event_time).max(0.0));
-        // Only ever forward: a redelivered old event does not move the gauge back. The gauge keeps
-        // an f64's bits, which order like the numbers for times after 1970.
-        if event_time > 0.0 {
+        // Only ever forward: a redelivered old event does not move the gauge back, and a time
+        // ahead of the sidecar's clock counts as now, so one event stamped in the future cannot
+        // hold the gauge up and hide real lag. The gauge keeps an f64's bits, which order like
+        // the numbers for times after 1970.
+        let newest = event_time.min(now);
+        if newest > 0.0 {
             self.newest_forwarded_event
                 .inner()
-                .fetch_max(event_time.to_bits(), std::sync::atomic::Ordering::Relaxed);
+                .fetch_max(newest.to_bits(), std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -366,6 +372,27 @@ impl Metrics {
             plugin: plugin.to_string(),
             digest: digest.unwrap_or_default().to_string(),
         });
+        let name: PluginName = Arc::new(plugin.to_string());
+        let label = PluginLabel {
+            plugin: name.clone(),
+        };
+        self.plugin_duration.remove(&label);
+        self.instance_wait.remove(&label);
+        for mode in ["enforce", "shadow"] {
+            for result in STEP_RESULTS {
+                self.plugin_events.remove(&PluginStepLabels {
+                    plugin: name.clone(),
+                    mode,
+                    result,
+                });
+            }
+        }
+        for reason in eventplug_runtime::engine::CallError::REASONS {
+            self.plugin_failures.remove(&PluginReasonLabels {
+                plugin: name.clone(),
+                reason,
+            });
+        }
     }
 
     /// Records one call's duration for `plugin`.
@@ -447,8 +474,29 @@ mod tests {
         let text = metrics.render();
         assert!(!text.contains("sha256:old"), "{text}");
         assert!(text.contains("digest=\"sha256:new\"} 1"), "{text}");
+        let name: PluginName = Arc::new("redact".into());
+        metrics.plugin_call(&name, Duration::from_millis(1), Duration::from_millis(1));
+        metrics
+            .plugin_events
+            .get_or_create(&PluginStepLabels {
+                plugin: name.clone(),
+                mode: "shadow",
+                result: "skipped",
+            })
+            .inc();
+        metrics
+            .plugin_failures
+            .get_or_create(&PluginReasonLabels {
+                plugin: name,
+                reason: "timeout",
+            })
+            .inc();
         metrics.plugin_removed("redact", Some("sha256:new"));
-        assert!(!metrics.render().contains("redact"));
+        let text = metrics.render();
+        assert!(
+            !text.contains("redact"),
+            "series of a removed plugin stay: {text}"
+        );
     }
 
     #[test]
@@ -477,10 +525,14 @@ mod tests {
         metrics.forwarded_event_time(now - 120.0);
         metrics.forwarded_event_time(now - 7200.0);
         assert_eq!(metrics.newest_forwarded_event.get(), now - 120.0);
-        // One event two minutes behind, one two hours: the 300 s bucket holds only the first.
+        // A time far in the future counts as now.
+        metrics.forwarded_event_time(now + 1e9);
+        assert!(metrics.newest_forwarded_event.get() < now + 3600.0);
+        // Two minutes behind, two hours behind, and the future one at 0: the 300 s bucket holds
+        // the first and the last.
         let text = metrics.render();
         assert!(
-            text.contains("eventplug_stream_lag_seconds_bucket{le=\"300.0\"} 1\n"),
+            text.contains("eventplug_stream_lag_seconds_bucket{le=\"300.0\"} 2\n"),
             "{text}"
         );
     }

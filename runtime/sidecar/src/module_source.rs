@@ -142,8 +142,7 @@ impl ModuleSources {
                 settings.module.display()
             ));
         }
-        std::fs::create_dir_all(&self.joined)
-            .map_err(|e| format!("cannot create {}: {e}", self.joined.display()))?;
+        private_dir(&self.joined)?;
         let path = self
             .joined
             .join(format!("{}.wasm", joined_digest.replace(':', "-")));
@@ -154,6 +153,52 @@ impl ModuleSources {
         let mut joined = settings.clone();
         joined.module = path;
         Ok(Cow::Owned(joined))
+    }
+}
+
+/// Creates `dir` readable by this user only, or checks that it is: joined modules are executable
+/// code, so no one else may place or swap files there.
+fn private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let refuse = |why: String| format!("cannot keep joined modules in {}: {why}", dir.display());
+    match std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(dir)
+    {
+        Ok(()) => {}
+        Err(e) => return Err(refuse(e.to_string())),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| refuse(e.to_string()))?;
+    // This process's uid is the owner of a file it creates.
+    let probe = dir.join(".owner-probe");
+    let own = std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::metadata(&probe))
+        .map(|m| m.uid())
+        .map_err(|e| refuse(e.to_string()))?;
+    let _ = std::fs::remove_file(&probe);
+    if !meta.is_dir() || meta.uid() != own || meta.permissions().mode() & 0o077 != 0 {
+        return Err(refuse(format!(
+            "it must be a folder of this user's (uid {own}) that no one else can write or read, mode 0700"
+        )));
+    }
+    Ok(())
+}
+
+impl ModuleSources {
+    /// Removes joined modules no running plugin uses.
+    pub fn prune_joined(&self, running: &[&Path]) {
+        let Ok(entries) = std::fs::read_dir(&self.joined) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !running.contains(&path.as_path()) {
+                if let Err(error) = std::fs::remove_file(&path) {
+                    tracing::warn!(file = %path.display(), %error, "cannot remove a joined module no plugin runs");
+                }
+            }
+        }
     }
 }
 

@@ -121,7 +121,7 @@ fn reportable(error: &str, config: Option<&serde_json::Value>) -> String {
     }
     // Longest first, so that a value containing another is replaced whole.
     secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    let mut text = super::ingest::one_line(error);
+    let mut text = super::response::one_line(error);
     for secret in secrets.into_iter().filter(|s| s.len() >= 4) {
         text = text.replace(secret, "<config value>");
     }

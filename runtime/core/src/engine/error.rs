@@ -98,7 +98,18 @@ pub enum CallError {
 }
 
 impl CallError {
-    /// A short stable name for metrics and logs.
+    /// Every value `reason` returns.
+    pub const REASONS: [&'static str; 7] = [
+        "timeout",
+        "memory_limit",
+        "trap",
+        "busy",
+        "bad_output",
+        "plugin_error",
+        "instantiate",
+    ];
+
+    /// A short stable name for metrics and logs; one of `REASONS`.
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Timeout(_) => "timeout",
