@@ -193,10 +193,10 @@ impl ModuleSources {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            if !running.contains(&path.as_path()) {
-                if let Err(error) = std::fs::remove_file(&path) {
-                    tracing::warn!(file = %path.display(), %error, "cannot remove a joined module no plugin runs");
-                }
+            if !running.contains(&path.as_path())
+                && let Err(error) = std::fs::remove_file(&path)
+            {
+                tracing::warn!(file = %path.display(), %error, "cannot remove a joined module no plugin runs");
             }
         }
     }
