@@ -3,7 +3,8 @@
 #   protoc and the protobuf well-known types (build), clang-14 + lld-14 (the C example plugin),
 #   nginx and openssl (the fluentd stand-in with mTLS in the sidecar tests), wrk (benchmarks),
 #   node and npm (the AssemblyScript SDK; Node.js 20 or newer, which this machine kind ships),
-#   docker-registry and skopeo (the OCI tests' registry and inspector), PyPI's oras (interop tests).
+#   docker-registry and skopeo (the OCI tests' registry and inspector), PyPI's oras (interop tests),
+#   Go with Debian's kong and go-toml sources (the event-handler stand-in, tests/stand-ins/).
 # Safe to run again: it installs only what is missing. Needs root (or sudo) for apt-get.
 set -euo pipefail
 
@@ -20,6 +21,9 @@ command -v npm >/dev/null || need+=(npm)
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v python3 >/dev/null || need+=(python3 python3-pip)
+command -v go >/dev/null || need+=(golang-go)
+[ -d /usr/share/gocode/src/github.com/alecthomas/kong ] || need+=(golang-github-alecthomas-kong-dev)
+[ -d /usr/share/gocode/src/github.com/pelletier/go-toml ] || need+=(golang-github-pelletier-go-toml-dev)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"

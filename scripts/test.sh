@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Sets up what the tests need, then runs every test: the Rust workspace (unit, integration and
-# end-to-end tests with nginx, the C plugin and `eventplug new` projects), then the AssemblyScript
-# SDK and examples with the real compiler through `eventplug test`.
+# Sets up what the tests need, then runs every test: the event-handler stand-in (Go, against
+# nginx), the Rust workspace (unit, integration and end-to-end tests with nginx, the C plugin and
+# `eventplug new` projects), then the AssemblyScript SDK and examples with the real compiler
+# through `eventplug test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Stage marks for .ci/run's timeline (no-ops outside CI).
 ci_mark() { [[ -z "${EVENTPLUG_CI_TIMELINE:-}" ]] || printf '%s %s %s\n' "$(date +%s)" "$1" "$2" >>"$EVENTPLUG_CI_TIMELINE"; }
 bash scripts/setup.sh
+# The event-handler stand-in that the operator's pods run: built with Debian's Go, then tested
+# end to end against nginx (seconds).
+ci_mark 180 "event-handler stand-in: build, unit tests, end to end with nginx"
+bash tests/stand-ins/event-handler/test.sh
 # The shared test cluster (docs/testing.md): built on first use (minutes, with progress), then
 # started in seconds; left running for the next run to reuse.
 ci_mark 1200 "cluster: build the Kubernetes binaries (cold: about 10 min; cached: 0 s)"
