@@ -653,7 +653,10 @@ key = "/var/lib/teleport/plugins/event-handler/client.key"
         container(&mut value)["env"] = json!([{"name": "FDWRD_FLUENTD_CA", "value": "/var/lib/teleport/plugins/event-handler/ca.crt"}]);
         let error = discover(&deployment(value), None, &config_maps(TOML), None).unwrap_err();
         assert_eq!(error.reason(), "UpstreamConfigAmbiguous", "{error}");
-        assert!(error.to_string().contains("may then use neither"), "{error}");
+        assert!(
+            error.to_string().contains("may then use neither"),
+            "{error}"
+        );
 
         let mut value = official_chart();
         container(&mut value)["envFrom"] = json!([{"configMapRef": {"name": "more"}}]);

@@ -69,8 +69,10 @@ pub fn plugin_memory(spec: &EventPluginSpec) -> u64 {
         .saturating_mul(2)
 }
 
-/// Renders the target's sidecar config from `plugins` (any order) and its `upstream`.
+/// Renders the target's sidecar config from `plugins` (any order) and its `upstream`, as revision
+/// `revision` (one more than the last rendered for the target, whenever the rendering changes).
 pub fn render(
+    revision: u64,
     namespace: &str,
     upstream: &Upstream,
     target: Option<&EventPluginTargetSpec>,
@@ -146,6 +148,7 @@ pub fn render(
     let config = SidecarConfig {
         api_version: eventplug_contract::API_VERSION.into(),
         kind: eventplug_contract::KIND.into(),
+        revision,
         listen,
         admin: AdminConfig {
             address: format!("0.0.0.0:{ADMIN_PORT}"),
@@ -264,7 +267,8 @@ mod tests {
             input("redact", &early),
             input("alpha", &tie),
         ];
-        let rendered = render("teleport", &upstream(), None, &plugins, &policy()).expect("renders");
+        let rendered =
+            render(1, "teleport", &upstream(), None, &plugins, &policy()).expect("renders");
         let names: Vec<&str> = rendered
             .config
             .plugins
@@ -293,7 +297,8 @@ mod tests {
             input("redact", &early),
             input("zeta", &late),
         ];
-        let again = render("teleport", &upstream(), None, &reversed, &policy()).expect("renders");
+        let again =
+            render(1, "teleport", &upstream(), None, &reversed, &policy()).expect("renders");
         assert_eq!(
             again.config.to_yaml().expect("yaml"),
             rendered.config.to_yaml().expect("yaml")
@@ -313,7 +318,8 @@ mod tests {
         let watcher = spec(serde_json::json!({"module": {"reference": "ghcr.io/x/watch:v1"}}));
         let redact = spec(serde_json::json!({"failurePolicy": "FailClosed", "priority": -1}));
         let plugins = [input("watch", &watcher), input("redact", &redact)];
-        let rendered = render("teleport", &upstream(), None, &plugins, &policy()).expect("renders");
+        let rendered =
+            render(1, "teleport", &upstream(), None, &plugins, &policy()).expect("renders");
         assert_eq!(rendered.config.plugins.len(), 1);
         assert_eq!(rendered.refused[0].0, "watch");
         assert_eq!(rendered.refused[0].1.reason, "RegistryNotAllowed");
@@ -327,7 +333,8 @@ mod tests {
             "module": {"reference": "ghcr.io/x/redact:v1"},
         }));
         let plugins = [input("redact", &refused_redactor)];
-        let rendered = render("teleport", &upstream(), None, &plugins, &policy()).expect("renders");
+        let rendered =
+            render(1, "teleport", &upstream(), None, &plugins, &policy()).expect("renders");
         assert!(rendered.config.plugins.is_empty());
         let stop = rendered.config.stop.expect("the target is stopped");
         assert!(
@@ -341,7 +348,8 @@ mod tests {
         let big = spec(serde_json::json!({"limits": {"memoryLimit": "256Mi", "concurrency": 8}}));
         let small = spec(serde_json::json!({"priority": -1}));
         let plugins = [input("small", &small), input("big", &big)];
-        let rendered = render("teleport", &upstream(), None, &plugins, &policy()).expect("renders");
+        let rendered =
+            render(1, "teleport", &upstream(), None, &plugins, &policy()).expect("renders");
         assert_eq!(rendered.config.plugins.len(), 1);
         assert_eq!(rendered.refused[0].1.reason, "InsufficientMemory");
         assert!(
@@ -361,15 +369,29 @@ mod tests {
             "sidecar": {"memoryHeadroom": "32Mi"},
         }))
         .expect("target");
-        let rendered =
-            render("teleport", &upstream(), Some(&target), &plugins, &policy()).expect("renders");
+        let rendered = render(
+            1,
+            "teleport",
+            &upstream(),
+            Some(&target),
+            &plugins,
+            &policy(),
+        )
+        .expect("renders");
         assert_eq!(rendered.config.delivery.poison_attempts, 7);
         assert_eq!(rendered.config.listen.max_body_bytes, ByteSize(1 << 20));
         assert_eq!(rendered.memory_limit, ByteSize((64 + 32 + 256) << 20));
         let forward: EventPluginTargetSpec =
             serde_json::from_value(serde_json::json!({"poisonPolicy": "forward"})).expect("target");
-        let error =
-            render("teleport", &upstream(), Some(&forward), &plugins, &policy()).unwrap_err();
+        let error = render(
+            1,
+            "teleport",
+            &upstream(),
+            Some(&forward),
+            &plugins,
+            &policy(),
+        )
+        .unwrap_err();
         assert!(error.contains("redact"), "{error}");
     }
 }

@@ -774,6 +774,39 @@ fn a_module_delivered_in_chunks_is_joined_checked_and_waited_for() {
 }
 
 #[test]
+fn a_config_with_a_lower_revision_than_runs_is_never_applied() {
+    let setup = Setup::new();
+    let v1 = write_module(&setup.dir.0, "v1", &annotate_plugin("one"));
+    let v2 = write_module(&setup.dir.0, "v2", &annotate_plugin("two"));
+    let with_revision = |revision: u32, module: &Path| {
+        // `revision` is a top-level key; the plugin list is the document's last block.
+        format!(
+            "{}revision: {revision}\n",
+            plugin_entry("annotate", module, "")
+        )
+    };
+    setup.write_config(&with_revision(5, &v1), "");
+    let sidecar = setup.start();
+    // An older copy arrives (kubelet's mounted file lagging the API, say): it is refused.
+    setup.write_config(&with_revision(4, &v2), "");
+    wait_until(
+        || sidecar.logs().contains("older than the running revision 5"),
+        "the older revision is refused",
+        &sidecar,
+    );
+    let (_, report) = sidecar.get("/status");
+    let report: serde_json::Value = serde_json::from_str(&report).expect("status is JSON");
+    assert_eq!(report["revision"], 5);
+    assert_eq!(report["plugins"][0]["runningDigest"], digest(&v1));
+    setup.write_config(&with_revision(6, &v2), "");
+    wait_until(
+        || sidecar.get("/status").1.contains(&digest(&v2)),
+        "the newer revision is applied",
+        &sidecar,
+    );
+}
+
+#[test]
 fn sigterm_keeps_serving_through_the_grace_period_then_exits_zero() {
     let setup = Setup::new();
     let skip = write_module(&setup.dir.0, "skip", &skip_santa_plugin());

@@ -31,6 +31,11 @@ pub struct SidecarConfig {
     pub api_version: String,
     /// `SidecarConfig`.
     pub kind: String,
+    /// A number the operator raises with every config it renders for a target. The sidecar never
+    /// applies a config with a lower one than it runs (an older copy, from kubelet's mounted file
+    /// or a stale read), so configs only go forward. Hand-written configs leave it out (0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub revision: u64,
     /// Where event-handler posts events.
     #[serde(default)]
     pub listen: ListenConfig,
@@ -65,6 +70,10 @@ pub struct SidecarConfig {
     /// Logging.
     #[serde(default)]
     pub logging: LoggingConfig,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// A section reserved for a later version; only `{}` is accepted now.
@@ -733,6 +742,7 @@ mod tests {
     const EVERY_KEY: &str = r#"
 apiVersion: eventplug.dev/v1alpha1
 kind: SidecarConfig
+revision: 42
 listen:
   address: 127.0.0.1:9888
   maxBodyBytes: 4Mi

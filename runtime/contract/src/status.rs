@@ -32,6 +32,9 @@ pub struct StatusReport {
     pub config_hash: String,
     /// Configs applied since start (1 for the first).
     pub generation: u64,
+    /// The running config's `revision` (0 for a config without one).
+    #[serde(default)]
+    pub revision: u64,
     /// Whether events are accepted.
     pub ready: bool,
     /// Why not, when not.
@@ -60,6 +63,7 @@ mod tests {
             api_version: crate::API_VERSION.into(),
             config_hash: "sha256:00".into(),
             generation: 3,
+            revision: 7,
             ready: false,
             blocked: Some("plugins not loaded".into()),
             upstream_refused: None,

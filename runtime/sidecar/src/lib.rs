@@ -201,6 +201,12 @@ impl Sidecar {
 
     fn apply(&self, config: SidecarConfig, print: String) -> Result<(), String> {
         let previous = self.live();
+        if previous.generation > 0 && config.revision < previous.config.revision {
+            return Err(format!(
+                "config revision {} is older than the running revision {}: not applied",
+                config.revision, previous.config.revision
+            ));
+        }
         if previous.generation > 0
             && (
                 previous.config.delivery.verdict_cache_entries,

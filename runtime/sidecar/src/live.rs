@@ -103,6 +103,7 @@ impl Live {
             api_version: self.config.api_version.clone(),
             config_hash: self.config_hash.clone(),
             generation: self.generation,
+            revision: self.config.revision,
             ready: self.blocked.is_none(),
             blocked: self.blocked.clone(),
             upstream_refused: None,
