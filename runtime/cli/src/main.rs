@@ -13,6 +13,7 @@ mod run;
 mod serve;
 mod test;
 mod testing;
+mod wait_ready;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -45,6 +46,8 @@ enum Command {
     Pull(pull::PullArgs),
     /// Show what a plugin artifact in a registry holds.
     Inspect(inspect::InspectArgs),
+    /// Wait until a sidecar's admin listener answers `/readyz` with 200 (a postStart hook's job).
+    WaitReady(wait_ready::WaitReadyArgs),
 }
 
 /// Exit code for a plugin or configuration that could not be loaded.
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Command::Push(args) => push::push(args),
         Command::Pull(args) => pull::pull(args),
         Command::Inspect(args) => inspect::inspect(args),
+        Command::WaitReady(args) => wait_ready::wait_ready(args),
     };
     match result {
         Ok(code) => code,
