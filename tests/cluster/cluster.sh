@@ -1038,6 +1038,7 @@ cmd_env() {
   printf 'export EVENTPLUG_CLUSTER_TEST_IMAGE=%q\n' "$TEST_IMAGE"
   printf 'export EVENTPLUG_CLUSTER_CA=%q\n' "$PKI/ca.crt"
   printf 'export EVENTPLUG_CLUSTER_KUBECTL=%q\n' "kubectl --kubeconfig $CONF/admin.kubeconfig"
+  printf 'export EVENTPLUG_CLUSTER_CONTAINERD=%q\n' "$CONTAINERD_SOCK"
 }
 
 case "${1:-}" in

@@ -123,6 +123,7 @@ pub struct Cluster {
     registry: String,
     test_image: String,
     api_server: String,
+    containerd: Option<PathBuf>,
 }
 
 static SHARED: OnceLock<Result<Cluster, String>> = OnceLock::new();
@@ -180,6 +181,7 @@ impl Cluster {
             registry: get("EVENTPLUG_CLUSTER_REGISTRY")?,
             test_image: get("EVENTPLUG_CLUSTER_TEST_IMAGE")?,
             api_server: get("EVENTPLUG_CLUSTER_API_SERVER")?,
+            containerd: env.get("EVENTPLUG_CLUSTER_CONTAINERD").map(PathBuf::from),
         })
     }
 
@@ -207,6 +209,12 @@ impl Cluster {
     /// The API server's URL.
     pub fn api_server(&self) -> &str {
         &self.api_server
+    }
+
+    /// containerd's socket, where the node's containers can be reached beneath kubelet (`ctr
+    /// --address <socket> -n k8s.io …`).
+    pub fn containerd_socket(&self) -> Option<&Path> {
+        self.containerd.as_deref()
     }
 
     /// A new client with the admin identity, bound to the current tokio runtime.
@@ -293,6 +301,82 @@ fn parse_env(text: &str) -> BTreeMap<String, String> {
             (key.to_owned(), out)
         })
         .collect()
+}
+
+/// eventplug's own images in the cluster's registry (`tests/cluster/eventplug-images.sh`).
+#[derive(Debug, Clone)]
+pub struct EventplugImages {
+    /// The sidecar: the release `eventplug` binary, running as uid/gid 65532, `eventplug serve
+    /// --config /etc/eventplug/config.yaml` by default.
+    pub sidecar: String,
+    /// The event-handler stand-in at `/usr/local/bin/teleport-plugin`, as the official chart runs
+    /// event-handler.
+    pub event_handler: String,
+}
+
+static IMAGES: OnceLock<Result<EventplugImages, String>> = OnceLock::new();
+
+impl EventplugImages {
+    /// Builds the images (when their inputs changed) and pushes them to the shared cluster's
+    /// registry, once per test process, starting the cluster first if needed.
+    ///
+    /// The sidecar image holds `$EVENTPLUG_BIN`, by default the release build in the target
+    /// folder: `cargo build --release -p eventplug` first (`scripts/test.sh` does).
+    ///
+    /// # Panics
+    /// When the cluster cannot start or an image cannot be built or pushed, with the reason.
+    pub async fn shared() -> &'static EventplugImages {
+        let images = tokio::task::spawn_blocking(|| {
+            IMAGES.get_or_init(|| {
+                Cluster::try_shared().map_err(str::to_owned)?;
+                Self::build().map_err(|e| e.to_string())
+            })
+        })
+        .await;
+        match images {
+            Ok(Ok(images)) => images,
+            Ok(Err(reason)) => panic!("eventplug's test images are not available: {reason}"),
+            Err(e) => panic!("building eventplug's test images panicked: {e}"),
+        }
+    }
+
+    fn build() -> Result<EventplugImages, HarnessError> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster/eventplug-images.sh");
+        let registry = Cluster::try_shared()
+            .map(|c| c.registry().to_owned())
+            .map_err(|e| HarnessError::Cluster(e.to_owned()))?;
+        let output = Command::new("bash")
+            .arg(&script)
+            .arg("push")
+            .env("EVENTPLUG_CLUSTER_REGISTRY", registry)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|source| HarnessError::Spawn {
+                script: script.clone(),
+                source,
+            })?;
+        if !output.status.success() {
+            return Err(HarnessError::Script {
+                script,
+                command: "push",
+                status: output.status,
+                said: "the image build failed".to_owned(),
+            });
+        }
+        let printed = String::from_utf8_lossy(&output.stdout);
+        let name = |key: &'static str| {
+            printed
+                .lines()
+                .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+                .map(str::to_owned)
+                .ok_or(HarnessError::MissingEnv(key))
+        };
+        Ok(EventplugImages {
+            sidecar: name("sidecar")?,
+            event_handler: name("event-handler")?,
+        })
+    }
 }
 
 /// A namespace of its own for one test, in the shared cluster; deleted when dropped (kept when
@@ -567,6 +651,63 @@ pub async fn exec(
         stderr: String::from_utf8_lossy(&err).into_owned(),
         status,
     })
+}
+
+/// Kills the process of `container` in pod `pod` with `signal` (`SIGKILL`, `SIGTERM`) through
+/// containerd, beneath kubelet: what a crash or the kernel's OOM killer does, for tests that need
+/// a container to die from outside without a shell or `kill` in its image. kubelet then restarts
+/// it by the pod's restart policy. Returns the container's ID.
+pub async fn kill_container(
+    cluster: &Cluster,
+    pods: &Api<Pod>,
+    pod: &str,
+    container: &str,
+    signal: &str,
+) -> Result<String, HarnessError> {
+    let what = || format!("killing {pod}/{container} with {signal}");
+    let exec_error = |message: String| HarnessError::Exec {
+        what: what(),
+        message,
+    };
+    let socket = cluster.containerd_socket().ok_or_else(|| {
+        exec_error("`cluster.sh env` did not print EVENTPLUG_CLUSTER_CONTAINERD".to_owned())
+    })?;
+    let found = pods.get(pod).await.map_err(|source| HarnessError::Api {
+        what: what(),
+        source,
+    })?;
+    let id = found
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.iter().find(|c| c.name == container))
+        .and_then(|c| c.container_id.as_deref())
+        .and_then(|id| id.strip_prefix("containerd://"))
+        .map(str::to_owned)
+        .ok_or_else(|| exec_error(format!("no running container: {}", describe_pod(&found))))?;
+    let output = Command::new("ctr")
+        .arg("--address")
+        .arg(socket)
+        .args([
+            "--namespace",
+            "k8s.io",
+            "tasks",
+            "kill",
+            "--signal",
+            signal,
+            &id,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| exec_error(format!("cannot run ctr: {e}")))?;
+    if output.status.success() {
+        Ok(id)
+    } else {
+        Err(exec_error(format!(
+            "ctr tasks kill {id}: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
+    }
 }
 
 /// A one-line account of a pod's state, for failure messages.

@@ -33,7 +33,8 @@ fn run(command: &mut Command) {
     );
 }
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
+/// A CA, a server certificate for 127.0.0.1 (and any other addresses asked for) and a client
+/// certificate, made with openssl.
 pub struct Certificates {
     pub ca: PathBuf,
     pub server_cert: PathBuf,
@@ -44,7 +45,17 @@ pub struct Certificates {
 
 impl Certificates {
     pub fn generate(dir: &Path) -> Self {
+        Self::generate_for(dir, &[])
+    }
+
+    /// Like `generate`, with `addresses` in the server certificate's SANs beside 127.0.0.1 (a
+    /// server that pods reach listens on the node's bridge address).
+    pub fn generate_for(dir: &Path, addresses: &[Ipv4Addr]) -> Self {
         let p = |name: &str| dir.join(name);
+        let sans: String = addresses.iter().map(|a| format!(",IP:{a}")).collect();
+        let server_ext = format!(
+            "subjectAltName=IP:127.0.0.1{sans},DNS:localhost\nextendedKeyUsage=serverAuth\n"
+        );
         run(Command::new("openssl")
             .args([
                 "req",
@@ -62,11 +73,7 @@ impl Certificates {
             .arg("-out")
             .arg(p("ca.crt")));
         for (name, subject, ext) in [
-            (
-                "server",
-                "/CN=127.0.0.1",
-                "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-            ),
+            ("server", "/CN=127.0.0.1", server_ext.as_str()),
             (
                 "client",
                 "/CN=event-handler",
@@ -106,7 +113,12 @@ impl Certificates {
 /// Whether something accepts connections on loopback `port` (a listener that never accepts fills
 /// its queue and then holds a plain connect for minutes: hence the timeout).
 fn accepts(port: u16) -> bool {
-    TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), Duration::from_secs(1)).is_ok()
+    accepts_on(Ipv4Addr::LOCALHOST, port)
+}
+
+/// `accepts` on another address.
+fn accepts_on(host: Ipv4Addr, port: u16) -> bool {
+    TcpStream::connect_timeout(&(host, port).into(), Duration::from_secs(1)).is_ok()
 }
 
 /// Waits up to 10 s for something to listen on loopback `port`.
@@ -137,6 +149,8 @@ pub const REFUSED_STATUSES: [u16; 11] = [400, 401, 403, 404, 408, 413, 415, 422,
 /// logged with its URI. One worker process, so requests are logged in the order they finish.
 pub struct Nginx {
     dir: PathBuf,
+    /// The address it listens on (loopback unless started with `start_on`).
+    pub host: Ipv4Addr,
     pub port: u16,
     child: Option<Child>,
 }
@@ -145,10 +159,17 @@ impl Nginx {
     /// Starts nginx on a free port, and again on another one if a process takes the port before
     /// nginx binds it.
     pub fn start(dir: &Path, certs: &Certificates) -> Self {
+        Self::start_on(dir, certs, Ipv4Addr::LOCALHOST)
+    }
+
+    /// Like `start`, listening on `host` (an address of this machine; `certs` must name it, see
+    /// [`Certificates::generate_for`]).
+    pub fn start_on(dir: &Path, certs: &Certificates, host: Ipv4Addr) -> Self {
         let dir = dir.join("nginx");
         std::fs::create_dir_all(dir.join("tmp")).expect("nginx dir");
         let mut nginx = Self {
             dir,
+            host,
             port: 0,
             child: None,
         };
@@ -170,7 +191,7 @@ impl Nginx {
     }
 
     fn write_config(&self, certs: &Certificates) {
-        let port = self.port;
+        let (host, port) = (self.host, self.port);
         let d = self.dir.display();
         // The backend that answers is on a unix socket: no second port to find.
         let backend = self.dir.join("backend.sock");
@@ -195,7 +216,7 @@ http {{
   scgi_temp_path {d}/tmp/scgi;
   log_format bodies escape=json '{{"uri":"$request_uri","body":"$request_body"}}';
   server {{
-    listen 127.0.0.1:{port} ssl;
+    listen {host}:{port} ssl;
     ssl_certificate {server_cert};
     ssl_certificate_key {server_key};
     ssl_client_certificate {ca};
@@ -267,7 +288,11 @@ http {{
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        wait_for_port(self.port, "nginx");
+        crate::wait_until(
+            &format!("nginx listens on {}:{}", self.host, self.port),
+            Duration::from_secs(10),
+            || accepts_on(self.host, self.port),
+        );
         Started::Listening(child)
     }
 
@@ -309,7 +334,7 @@ http {{
             let _ = child.wait();
         }
         // The master exits after its workers, so this holds at once unless the port was taken.
-        crate::poll_until(Duration::from_secs(5), || !accepts(self.port))
+        crate::poll_until(Duration::from_secs(5), || !accepts_on(self.host, self.port))
     }
 
     /// `(uri, body)` of every request received, in order.
@@ -339,7 +364,7 @@ http {{
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("https://127.0.0.1:{}{path}", self.port)
+        format!("https://{}:{}{path}", self.host, self.port)
     }
 }
 
@@ -577,6 +602,7 @@ mod tests {
         let held = holder.local_addr().expect("address").port();
         let taken = Nginx {
             dir: dir.0.join("taken"),
+            host: Ipv4Addr::LOCALHOST,
             port: held,
             child: None,
         };
