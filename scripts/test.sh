@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sets up what the tests need, then runs every test: the event-handler stand-in (Go, against
-# nginx), the Rust workspace (unit, integration and end-to-end tests with nginx, the C plugin and
-# `eventplug new` projects), then the AssemblyScript SDK and examples with the real compiler
-# through `eventplug test`.
+# nginx), eventplug's cluster images, the Rust workspace (unit, integration and end-to-end tests
+# with nginx, the C plugin, `eventplug new` projects and real pods), then the AssemblyScript SDK
+# and examples with the real compiler through `eventplug test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Stage marks for .ci/run's timeline (no-ops outside CI).
@@ -18,6 +18,12 @@ ci_mark 1200 "cluster: build the Kubernetes binaries (cold: about 10 min; cached
 bash tests/cluster/cluster.sh build
 ci_mark 120 "cluster: up"
 bash tests/cluster/cluster.sh up
+# eventplug's images for the cluster's pods (docs/testing.md): the sidecar holds the release
+# binary, so it is built first; the harness tests in `cargo test --workspace` then find both
+# images in the cache and the registry.
+ci_mark 900 "eventplug release build + its cluster images (sidecar, event-handler stand-in)"
+cargo build --release -p eventplug
+bash tests/cluster/eventplug-images.sh push
 ci_mark 900 "cargo test --no-run (workspace debug build)"
 cargo test --workspace --all-targets --no-run
 ci_mark 600 "cargo test (workspace)"
