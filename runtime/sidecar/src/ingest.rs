@@ -274,10 +274,9 @@ pub(super) async fn handle(
             reason.clone(),
         );
     }
-    // Plugin calls take microseconds but may run to their timeout: run them on this worker thread,
-    // telling the runtime to move its other tasks elsewhere meanwhile (cheaper than a hand-off to
-    // the blocking pool for every event).
-    let processed = tokio::task::block_in_place(|| live.pipeline.process(&body));
+    // Waits for instances are awaited; each plugin call runs on this worker and yields it at every
+    // epoch tick, so even a call that runs to its timeout holds it a tick at a time.
+    let processed = live.pipeline.process(&body).await;
     match processed {
         Err(InputError::TooLarge { size, limit }) => text(
             StatusCode::PAYLOAD_TOO_LARGE,
