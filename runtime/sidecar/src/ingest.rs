@@ -687,7 +687,7 @@ fn record(sidecar: &Sidecar, live: &Live, processed: &Processed) {
         if result != "not_selected" {
             sidecar
                 .metrics
-                .plugin_call(&plugin, step.elapsed, std::time::Duration::ZERO);
+                .plugin_call(&plugin, step.elapsed, step.waited);
         }
         for log in &step.logs {
             tracing::info!(plugin = %step.plugin, level = ?log.level, "{}", log.message);

@@ -57,6 +57,8 @@ pub struct PoolStats {
     pub wait_nanos: AtomicU64,
     /// Calls made (`eventplug_handle_event`), successful or not.
     pub calls: AtomicU64,
+    /// Calls waiting for an instance now.
+    pub waiting: AtomicU32,
 }
 
 /// One live instance and typed handles to its exports.
@@ -156,6 +158,24 @@ pub struct InstancePool {
 struct Slot<'a> {
     stats: &'a PoolStats,
     _permit: SemaphorePermit<'a>,
+    /// How long the claim waited.
+    waited: Duration,
+}
+
+/// Counts a call in `PoolStats::waiting` while it waits (also when the wait is given up).
+struct Waiting<'a>(&'a AtomicU32);
+
+impl<'a> Waiting<'a> {
+    fn new(counter: &'a AtomicU32) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Slot<'_> {
@@ -247,11 +267,12 @@ impl InstancePool {
     /// Takes a free slot, or waits for one at most `maxWait` without holding a thread.
     async fn claim_slot(&self) -> Result<Slot<'_>, CallError> {
         let started = Instant::now();
-        let permit = match self.slots.try_acquire() {
-            Ok(permit) => permit,
+        let (permit, waited) = match self.slots.try_acquire() {
+            Ok(permit) => (permit, Duration::ZERO),
             Err(_) => {
+                let _waiting = Waiting::new(&self.stats.waiting);
                 match tokio::time::timeout(self.limits.max_wait.get(), self.slots.acquire()).await {
-                    Ok(Ok(permit)) => permit,
+                    Ok(Ok(permit)) => (permit, started.elapsed()),
                     // The semaphore is never closed; were it, there would be no slot either.
                     Ok(Err(_)) | Err(_) => {
                         return Err(CallError::Busy {
@@ -262,13 +283,14 @@ impl InstancePool {
                 }
             }
         };
-        let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.stats.wait_nanos.fetch_add(waited, Ordering::Relaxed);
+        let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        self.stats.wait_nanos.fetch_add(nanos, Ordering::Relaxed);
         let in_use = self.stats.in_use.fetch_add(1, Ordering::Relaxed) + 1;
         self.stats.max_in_use.fetch_max(in_use, Ordering::Relaxed);
         Ok(Slot {
             stats: &self.stats,
             _permit: permit,
+            waited,
         })
     }
 
@@ -296,7 +318,7 @@ impl InstancePool {
         request: &[u8],
         interpret: impl FnOnce(&[u8]) -> Result<T, CallError>,
     ) -> Result<(T, CallRecord), CallError> {
-        let _slot = self.claim_slot().await?;
+        let slot = self.claim_slot().await?;
         let idle = self.lock_idle().pop();
         let mut instance = match idle {
             Some(instance) => instance,
@@ -315,8 +337,11 @@ impl InstancePool {
         } else {
             self.call(&mut instance, request)
         };
-        let result = called
-            .and_then(|output| interpret(&output.response).map(|value| (value, output.record)));
+        let result = called.and_then(|output| {
+            let mut record = output.record;
+            record.waited = slot.waited;
+            interpret(&output.response).map(|value| (value, record))
+        });
         match result {
             Err(error @ (CallError::Plugin(_) | CallError::Busy { .. })) => {
                 self.lock_idle().push(instance);

@@ -175,6 +175,7 @@ impl Pipeline {
                 shadow,
                 result: StepResult::NotSelected,
                 elapsed: Duration::ZERO,
+                waited: Duration::ZERO,
                 logs: Vec::new(),
                 dropped_logs: 0,
             };
@@ -198,11 +199,17 @@ impl Pipeline {
             step.elapsed = started.elapsed();
             let (result, effects, edited) = match called {
                 Ok(call) => {
+                    step.waited = call.waited;
                     step.logs = call.logs;
                     step.dropped_logs = call.dropped_logs;
                     (call.result, call.effects, call.edited)
                 }
-                Err(error) => (StepResult::Failed(error), Vec::new(), None),
+                Err(error) => {
+                    if let CallError::Busy { waited, .. } = &error {
+                        step.waited = *waited;
+                    }
+                    (StepResult::Failed(error), Vec::new(), None)
+                }
             };
             step.result = result.clone();
             outcome.steps.push(step);
@@ -250,6 +257,7 @@ struct PluginCall {
     edited: Option<Vec<u8>>,
     logs: Vec<PluginLog>,
     dropped_logs: u32,
+    waited: Duration,
 }
 
 /// Calls one plugin and interprets its response against the event as it entered the plugin.
@@ -268,5 +276,6 @@ async fn call_plugin(
         edited: decision.edited,
         logs: record.logs,
         dropped_logs: record.dropped_logs,
+        waited: record.waited,
     })
 }
