@@ -6,12 +6,18 @@
 # Usage: bash scripts/bench-sidecar.sh [LATENCY_PLUGIN.wasm [THROUGHPUT_PLUGIN.wasm]]
 # Defaults: the redact example (examples/redact/build/release.wasm, with its config) for latency,
 # examples/wat/forward.wat (forwards unchanged) for throughput. Prints a summary at the end.
+# EVENTPLUG_BIN=/path/to/eventplug measures that binary instead of building this checkout's (to
+# compare two versions side by side).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 bash scripts/setup.sh >/dev/null
-cargo build --release --quiet --bin eventplug
-bin="${CARGO_TARGET_DIR:-$root/target}/release/eventplug"
+if [ -n "${EVENTPLUG_BIN:-}" ]; then
+  bin=$EVENTPLUG_BIN
+else
+  cargo build --release --quiet --bin eventplug
+  bin="${CARGO_TARGET_DIR:-$root/target}/release/eventplug"
+fi
 latency_plugin="${1:-examples/redact/build/release.wasm}"
 latency_config='{"fields": ["addr.remote", "user_agent", "mfa_device"]}'
 throughput_plugin="${2:-examples/wat/forward.wat}"
@@ -72,12 +78,15 @@ CONF
 nginx -p "$work" -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
 wait_port "$fluentd"; wait_port "$proxy"
 
+# Builds with an admin listener take its address (port 0: any); older ones have none.
+admin_line=""
+if "$bin" serve --help | grep -q -- --addresses-file; then admin_line='admin: {address: "127.0.0.1:0"}'; fi
 sidecar_config() {
   cat > "$work/sidecar.yaml" <<CONF
 apiVersion: eventplug.dev/v1alpha1
 kind: SidecarConfig
 listen: {address: "127.0.0.1:$sidecar"}
-admin: {address: "127.0.0.1:0"}
+$admin_line
 upstream:
   auditUrl: https://127.0.0.1:$fluentd/test.log
   ca: $work/ca.crt

@@ -123,15 +123,20 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     );
     let mut modified = 0u64;
     let mut skipped = 0u64;
-    let (count, elapsed) = run_for(args.duration.get(), &events, |event| {
-        match &pipeline.process(event)?.outcome.verdict {
-            Verdict::Modified(_) => modified += 1,
-            Verdict::Skip { .. } => skipped += 1,
-            Verdict::Fail { plugin, error } => bail!("{plugin} failed: {error}"),
-            Verdict::Forward => {}
-        }
-        Ok(())
-    })?;
+    // As in `eventplug run`: a current-thread runtime, so each call runs directly on this thread.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    let (count, elapsed) =
+        runtime.block_on(run_for_async(args.duration.get(), &events, async |event| {
+            match &pipeline.process(event).await?.outcome.verdict {
+                Verdict::Modified(_) => modified += 1,
+                Verdict::Skip { .. } => skipped += 1,
+                Verdict::Fail { plugin, error } => bail!("{plugin} failed: {error}"),
+                Verdict::Forward => {}
+            }
+            Ok(())
+        }))?;
     writeln!(
         out,
         "pipeline, one thread:            {:>10.0} events/s  ({:.2} µs/event; {count} events: {modified} modified, {skipped} skipped)",
@@ -153,6 +158,23 @@ fn run_for(
     while started.elapsed() < duration {
         for event in events {
             work(event)?;
+            count += 1;
+        }
+    }
+    Ok((count, started.elapsed()))
+}
+
+/// [`run_for`] for work that is awaited.
+async fn run_for_async(
+    duration: Duration,
+    events: &[Vec<u8>],
+    mut work: impl AsyncFnMut(&[u8]) -> anyhow::Result<()>,
+) -> anyhow::Result<(u64, Duration)> {
+    let started = Instant::now();
+    let mut count = 0u64;
+    while started.elapsed() < duration {
+        for event in events {
+            work(event).await?;
             count += 1;
         }
     }

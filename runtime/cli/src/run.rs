@@ -49,6 +49,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let engine = PluginEngine::new(EngineSettings::with_default_cache())?;
     let plugins = load_all(&engine, &settings, Arc::new(LocalTokenStore::new()))?;
     let pipeline = Pipeline::new(plugins, PipelineSettings::default());
+    // Events run one at a time: the pipeline's waits need a runtime, not more threads.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
 
     let stdin = std::io::stdin().lock();
     let mut out = BufWriter::new(std::io::stdout().lock());
@@ -61,7 +65,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         summary.received += 1;
-        match pipeline.process(&line) {
+        match runtime.block_on(pipeline.process(&line)) {
             Err(error) => {
                 summary.failed += 1;
                 writeln!(err, "event {number}: {error}")?;

@@ -281,13 +281,14 @@ fn cache_file_of(harness: &Harness, digest: &str) -> std::path::PathBuf {
 }
 
 /// What a constant plugin sets `who` to, run through a pipeline of one.
-fn who_answers(plugin: std::sync::Arc<eventplug_runtime::pipeline::LoadedPlugin>) -> String {
+async fn who_answers(plugin: std::sync::Arc<eventplug_runtime::pipeline::LoadedPlugin>) -> String {
     let pipeline = eventplug_runtime::pipeline::Pipeline::new(
         vec![plugin],
         eventplug_runtime::pipeline::PipelineSettings::default(),
     );
     match pipeline
         .process(br#"{"event":"x","uid":"1"}"#)
+        .await
         .expect("processes")
         .outcome
         .verdict
@@ -300,8 +301,8 @@ fn who_answers(plugin: std::sync::Arc<eventplug_runtime::pipeline::LoadedPlugin>
     }
 }
 
-#[test]
-fn another_modules_artifact_under_a_modules_cache_name_is_refused_and_recompiled() {
+#[tokio::test]
+async fn another_modules_artifact_under_a_modules_cache_name_is_refused_and_recompiled() {
     let harness = Harness::new();
     let a = harness.settings("a", &constant_plugin(&common::set_response("who", "\"a\"")));
     let b = harness.settings("b", &constant_plugin(&common::set_response("who", "\"b\"")));
@@ -323,7 +324,11 @@ fn another_modules_artifact_under_a_modules_cache_name_is_refused_and_recompiled
         "the planted file is not trusted"
     );
     assert_eq!(plugin.digest, a_digest);
-    assert!(who_answers(std::sync::Arc::new(plugin)).contains(r#""who":"a""#));
+    assert!(
+        who_answers(std::sync::Arc::new(plugin))
+            .await
+            .contains(r#""who":"a""#)
+    );
     // The refused file was replaced by a's own artifact, which the next start uses.
     let again = eventplug_runtime::pipeline::LoadedPlugin::load(
         &restarted_engine(&harness),
@@ -332,11 +337,15 @@ fn another_modules_artifact_under_a_modules_cache_name_is_refused_and_recompiled
     )
     .expect("a loads again");
     assert_eq!(again.source, ModuleSource::DiskCache);
-    assert!(who_answers(std::sync::Arc::new(again)).contains(r#""who":"a""#));
+    assert!(
+        who_answers(std::sync::Arc::new(again))
+            .await
+            .contains(r#""who":"a""#)
+    );
 }
 
-#[test]
-fn a_garbled_artifact_with_its_headers_intact_is_refused_and_recompiled() {
+#[tokio::test]
+async fn a_garbled_artifact_with_its_headers_intact_is_refused_and_recompiled() {
     let harness = Harness::new();
     let a = harness.settings("a", &constant_plugin(&common::set_response("who", "\"a\"")));
     let digest = harness.load(&a).digest.clone();
@@ -360,7 +369,11 @@ fn a_garbled_artifact_with_its_headers_intact_is_refused_and_recompiled() {
         ModuleSource::Compiled,
         "the garbled file is not run"
     );
-    assert!(who_answers(std::sync::Arc::new(plugin)).contains(r#""who":"a""#));
+    assert!(
+        who_answers(std::sync::Arc::new(plugin))
+            .await
+            .contains(r#""who":"a""#)
+    );
 }
 
 #[test]

@@ -29,8 +29,8 @@ fn build() -> PathBuf {
     example.join("build/c-filter.wasm")
 }
 
-#[test]
-fn the_c_plugin_skips_annotates_and_alerts() {
+#[tokio::test]
+async fn the_c_plugin_skips_annotates_and_alerts() {
     let module = build_c_filter();
     let harness = Harness::new();
     let mut settings = eventplug_contract::PluginSettings::for_module("c-filter", module);
@@ -41,7 +41,7 @@ fn the_c_plugin_skips_annotates_and_alerts() {
         .collect();
 
     // A successful login: forwarded with one edit, every original byte kept.
-    let processed = pipeline.process(events[0].as_bytes()).expect("valid");
+    let processed = pipeline.process(events[0].as_bytes()).await.expect("valid");
     let Verdict::Modified(bytes) = &processed.outcome.verdict else {
         panic!("{:?}", processed.outcome.verdict)
     };
@@ -53,7 +53,7 @@ fn the_c_plugin_skips_annotates_and_alerts() {
     assert!(processed.outcome.effects.is_empty());
 
     // A failed login: annotated too, plus a WARNING alert that asks for the event, and a log line.
-    let processed = pipeline.process(events[1].as_bytes()).expect("valid");
+    let processed = pipeline.process(events[1].as_bytes()).await.expect("valid");
     assert!(matches!(processed.outcome.verdict, Verdict::Modified(_)));
     assert_eq!(processed.outcome.effects.len(), 1);
     let EffectKind::Alert(alert) = &processed.outcome.effects[0].kind else {
@@ -73,7 +73,7 @@ fn the_c_plugin_skips_annotates_and_alerts() {
         .iter()
         .find(|e| e.contains(r#""event":"role.created""#))
         .expect("a role.created sample");
-    let processed = pipeline.process(role.as_bytes()).expect("valid");
+    let processed = pipeline.process(role.as_bytes()).await.expect("valid");
     assert_eq!(
         processed.outcome.verdict,
         Verdict::Skip {

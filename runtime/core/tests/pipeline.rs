@@ -3,8 +3,8 @@
 mod common;
 
 use common::{
-    Gate, Harness, TAKE_TOKEN_IMPORT, alert_plugin, branching_plugin, constant_plugin,
-    gated_when_longer_than, login_event, plugin_wat, session_event, set_response, verdict,
+    Gate, Harness, alert_plugin, branching_plugin, constant_plugin, login_event, plugin_wat,
+    session_event, set_response, verdict,
 };
 use eventplug_contract::{FailurePolicy, Mode};
 use eventplug_proto::v1 as pb;
@@ -12,28 +12,29 @@ use eventplug_runtime::abi::EffectKind;
 use eventplug_runtime::engine::CallError;
 use eventplug_runtime::pipeline::{InputError, Pipeline, PipelineSettings, StepResult, Verdict};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, mpsc};
-use std::time::Duration;
 
 fn trapping_plugin() -> String {
     plugin_wat("", "unreachable", "")
 }
 
-#[test]
-fn an_event_no_plugin_changes_is_forwarded_as_its_original_bytes() {
+#[tokio::test]
+async fn an_event_no_plugin_changes_is_forwarded_as_its_original_bytes() {
     let harness = Harness::new();
     let pipeline = harness.pipeline(&[harness.settings(
         "pass",
         &constant_plugin(&pb::HandleEventResponse::default()),
     )]);
-    let processed = pipeline.process(&login_event("a")).expect("valid event");
+    let processed = pipeline
+        .process(&login_event("a"))
+        .await
+        .expect("valid event");
     assert_eq!(processed.outcome.verdict, Verdict::Forward);
     assert_eq!(processed.outcome.steps[0].result, StepResult::Forwarded);
     assert_eq!(processed.identity.event_type, "user.login");
 }
 
-#[test]
-fn edits_change_only_what_they_touch_byte_for_byte() {
+#[tokio::test]
+async fn edits_change_only_what_they_touch_byte_for_byte() {
     let harness = Harness::new();
     let pipeline = harness.pipeline(&[harness.settings(
         "annotate",
@@ -41,7 +42,7 @@ fn edits_change_only_what_they_touch_byte_for_byte() {
     )]);
     // Odd spacing, an escaped string and a number form a re-encoder would normalise.
     let event = br#"{ "event" : "access_request.create", "uid":"u1", "reason":"caf\u00e9 \"now\"", "ei":1.50E1 ,"addr.remote":"1.2.3.4:5" }"#;
-    let processed = pipeline.process(event).expect("valid");
+    let processed = pipeline.process(event).await.expect("valid");
     let Verdict::Modified(bytes) = &processed.outcome.verdict else {
         panic!("expected Modified, got {:?}", processed.outcome.verdict)
     };
@@ -51,14 +52,14 @@ fn edits_change_only_what_they_touch_byte_for_byte() {
     );
 }
 
-#[test]
-fn a_plugin_is_not_called_for_event_types_its_selector_does_not_take() {
+#[tokio::test]
+async fn a_plugin_is_not_called_for_event_types_its_selector_does_not_take() {
     let harness = Harness::new();
     let mut settings = harness.settings("logins-only", &trapping_plugin());
     settings.events = vec!["user.login".into()];
     settings.failure_policy = FailurePolicy::FailClosed;
     let pipeline = harness.pipeline(&[settings]);
-    let processed = pipeline.process(&session_event("s")).expect("valid");
+    let processed = pipeline.process(&session_event("s")).await.expect("valid");
     assert_eq!(processed.outcome.verdict, Verdict::Forward);
     assert_eq!(processed.outcome.steps[0].result, StepResult::NotSelected);
     let plugin = pipeline.plugins().next().expect("one plugin");
@@ -67,18 +68,18 @@ fn a_plugin_is_not_called_for_event_types_its_selector_does_not_take() {
         0,
         "the plugin was called"
     );
-    let processed = pipeline.process(&login_event("l")).expect("valid");
+    let processed = pipeline.process(&login_event("l")).await.expect("valid");
     assert!(matches!(processed.outcome.verdict, Verdict::Fail { .. }));
 }
 
-#[test]
-fn skip_stops_the_chain_and_names_the_plugin() {
+#[tokio::test]
+async fn skip_stops_the_chain_and_names_the_plugin() {
     let harness = Harness::new();
     let skip = harness.settings("skipper", &constant_plugin(&verdict(pb::Verdict::Skip)));
     let mut after = harness.settings("after", &trapping_plugin());
     after.priority = 10;
     let pipeline = harness.pipeline(&[after, skip]);
-    let processed = pipeline.process(&login_event("k")).expect("valid");
+    let processed = pipeline.process(&login_event("k")).await.expect("valid");
     assert_eq!(
         processed.outcome.verdict,
         Verdict::Skip {
@@ -92,8 +93,8 @@ fn skip_stops_the_chain_and_names_the_plugin() {
     );
 }
 
-#[test]
-fn plugins_run_in_priority_order_and_each_sees_the_edits_before_it() {
+#[tokio::test]
+async fn plugins_run_in_priority_order_and_each_sees_the_edits_before_it() {
     let harness = Harness::new();
     let mut first = harness.settings(
         "first",
@@ -114,6 +115,7 @@ fn plugins_run_in_priority_order_and_each_sees_the_edits_before_it() {
     let pipeline = harness.pipeline(&[second, first]);
     let processed = pipeline
         .process(br#"{"event":"x","uid":"p"}"#)
+        .await
         .expect("valid");
     let Verdict::Modified(bytes) = &processed.outcome.verdict else {
         panic!("{:?}", processed.outcome.verdict)
@@ -124,8 +126,8 @@ fn plugins_run_in_priority_order_and_each_sees_the_edits_before_it() {
     );
 }
 
-#[test]
-fn failure_policies_decide_what_a_failing_plugin_means() {
+#[tokio::test]
+async fn failure_policies_decide_what_a_failing_plugin_means() {
     let harness = Harness::new();
     let annotate =
         |name: &str| harness.settings(name, &constant_plugin(&set_response("after", "1")));
@@ -134,7 +136,7 @@ fn failure_policies_decide_what_a_failing_plugin_means() {
     let mut tail = annotate("tail");
     tail.priority = 1;
     let pipeline = harness.pipeline(&[open, tail]);
-    let processed = pipeline.process(br#"{"event":"x"}"#).expect("valid");
+    let processed = pipeline.process(br#"{"event":"x"}"#).await.expect("valid");
     assert!(matches!(
         &processed.outcome.steps[0].result,
         StepResult::Failed(CallError::Trap(_))
@@ -149,6 +151,7 @@ fn failure_policies_decide_what_a_failing_plugin_means() {
     let pipeline = harness.pipeline(&[closed]);
     let processed = pipeline
         .process(br#"{"event":"x","uid":"fc"}"#)
+        .await
         .expect("valid");
     assert!(
         matches!(&processed.outcome.verdict, Verdict::Fail { plugin, error: CallError::Trap(_) } if plugin == "closed")
@@ -156,12 +159,13 @@ fn failure_policies_decide_what_a_failing_plugin_means() {
     // A failure is not cached: the next delivery runs the plugin again.
     let again = pipeline
         .process(br#"{"event":"x","uid":"fc"}"#)
+        .await
         .expect("valid");
     assert!(!again.replayed);
 }
 
-#[test]
-fn an_error_verdict_is_a_failure_with_the_plugin_s_message() {
+#[tokio::test]
+async fn an_error_verdict_is_a_failure_with_the_plugin_s_message() {
     let harness = Harness::new();
     let response = pb::HandleEventResponse {
         verdict: pb::Verdict::Error as i32,
@@ -171,7 +175,7 @@ fn an_error_verdict_is_a_failure_with_the_plugin_s_message() {
     let mut settings = harness.settings("picky", &constant_plugin(&response));
     settings.failure_policy = FailurePolicy::FailClosed;
     let pipeline = harness.pipeline(&[settings]);
-    let processed = pipeline.process(br#"{"event":"x"}"#).expect("valid");
+    let processed = pipeline.process(br#"{"event":"x"}"#).await.expect("valid");
     assert_eq!(
         processed.outcome.verdict,
         Verdict::Fail {
@@ -181,8 +185,8 @@ fn an_error_verdict_is_a_failure_with_the_plugin_s_message() {
     );
 }
 
-#[test]
-fn shadow_plugins_are_recorded_but_not_applied() {
+#[tokio::test]
+async fn shadow_plugins_are_recorded_but_not_applied() {
     let harness = Harness::new();
     let mut skip = harness.settings("shadow-skip", &constant_plugin(&verdict(pb::Verdict::Skip)));
     skip.mode = Mode::Shadow;
@@ -192,7 +196,7 @@ fn shadow_plugins_are_recorded_but_not_applied() {
     failing.mode = Mode::Shadow;
     failing.failure_policy = FailurePolicy::FailClosed;
     let pipeline = harness.pipeline(&[skip, edit, failing]);
-    let processed = pipeline.process(&login_event("sh")).expect("valid");
+    let processed = pipeline.process(&login_event("sh")).await.expect("valid");
     assert_eq!(processed.outcome.verdict, Verdict::Forward);
     let results: Vec<_> = processed
         .outcome
@@ -205,12 +209,12 @@ fn shadow_plugins_are_recorded_but_not_applied() {
     assert!(matches!(results[2], (true, StepResult::Failed(_))));
 }
 
-#[test]
-fn effects_come_back_once_per_event_and_a_redelivery_replays_the_verdict() {
+#[tokio::test]
+async fn effects_come_back_once_per_event_and_a_redelivery_replays_the_verdict() {
     let harness = Harness::new();
     let pipeline = harness.pipeline(&[harness.settings("alerter", &alert_plugin())]);
     let event = login_event("once");
-    let first = pipeline.process(&event).expect("valid");
+    let first = pipeline.process(&event).await.expect("valid");
     assert!(!first.replayed);
     assert_eq!(first.outcome.effects.len(), 1);
     let EffectKind::Alert(alert) = &first.outcome.effects[0].kind else {
@@ -220,7 +224,7 @@ fn effects_come_back_once_per_event_and_a_redelivery_replays_the_verdict() {
     assert_eq!(alert.metadata["rule"], "brute-force");
     assert_eq!(first.outcome.effects[0].plugin, "alerter");
 
-    let second = pipeline.process(&event).expect("valid");
+    let second = pipeline.process(&event).await.expect("valid");
     assert!(second.replayed, "the redelivery reuses the first outcome");
     let plugin = pipeline.plugins().next().expect("plugin");
     assert_eq!(
@@ -236,19 +240,20 @@ fn effects_come_back_once_per_event_and_a_redelivery_replays_the_verdict() {
     assert!(
         !pipeline
             .process(changed.as_bytes())
+            .await
             .expect("valid")
             .replayed
     );
     // Events without a uid are identified by type, time, index and session id.
     let no_uid = br#"{"event":"session.data","time":"2024-02-23T18:56:50Z","ei":4,"sid":"s1"}"#;
-    assert!(!pipeline.process(no_uid).expect("valid").replayed);
-    assert!(pipeline.process(no_uid).expect("valid").replayed);
+    assert!(!pipeline.process(no_uid).await.expect("valid").replayed);
+    assert!(pipeline.process(no_uid).await.expect("valid").replayed);
     let next_index = br#"{"event":"session.data","time":"2024-02-23T18:56:50Z","ei":5,"sid":"s1"}"#;
-    assert!(!pipeline.process(next_index).expect("valid").replayed);
+    assert!(!pipeline.process(next_index).await.expect("valid").replayed);
 }
 
-#[test]
-fn the_verdict_cache_is_bounded() {
+#[tokio::test]
+async fn the_verdict_cache_is_bounded() {
     let harness = Harness::new();
     let pipeline = Pipeline::new(
         vec![harness.load(&harness.settings(
@@ -263,11 +268,13 @@ fn the_verdict_cache_is_bounded() {
     for n in 0..10 {
         pipeline
             .process(&login_event(&format!("bounded-{n}")))
+            .await
             .expect("valid");
     }
     assert!(
         !pipeline
             .process(&login_event("bounded-0"))
+            .await
             .expect("valid")
             .replayed,
         "evicted"
@@ -275,25 +282,26 @@ fn the_verdict_cache_is_bounded() {
     assert!(
         pipeline
             .process(&login_event("bounded-9"))
+            .await
             .expect("valid")
             .replayed,
         "kept"
     );
 }
 
-#[test]
-fn shadow_effects_are_recorded_apart_from_real_ones() {
+#[tokio::test]
+async fn shadow_effects_are_recorded_apart_from_real_ones() {
     let harness = Harness::new();
     let mut settings = harness.settings("alerter", &alert_plugin());
     settings.mode = Mode::Shadow;
     let pipeline = harness.pipeline(&[settings]);
-    let processed = pipeline.process(&login_event("se")).expect("valid");
+    let processed = pipeline.process(&login_event("se")).await.expect("valid");
     assert!(processed.outcome.effects.is_empty());
     assert_eq!(processed.outcome.shadow_effects.len(), 1);
 }
 
-#[test]
-fn malformed_input_is_an_error_value_naming_the_problem() {
+#[tokio::test]
+async fn malformed_input_is_an_error_value_naming_the_problem() {
     let harness = Harness::new();
     let pipeline = Pipeline::new(
         vec![harness.load(&harness.settings(
@@ -306,40 +314,42 @@ fn malformed_input_is_an_error_value_naming_the_problem() {
         },
     );
     assert!(
-        matches!(pipeline.process(b"{\"event\":"), Err(InputError::Malformed(m)) if m.contains("EOF"))
+        matches!(pipeline.process(b"{\"event\":").await, Err(InputError::Malformed(m)) if m.contains("EOF"))
     );
     assert!(matches!(
-        pipeline.process(b"not json"),
+        pipeline.process(b"not json").await,
         Err(InputError::Malformed(_))
     ));
     assert!(matches!(
-        pipeline.process(b""),
+        pipeline.process(b"").await,
         Err(InputError::Malformed(_))
     ));
     assert_eq!(
-        pipeline.process(b"[1,2]").err(),
+        pipeline.process(b"[1,2]").await.err(),
         Some(InputError::NotObject)
     );
     assert_eq!(
-        pipeline.process(b" \"text\"").err(),
+        pipeline.process(b" \"text\"").await.err(),
         Some(InputError::NotObject)
     );
     assert!(matches!(
-        pipeline.process(b"{\"a\":1} trailing"),
+        pipeline.process(b"{\"a\":1} trailing").await,
         Err(InputError::Malformed(_))
     ));
     assert!(matches!(
-        pipeline.process(&[b'{', 0xff, b'}']),
+        pipeline.process(&[b'{', 0xff, b'}']).await,
         Err(InputError::Malformed(_))
     ));
     let deep = "[".repeat(200) + &"]".repeat(200);
     assert!(matches!(
-        pipeline.process(format!("{{\"a\":{deep}}}").as_bytes()),
+        pipeline
+            .process(format!("{{\"a\":{deep}}}").as_bytes())
+            .await,
         Err(InputError::Malformed(_))
     ));
     let big = format!(r#"{{"event":"print","data":"{}"}}"#, "x".repeat(2000));
     assert_eq!(
-        pipeline.process(big.as_bytes()).err(),
+        pipeline.process(big.as_bytes()).await.err(),
         Some(InputError::TooLarge {
             size: big.len(),
             limit: 1024
@@ -347,8 +357,8 @@ fn malformed_input_is_an_error_value_naming_the_problem() {
     );
 }
 
-#[test]
-fn bad_responses_and_bad_edits_are_plugin_failures() {
+#[tokio::test]
+async fn bad_responses_and_bad_edits_are_plugin_failures() {
     let harness = Harness::new();
     let bad_edit = pb::HandleEventResponse {
         edits: vec![pb::Edit {
@@ -361,7 +371,7 @@ fn bad_responses_and_bad_edits_are_plugin_failures() {
     let mut settings = harness.settings("bad-edit", &constant_plugin(&bad_edit));
     settings.failure_policy = FailurePolicy::FailClosed;
     let pipeline = harness.pipeline(&[settings]);
-    let processed = pipeline.process(&login_event("be")).expect("valid");
+    let processed = pipeline.process(&login_event("be")).await.expect("valid");
     let Verdict::Fail {
         error: CallError::BadOutput(message),
         ..
@@ -380,14 +390,15 @@ fn bad_responses_and_bad_edits_are_plugin_failures() {
     let processed = harness
         .pipeline(&[settings])
         .process(&login_event("uv"))
+        .await
         .expect("valid");
     assert!(
         matches!(&processed.outcome.verdict, Verdict::Fail { error: CallError::BadOutput(m), .. } if m.contains("unknown verdict 9"))
     );
 }
 
-#[test]
-fn tokens_are_counted_per_scope_through_the_store_imports() {
+#[tokio::test]
+async fn tokens_are_counted_per_scope_through_the_store_imports() {
     let harness = Harness::new();
     // Takes a token in scope "mallory" (ttl 300 s) and skips the event once more than 3 are live;
     // releases the scope when the event contains "release".
@@ -409,23 +420,23 @@ fn tokens_are_counted_per_scope_through_the_store_imports() {
         ),
     );
     let pipeline = harness.pipeline(&[harness.settings("count", &wat)]);
-    let verdicts: Vec<bool> = (0..5)
-        .map(|n| {
-            matches!(
-                pipeline
-                    .process(&login_event(&format!("t{n}")))
-                    .expect("valid")
-                    .outcome
-                    .verdict,
-                Verdict::Skip { .. }
-            )
-        })
-        .collect();
+    let mut verdicts = Vec::new();
+    for n in 0..5 {
+        let processed = pipeline
+            .process(&login_event(&format!("t{n}")))
+            .await
+            .expect("valid");
+        verdicts.push(matches!(processed.outcome.verdict, Verdict::Skip { .. }));
+    }
     assert_eq!(verdicts, [false, false, false, true, true]);
-    pipeline.process(br#"{"event":"release"}"#).expect("valid");
+    pipeline
+        .process(br#"{"event":"release"}"#)
+        .await
+        .expect("valid");
     assert!(!matches!(
         pipeline
             .process(&login_event("t9"))
+            .await
             .expect("valid")
             .outcome
             .verdict,
@@ -433,8 +444,8 @@ fn tokens_are_counted_per_scope_through_the_store_imports() {
     ));
 }
 
-#[test]
-fn a_scope_that_is_not_utf8_is_refused_with_minus_one() {
+#[tokio::test]
+async fn a_scope_that_is_not_utf8_is_refused_with_minus_one() {
     let harness = Harness::new();
     // Skips the event when store_take_token answers -1 for the scope bytes ff fe.
     let wat = plugin_wat(
@@ -449,7 +460,10 @@ fn a_scope_that_is_not_utf8_is_refused_with_minus_one() {
         ),
     );
     let pipeline = harness.pipeline(&[harness.settings("bad-scope", &wat)]);
-    let processed = pipeline.process(&login_event("scope")).expect("valid");
+    let processed = pipeline
+        .process(&login_event("scope"))
+        .await
+        .expect("valid");
     assert_eq!(
         processed.outcome.verdict,
         Verdict::Skip {
@@ -458,8 +472,8 @@ fn a_scope_that_is_not_utf8_is_refused_with_minus_one() {
     );
 }
 
-#[test]
-fn log_lines_are_collected_and_limited_per_call() {
+#[tokio::test]
+async fn log_lines_are_collected_and_limited_per_call() {
     let harness = Harness::new();
     let wat = plugin_wat(
         r#"(import "eventplug" "log" (func $log (param i32 i32 i32)))"#,
@@ -474,7 +488,7 @@ fn log_lines_are_collected_and_limited_per_call() {
     let mut settings = harness.settings("chatty", &wat);
     settings.limits.max_log_lines_per_call = 10;
     let pipeline = harness.pipeline(&[settings]);
-    let processed = pipeline.process(&login_event("log")).expect("valid");
+    let processed = pipeline.process(&login_event("log")).await.expect("valid");
     let step = &processed.outcome.steps[0];
     assert_eq!(step.logs.len(), 10);
     assert_eq!(step.dropped_logs, 90);
@@ -482,8 +496,8 @@ fn log_lines_are_collected_and_limited_per_call() {
     assert_eq!(step.logs[0].level, eventplug_runtime::abi::LogLevel::Warn);
 }
 
-#[test]
-fn malformed_effects_are_refused_with_minus_one_and_not_recorded() {
+#[tokio::test]
+async fn malformed_effects_are_refused_with_minus_one_and_not_recorded() {
     let harness = Harness::new();
     // Declares an alert from bytes that are not an Alert; skips if the host answered -1.
     let wat = plugin_wat(
@@ -498,7 +512,7 @@ fn malformed_effects_are_refused_with_minus_one_and_not_recorded() {
         ),
     );
     let pipeline = harness.pipeline(&[harness.settings("garbled", &wat)]);
-    let processed = pipeline.process(&login_event("g")).expect("valid");
+    let processed = pipeline.process(&login_event("g")).await.expect("valid");
     assert_eq!(
         processed.outcome.verdict,
         Verdict::Skip {
@@ -508,56 +522,46 @@ fn malformed_effects_are_refused_with_minus_one_and_not_recorded() {
     assert!(processed.outcome.effects.is_empty());
 }
 
-#[test]
-fn two_deliveries_of_one_event_at_once_run_the_chain_once() {
-    let harness = Harness::new();
-    // The plugin waits in the gate: the first delivery's event is in flight, for certain, until the
-    // second delivery is running too.
-    let gate = Arc::new(Gate::default());
-    let mut settings = harness.settings(
-        "held",
-        &plugin_wat(TAKE_TOKEN_IMPORT, &gated_when_longer_than(0), ""),
-    );
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_of_an_event_being_computed_awaits_that_outcome_and_the_chain_runs_once() {
+    let (harness, gate) = Harness::with_gate();
+    let _open_at_the_end = gate.open_on_drop();
+    // The first call stops at the gate; any other call passes it.
+    let wat = plugin_wat(Gate::IMPORT, "(call $hold) (i64.const 0)", "");
+    let mut settings = harness.settings("held", &wat);
+    // A second instance is free, so only the in-flight wait can keep the duplicate from running.
     settings.limits.concurrency = 2;
-    settings.limits.timeout = Duration::from_secs(30).into();
-    let pipeline = Arc::new(Pipeline::new(
-        vec![harness.load_with_tokens(&settings, gate.clone())],
-        PipelineSettings::default(),
-    ));
-    let deliver = |started: Option<mpsc::Sender<()>>| {
-        let pipeline = pipeline.clone();
-        std::thread::spawn(move || {
-            if let Some(started) = started {
-                let _ = started.send(());
-            }
-            pipeline.process(&login_event("racing")).expect("valid")
-        })
+    settings.limits.timeout = std::time::Duration::from_secs(60).into();
+    let pipeline = std::sync::Arc::new(harness.pipeline(&[settings]));
+    let calls = || {
+        let plugin = pipeline.plugins().next().expect("plugin");
+        plugin.pool.stats().calls.load(Ordering::Relaxed)
     };
-    let first = deliver(None);
-    gate.wait_entered(1);
-    let (started, running) = mpsc::channel();
-    let second = deliver(Some(started));
-    running.recv().expect("the second delivery starts");
-    // The second delivery is running while the first is held. Which of "it waited for the first's
-    // outcome" and "it found that outcome cached" it took is not observable from here; the
-    // pipeline would have to count deliveries that wait on an event in flight for the test to
-    // open the gate only once the second one does.
+    let first = {
+        let pipeline = pipeline.clone();
+        tokio::spawn(async move { pipeline.process(&login_event("racing")).await })
+    };
+    gate.entered().await;
+
+    // The duplicate, polled once while the first is inside the plugin: it waits, without a call.
+    let event = login_event("racing");
+    let mut second = std::pin::pin!(pipeline.process(&event));
+    let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(second.as_mut().poll(cx))).await;
+    assert!(polled.is_pending(), "the duplicate did not wait");
+    assert_eq!(calls(), 1, "the duplicate called the plugin");
+
     gate.open();
-    let results = [
-        first.join().expect("first delivery finished"),
-        second.join().expect("second delivery finished"),
-    ];
-    let plugin = pipeline.plugins().next().expect("plugin");
+    let first = first.await.expect("joined").expect("valid");
+    let second = second.await.expect("valid");
+    assert_eq!(calls(), 1, "the chain ran once");
+    assert!(!first.replayed);
+    assert!(second.replayed, "the duplicate took the first outcome");
+    assert!(std::sync::Arc::ptr_eq(&first.outcome, &second.outcome));
     assert_eq!(
-        plugin.pool.stats().calls.load(Ordering::Relaxed),
-        1,
-        "the chain ran once"
-    );
-    assert_eq!(gate.entered(), 1, "the plugin was entered once");
-    assert!(!results[0].replayed, "the first delivery ran the chain");
-    assert!(results[1].replayed, "the second took the first's outcome");
-    assert_eq!(
-        results.iter().filter(|p| p.claim_effects()).count(),
+        [first.claim_effects(), second.claim_effects()]
+            .iter()
+            .filter(|claimed| **claimed)
+            .count(),
         1,
         "effects are claimed once"
     );
@@ -574,8 +578,8 @@ fn the_pipelines_event_limit_is_the_sidecars_default_body_limit() {
     );
 }
 
-#[test]
-fn an_event_with_a_key_twice_in_one_object_is_refused_before_any_plugin_runs() {
+#[tokio::test]
+async fn an_event_with_a_key_twice_in_one_object_is_refused_before_any_plugin_runs() {
     // event-handler's JSON comes from a protobuf Struct, whose keys are unique: a repeated key is
     // an input shape that could carry one copy past a redactor that sees the other.
     let harness = Harness::new();
@@ -585,12 +589,12 @@ fn an_event_with_a_key_twice_in_one_object_is_refused_before_any_plugin_runs() {
         br#"{"event":"x","uid":"1","mfa":{"secret":"A","secret":"B"}}"#,
         br#"{"event":"x","uid":"1","list":[{"k":1},{"a":{"k":1,"k":2}}]}"#,
     ] {
-        match pipeline.process(body) {
+        match pipeline.process(body).await {
             Err(InputError::DuplicateKey(key)) => assert!(key == "secret" || key == "k", "{key}"),
             other => panic!("{}: {other:?}", String::from_utf8_lossy(body)),
         }
     }
     // The same key in sibling objects, or at two levels, is no repetition.
     let siblings = br#"{"event":"x","uid":"1","a":{"k":1},"b":{"k":2},"k":{"k":3}}"#;
-    assert!(pipeline.process(siblings).is_ok());
+    assert!(pipeline.process(siblings).await.is_ok());
 }

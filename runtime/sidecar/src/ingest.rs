@@ -240,10 +240,9 @@ async fn decide(sidecar: &Sidecar, request: Request<Incoming>) -> Answer {
     if let Some(reason) = &live.blocked {
         return Answer::Refused(reason.clone());
     }
-    // Plugin calls take microseconds but may run to their timeout: run them on this worker thread,
-    // telling the runtime to move its other tasks elsewhere meanwhile (cheaper than a hand-off to
-    // the blocking pool for every event).
-    let processed = tokio::task::block_in_place(|| live.pipeline.process(&body));
+    // Waits for instances are awaited; each plugin call runs on this worker and yields it at every
+    // epoch tick, so even a call that runs to its timeout holds it a tick at a time.
+    let processed = live.pipeline.process(&body).await;
     let processed = match processed {
         Err(InputError::TooLarge { size, limit }) => {
             return Answer::Rejected(
@@ -688,7 +687,7 @@ fn record(sidecar: &Sidecar, live: &Live, processed: &Processed) {
         if result != "not_selected" {
             sidecar
                 .metrics
-                .plugin_call(&plugin, step.elapsed, std::time::Duration::ZERO);
+                .plugin_call(&plugin, step.elapsed, step.waited);
         }
         for log in &step.logs {
             tracing::info!(plugin = %step.plugin, level = ?log.level, "{}", log.message);

@@ -32,6 +32,8 @@ pub struct CallRecord {
     pub dropped_logs: u32,
     /// Effects refused by the per-call limit or as malformed.
     pub refused_effects: u32,
+    /// How long the call waited for a free instance (set by the pool).
+    pub waited: std::time::Duration,
 }
 
 /// The state of one instance's store.

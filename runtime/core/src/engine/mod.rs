@@ -170,6 +170,9 @@ impl PluginEngine {
             .total_core_instances(settings.max_instances)
             .total_memories(settings.max_instances)
             .total_tables(settings.max_instances)
+            // A call on a multi-thread runtime runs on a fiber stack of its own; there are never
+            // more calls at once than instances.
+            .total_stacks(settings.max_instances)
             .max_memory_size(usize::try_from(settings.max_memory_limit).unwrap_or(usize::MAX))
             // Reset the first pages of a recycled memory and table with memset instead of
             // returning them to the kernel: cheaper for the small plugins eventplug runs.

@@ -104,7 +104,16 @@ impl Pipeline {
 
     /// Runs the chain on one event body. Input errors (not JSON, not an object, too large) come back
     /// as `Err`; plugin failures are part of the outcome.
-    pub fn process(&self, body: &[u8]) -> Result<Processed, InputError> {
+    ///
+    /// Waiting (for a plugin's free instance, or for the outcome of a delivery of the same event
+    /// that is running now) is awaited without holding a thread; each plugin call runs on the
+    /// polling thread (see [`InstancePool::handle_event_checked`]). Needs a Tokio runtime with its
+    /// timer enabled; a current-thread one is enough. Dropped before it ends (while waiting, or
+    /// while a call is suspended at an epoch tick), the run is given up: nothing is cached, and a
+    /// delivery that waited for it runs the chain itself.
+    ///
+    /// [`InstancePool::handle_event_checked`]: crate::engine::InstancePool::handle_event_checked
+    pub async fn process(&self, body: &[u8]) -> Result<Processed, InputError> {
         if body.len() > self.settings.max_event_bytes {
             return Err(InputError::TooLarge {
                 size: body.len(),
@@ -126,11 +135,14 @@ impl Pipeline {
                 }
                 // Another delivery of this event is running the chain: take its outcome rather
                 // than running the plugins (and their effects) a second time.
-                Lookup::Running(in_flight) => in_flight.wait(self.longest_chain),
+                Lookup::Running(in_flight) => in_flight.wait(self.longest_chain).await,
                 Lookup::Compute(computing) => break computing,
             }
         };
-        let outcome = Arc::new(self.run_chain(body, encoded.request, &encoded.identity.event_type));
+        let outcome = Arc::new(
+            self.run_chain(body, encoded.request, &encoded.identity.event_type)
+                .await,
+        );
         let effects_claimed = Arc::new(AtomicBool::new(false));
         if !matches!(outcome.verdict, Verdict::Fail { .. }) {
             self.cache
@@ -145,7 +157,7 @@ impl Pipeline {
         })
     }
 
-    fn run_chain(&self, body: &[u8], mut request: Vec<u8>, event_type: &str) -> Outcome {
+    async fn run_chain(&self, body: &[u8], mut request: Vec<u8>, event_type: &str) -> Outcome {
         let mut current: Option<Vec<u8>> = None;
         // Set after an edit: the next plugin called needs the request encoded from the new bytes.
         let mut request_is_stale = false;
@@ -163,6 +175,7 @@ impl Pipeline {
                 shadow,
                 result: StepResult::NotSelected,
                 elapsed: Duration::ZERO,
+                waited: Duration::ZERO,
                 logs: Vec::new(),
                 dropped_logs: 0,
             };
@@ -182,15 +195,21 @@ impl Pipeline {
                 request_is_stale = false;
             }
             let started = Instant::now();
-            let called = call_plugin(&entry.plugin, &request, event_now);
+            let called = call_plugin(&entry.plugin, &request, event_now).await;
             step.elapsed = started.elapsed();
             let (result, effects, edited) = match called {
                 Ok(call) => {
+                    step.waited = call.waited;
                     step.logs = call.logs;
                     step.dropped_logs = call.dropped_logs;
                     (call.result, call.effects, call.edited)
                 }
-                Err(error) => (StepResult::Failed(error), Vec::new(), None),
+                Err(error) => {
+                    if let CallError::Busy { waited, .. } = &error {
+                        step.waited = *waited;
+                    }
+                    (StepResult::Failed(error), Vec::new(), None)
+                }
             };
             step.result = result.clone();
             outcome.steps.push(step);
@@ -238,22 +257,25 @@ struct PluginCall {
     edited: Option<Vec<u8>>,
     logs: Vec<PluginLog>,
     dropped_logs: u32,
+    waited: Duration,
 }
 
 /// Calls one plugin and interprets its response against the event as it entered the plugin.
-fn call_plugin(
+async fn call_plugin(
     plugin: &LoadedPlugin,
     request: &[u8],
     event: &[u8],
 ) -> Result<PluginCall, CallError> {
     let (decision, record) = plugin
         .pool
-        .handle_event_checked(request, |response| interpret_response(response, event))?;
+        .handle_event_checked(request, |response| interpret_response(response, event))
+        .await?;
     Ok(PluginCall {
         result: decision.result,
         effects: record.effects,
         edited: decision.edited,
         logs: record.logs,
         dropped_logs: record.dropped_logs,
+        waited: record.waited,
     })
 }

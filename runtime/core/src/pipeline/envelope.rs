@@ -6,11 +6,12 @@
 //! `uid`, `time` and `ei`. `type` is always written first.
 
 use super::protobuf_writer::{
-    FIXED64, LEN, VARINT, begin_len, end_len, put_bytes_field, put_tag, put_varint,
+    FIXED64, LEN, VARINT, begin_len, end_len, insert_bytes, put_bytes_field, put_tag, put_varint,
+    split_len_field, varint,
 };
 use super::timestamp::parse_rfc3339;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 
 /// What identifies an event, lifted from its top-level keys.
@@ -91,46 +92,54 @@ pub fn encode_event(json: &[u8]) -> Result<EncodedEvent, InputError> {
     let mut fields = Vec::with_capacity(json.len() + json.len() / 2);
     let mut identity = EventIdentity::default();
     let mut parser = serde_json::Deserializer::from_slice(json);
-    let mut seen = KeysSeen::new();
+    let mut duplicate = None;
     parser
         .deserialize_map(TopLevel {
             out: &mut fields,
             identity: &mut identity,
-            seen: &mut seen,
+            duplicate: &mut duplicate,
         })
         .and_then(|()| parser.end())
-        .map_err(|e| match seen.duplicate.take() {
+        .map_err(|e| match duplicate.take() {
             Some(key) => InputError::DuplicateKey(key),
             None => InputError::Malformed(e.to_string()),
         })?;
 
-    let mut envelope = Vec::with_capacity(fields.len() + 96);
+    // The request is its envelope's identity fields, then the object (`fields`): they are written
+    // in front of the object, which is neither copied nor allocated again.
+    let mut head = Vec::with_capacity(96 + identity.event_type.len() + identity.uid.len());
     if !identity.event_type.is_empty() {
-        put_bytes_field(&mut envelope, 1, identity.event_type.as_bytes());
+        put_bytes_field(&mut head, 1, identity.event_type.as_bytes());
     }
     if !identity.uid.is_empty() {
-        put_bytes_field(&mut envelope, 2, identity.uid.as_bytes());
+        put_bytes_field(&mut head, 2, identity.uid.as_bytes());
     }
     if let Some((seconds, nanos)) = parse_rfc3339(&identity.time) {
-        let start = begin_len(&mut envelope, 3);
+        let start = begin_len(&mut head, 3);
         if seconds != 0 {
-            put_tag(&mut envelope, 1, VARINT);
-            put_varint(&mut envelope, seconds as u64);
+            put_tag(&mut head, 1, VARINT);
+            put_varint(&mut head, seconds as u64);
         }
         if nanos != 0 {
-            put_tag(&mut envelope, 2, VARINT);
-            put_varint(&mut envelope, nanos as u64);
+            put_tag(&mut head, 2, VARINT);
+            put_varint(&mut head, nanos as u64);
         }
-        end_len(&mut envelope, start);
+        end_len(&mut head, start);
     }
     if let Some(index) = identity.index.filter(|i| i.is_finite() && *i != 0.0) {
-        put_tag(&mut envelope, 4, VARINT);
-        put_varint(&mut envelope, index as i64 as u64);
+        put_tag(&mut head, 4, VARINT);
+        put_varint(&mut head, index as i64 as u64);
     }
-    put_bytes_field(&mut envelope, 5, &fields);
-
-    let mut request = Vec::with_capacity(envelope.len() + 6);
-    put_bytes_field(&mut request, 1, &envelope);
+    put_tag(&mut head, 5, LEN);
+    put_varint(&mut head, fields.len() as u64);
+    // `HandleEventRequest.envelope` (field 1): the fields above and the object.
+    let (len, width) = varint((head.len() + fields.len()) as u64);
+    let mut envelope_tag = [0u8; 11];
+    envelope_tag[0] = (1 << 3) | LEN;
+    envelope_tag[1..=width].copy_from_slice(&len[..width]);
+    insert_bytes(&mut head, 0, &envelope_tag[..=width]);
+    let mut request = fields;
+    insert_bytes(&mut request, 0, &head);
     Ok(EncodedEvent { request, identity })
 }
 
@@ -151,61 +160,91 @@ enum Captured<'a> {
     Number(&'a mut Option<f64>),
 }
 
-/// The keys of the objects being written, one run per open object (innermost last), to refuse a
-/// key that appears twice in one object. Keys are kept as slices of the input where serde_json
-/// lends them (no escapes), with a cheap filter word so that most comparisons are one integer.
-struct KeysSeen<'de> {
-    keys: Vec<(u64, Cow<'de, str>)>,
-    /// The repeated key, once found.
-    duplicate: Option<String>,
+/// Keys an object may have before [`ObjectKeys`] keeps them in a hash set: up to here a repeated
+/// key is looked for among the entries already written, which costs nothing to keep.
+const KEYS_SCANNED: usize = 32;
+
+/// The keys of one JSON object so far, to refuse a key it has twice. They are not kept: the
+/// object's entries already written hold them, and a per-object filter tells most new keys apart
+/// without reading those. Past [`KEYS_SCANNED`] keys they are kept in a hash set, so that a huge
+/// object costs no quadratic scan.
+struct ObjectKeys {
+    /// Where the object's first entry starts in the output.
+    start: usize,
+    /// How many keys the object has had so far.
+    count: usize,
+    /// One bit per key seen, chosen by [`key_filter`]: a key whose bit is clear is new.
+    bloom: u128,
+    /// Every key so far, once the object is past [`KEYS_SCANNED`] keys.
+    set: Option<HashSet<Box<[u8]>>>,
 }
 
-impl<'de> KeysSeen<'de> {
-    fn new() -> Self {
+impl ObjectKeys {
+    /// An object whose entries start at `start` in the output.
+    fn new(start: usize) -> Self {
         Self {
-            keys: Vec::with_capacity(32),
-            duplicate: None,
+            start,
+            count: 0,
+            bloom: 0,
+            set: None,
         }
     }
 
-    /// Records `key` in the object whose keys start at `base` and whose keys so far set the bits
-    /// of `bloom`; false when it is there already. Most keys set a bit of their own, so only a
-    /// few are compared with the others.
-    fn insert(&mut self, base: usize, bloom: &mut u64, key: Cow<'de, str>) -> bool {
-        let filter = key_filter(&key);
-        let bit = 1u64 << (filter.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58);
-        let maybe_seen = *bloom & bit != 0;
-        *bloom |= bit;
-        if maybe_seen
-            && self.keys[base..]
-                .iter()
-                .any(|(f, seen)| *f == filter && *seen == key)
-        {
-            self.duplicate = Some(key.into_owned());
-            return false;
+    /// Records `key`, whose entry starts at `entry` in `out` (after the object's earlier entries);
+    /// false when the object has it already.
+    #[inline]
+    fn insert(&mut self, out: &[u8], entry: usize, key: &[u8]) -> bool {
+        self.count += 1;
+        if self.count > KEYS_SCANNED {
+            return self.insert_hashed(&out[self.start..entry], key);
         }
-        self.keys.push((filter, key));
-        true
+        let bit = 1u128 << (key_filter(key).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 57);
+        if self.bloom & bit == 0 {
+            self.bloom |= bit;
+            return true;
+        }
+        !written_keys(&out[self.start..entry]).any(|seen| seen == key)
+    }
+
+    /// [`Self::insert`] in an object past [`KEYS_SCANNED`] keys, whose entries so far are
+    /// `earlier`.
+    #[cold]
+    #[inline(never)]
+    fn insert_hashed(&mut self, earlier: &[u8], key: &[u8]) -> bool {
+        self.set
+            .get_or_insert_with(|| written_keys(earlier).map(Box::from).collect())
+            .insert(key.into())
     }
 }
 
-/// The length and the first and last bytes of a key in one word: equal for equal keys, and for
-/// distinct keys seldom.
-fn key_filter(key: &str) -> u64 {
-    let bytes = key.as_bytes();
-    let first = bytes.first().copied().unwrap_or(0);
-    let last = bytes.last().copied().unwrap_or(0);
-    let middle = bytes.get(bytes.len() / 2).copied().unwrap_or(0);
-    (bytes.len() as u64) << 24 | u64::from(first) << 16 | u64::from(middle) << 8 | u64::from(last)
+/// The keys of the `Struct.fields` entries written in `entries`, in order.
+fn written_keys(entries: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = entries;
+    std::iter::from_fn(move || {
+        let (entry, after) = split_len_field(rest)?;
+        rest = after;
+        split_len_field(entry).map(|(key, _)| key)
+    })
 }
 
-struct TopLevel<'a, 'de> {
+/// The length and the first, middle and last bytes of a key in one word: equal for equal keys,
+/// and for distinct keys seldom.
+#[inline]
+fn key_filter(key: &[u8]) -> u64 {
+    let first = key.first().copied().unwrap_or(0);
+    let last = key.last().copied().unwrap_or(0);
+    let middle = key.get(key.len() / 2).copied().unwrap_or(0);
+    (key.len() as u64) << 24 | u64::from(first) << 16 | u64::from(middle) << 8 | u64::from(last)
+}
+
+struct TopLevel<'a> {
     out: &'a mut Vec<u8>,
     identity: &'a mut EventIdentity,
-    seen: &'a mut KeysSeen<'de>,
+    /// Set to the repeated key when an object has one.
+    duplicate: &'a mut Option<String>,
 }
 
-impl<'de> Visitor<'de> for TopLevel<'_, 'de> {
+impl<'de> Visitor<'de> for TopLevel<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -213,7 +252,7 @@ impl<'de> Visitor<'de> for TopLevel<'_, 'de> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        write_entries(self.out, &mut map, Some(self.identity), self.seen)
+        write_entries(self.out, &mut map, Some(self.identity), self.duplicate)
     }
 }
 
@@ -222,22 +261,20 @@ fn write_entries<'de, A: MapAccess<'de>>(
     out: &mut Vec<u8>,
     map: &mut A,
     mut identity: Option<&mut EventIdentity>,
-    seen: &mut KeysSeen<'de>,
+    duplicate: &mut Option<String>,
 ) -> Result<(), A::Error> {
-    let base = seen.keys.len();
-    let mut bloom = 0u64;
+    let mut keys = ObjectKeys::new(out.len());
     loop {
         let entry = begin_len(out, 1);
         let Some(slot) = map.next_key_seed(Key {
             out: &mut *out,
             top_level: identity.is_some(),
-            seen: &mut *seen,
-            base,
-            bloom: &mut bloom,
+            keys: &mut keys,
+            entry: entry - 2,
+            duplicate: &mut *duplicate,
         })?
         else {
             out.truncate(entry - 2);
-            seen.keys.truncate(base);
             return Ok(());
         };
         let capture = match (slot, identity.as_deref_mut()) {
@@ -252,24 +289,25 @@ fn write_entries<'de, A: MapAccess<'de>>(
         map.next_value_seed(Value {
             out: &mut *out,
             capture,
-            seen: &mut *seen,
+            duplicate: &mut *duplicate,
         })?;
         end_len(out, value);
         end_len(out, entry);
     }
 }
 
-struct Key<'a, 'de> {
+struct Key<'a> {
     out: &'a mut Vec<u8>,
     top_level: bool,
-    seen: &'a mut KeysSeen<'de>,
-    /// Where the current object's keys start in `seen`.
-    base: usize,
-    /// The bits the current object's keys set so far.
-    bloom: &'a mut u64,
+    /// The keys of the object so far.
+    keys: &'a mut ObjectKeys,
+    /// Where this key's entry starts in `out`.
+    entry: usize,
+    /// Set to the key when the object has it already.
+    duplicate: &'a mut Option<String>,
 }
 
-impl<'de> DeserializeSeed<'de> for Key<'_, 'de> {
+impl<'de> DeserializeSeed<'de> for Key<'_> {
     type Value = Slot;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Slot, D::Error> {
@@ -277,52 +315,42 @@ impl<'de> DeserializeSeed<'de> for Key<'_, 'de> {
     }
 }
 
-impl<'de> Key<'_, 'de> {
-    fn key<E: serde::de::Error>(self, key: Cow<'de, str>) -> Result<Slot, E> {
-        put_bytes_field(self.out, 1, key.as_bytes());
-        let slot = if self.top_level {
-            match &*key {
-                "event" => Slot::Type,
-                "uid" => Slot::Uid,
-                "time" => Slot::Time,
-                "ei" => Slot::Index,
-                "sid" => Slot::SessionId,
-                _ => Slot::None,
-            }
-        } else {
-            Slot::None
-        };
-        if !self.seen.insert(self.base, self.bloom, key) {
-            return Err(E::custom("duplicate key"));
-        }
-        Ok(slot)
-    }
-}
-
-impl<'de> Visitor<'de> for Key<'_, 'de> {
+impl<'de> Visitor<'de> for Key<'_> {
     type Value = Slot;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a key")
     }
 
-    fn visit_borrowed_str<E: serde::de::Error>(self, key: &'de str) -> Result<Slot, E> {
-        self.key(Cow::Borrowed(key))
-    }
-
     fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Slot, E> {
-        self.key(Cow::Owned(key.to_string()))
+        if !self.keys.insert(self.out, self.entry, key.as_bytes()) {
+            *self.duplicate = Some(key.to_string());
+            return Err(E::custom("duplicate key"));
+        }
+        put_bytes_field(self.out, 1, key.as_bytes());
+        if !self.top_level {
+            return Ok(Slot::None);
+        }
+        Ok(match key {
+            "event" => Slot::Type,
+            "uid" => Slot::Uid,
+            "time" => Slot::Time,
+            "ei" => Slot::Index,
+            "sid" => Slot::SessionId,
+            _ => Slot::None,
+        })
     }
 }
 
 /// Writes one JSON value as the body of a `google.protobuf.Value`.
-struct Value<'a, 'c, 'de> {
+struct Value<'a, 'c> {
     out: &'a mut Vec<u8>,
     capture: Option<Captured<'c>>,
-    seen: &'a mut KeysSeen<'de>,
+    /// Set to the repeated key when an object has one.
+    duplicate: &'a mut Option<String>,
 }
 
-impl<'de> DeserializeSeed<'de> for Value<'_, '_, 'de> {
+impl<'de> DeserializeSeed<'de> for Value<'_, '_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
@@ -330,7 +358,7 @@ impl<'de> DeserializeSeed<'de> for Value<'_, '_, 'de> {
     }
 }
 
-impl Value<'_, '_, '_> {
+impl Value<'_, '_> {
     fn number(self, number: f64) {
         if let Some(Captured::Number(slot)) = self.capture {
             *slot = Some(number);
@@ -340,7 +368,7 @@ impl Value<'_, '_, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for Value<'_, '_, 'de> {
+impl<'de> Visitor<'de> for Value<'_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -386,7 +414,7 @@ impl<'de> Visitor<'de> for Value<'_, '_, 'de> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let start = begin_len(self.out, 5);
-        write_entries(self.out, &mut map, None, self.seen)?;
+        write_entries(self.out, &mut map, None, self.duplicate)?;
         end_len(self.out, start);
         Ok(())
     }
@@ -399,7 +427,7 @@ impl<'de> Visitor<'de> for Value<'_, '_, 'de> {
                 .next_element_seed(Value {
                     out: &mut *self.out,
                     capture: None,
-                    seen: &mut *self.seen,
+                    duplicate: &mut *self.duplicate,
                 })?
                 .is_none()
             {
@@ -410,5 +438,57 @@ impl<'de> Visitor<'de> for Value<'_, '_, 'de> {
         }
         end_len(self.out, list);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{InputError, KEYS_SCANNED, encode_event};
+
+    fn object(keys: impl IntoIterator<Item = String>) -> String {
+        let entries: Vec<String> = keys.into_iter().map(|k| format!("\"{k}\":1")).collect();
+        format!("{{\"event\":\"x\",\"o\":{{{}}}}}", entries.join(","))
+    }
+
+    fn refused_key(json: &str) -> Option<String> {
+        match encode_event(json.as_bytes()) {
+            Err(InputError::DuplicateKey(key)) => Some(key),
+            Ok(_) => None,
+            Err(other) => panic!("{json}: {other}"),
+        }
+    }
+
+    #[test]
+    fn a_repeated_key_is_found_in_small_and_big_objects() {
+        for count in [2, 3, KEYS_SCANNED - 1, KEYS_SCANNED, KEYS_SCANNED + 1, 1000] {
+            let keys: Vec<String> = (0..count).map(|i| format!("key{i}")).collect();
+            assert_eq!(refused_key(&object(keys.clone())), None, "{count} keys");
+            for repeated in [0, count / 2, count - 1] {
+                let mut with_repeat = keys.clone();
+                with_repeat.push(keys[repeated].clone());
+                assert_eq!(
+                    refused_key(&object(with_repeat)),
+                    Some(keys[repeated].clone()),
+                    "{count} keys, key {repeated} again"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn keys_are_compared_after_unescaping() {
+        assert_eq!(
+            refused_key(r#"{"event":"x","ab":1,"a\u0062":2}"#),
+            Some("ab".to_string())
+        );
+        assert_eq!(refused_key(r#"{"event":"x","ab":1,"a\u0063":2}"#), None);
+    }
+
+    #[test]
+    fn keys_of_long_entries_are_still_found() {
+        // Entries over 127 bytes have wider lengths; the scan must step over them.
+        let long = "v".repeat(300);
+        let json = format!(r#"{{"event":"x","a":"{long}","b":{{"c":"{long}"}},"a":1}}"#);
+        assert_eq!(refused_key(&json), Some("a".to_string()));
     }
 }

@@ -55,6 +55,8 @@ pub struct Step {
     pub result: StepResult,
     /// Time spent in the call, including waiting for an instance.
     pub elapsed: Duration,
+    /// Of that, the time spent waiting for a free instance.
+    pub waited: Duration,
     /// Log lines it wrote.
     pub logs: Vec<PluginLog>,
     /// Log lines dropped by its per-call limit.

@@ -1,13 +1,14 @@
 //! Remembers recent outcomes by event identity, so a redelivered event gets its first outcome
 //! again without running plugins or effects twice. Bounded in entries and in age. A delivery that
-//! arrives while the same event is still being computed waits for that outcome instead of running
+//! arrives while the same event is still being computed awaits that outcome instead of running
 //! the chain a second time.
 
 use super::outcome::Outcome;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 struct Entry {
     body_hash: u64,
@@ -23,28 +24,26 @@ struct Entries {
 }
 
 /// An outcome being computed, that other deliveries of the same event wait for.
-#[derive(Default)]
 pub struct InFlight {
-    done: Mutex<bool>,
-    finished: Condvar,
+    /// Becomes `true` when the computation ends (its outcome stored, or given up).
+    done: watch::Sender<bool>,
+}
+
+impl Default for InFlight {
+    fn default() -> Self {
+        Self {
+            done: watch::Sender::new(false),
+        }
+    }
 }
 
 impl InFlight {
-    /// Waits until the computation ends, or `limit` passes.
-    pub fn wait(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
-        while !*done {
-            let now = Instant::now();
-            if now >= deadline {
-                return;
-            }
-            done = self
-                .finished
-                .wait_timeout(done, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+    /// Waits, without holding a thread, until the computation ends or `limit` passes. An end that
+    /// came before the wait began is seen at once. Needs a Tokio runtime with its timer enabled.
+    pub async fn wait(&self, limit: Duration) {
+        let mut done = self.done.subscribe();
+        // Either way the caller looks again; a closed channel cannot happen while `self` lives.
+        let _ = tokio::time::timeout(limit, done.wait_for(|done| *done)).await;
     }
 }
 
@@ -58,8 +57,7 @@ impl Drop for Computing<'_> {
     fn drop(&mut self) {
         if let Some((key, in_flight)) = self.claim.take() {
             self.cache.lock_in_flight().remove(&key);
-            *in_flight.done.lock().unwrap_or_else(|p| p.into_inner()) = true;
-            in_flight.finished.notify_all();
+            in_flight.done.send_replace(true);
         }
     }
 }
@@ -182,5 +180,48 @@ impl VerdictCache {
     /// Whether nothing is stored.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits with an hour's limit, so only the end of the computation can end it in time.
+    async fn ends_well_before_its_limit(in_flight: &InFlight) {
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            in_flight.wait(Duration::from_secs(3600)),
+        )
+        .await
+        .expect("the wait ended with the computation");
+    }
+
+    #[tokio::test]
+    async fn a_wait_ends_with_the_computation_whether_it_began_before_or_after_the_end() {
+        let cache = VerdictCache::new(10, Duration::from_secs(60));
+        let Lookup::Compute(computing) = cache.lookup("k", 1) else {
+            panic!("nothing is cached or running yet");
+        };
+        let Lookup::Running(early) = cache.lookup("k", 1) else {
+            panic!("the first delivery is computing");
+        };
+        let Lookup::Running(late) = cache.lookup("k", 1) else {
+            panic!("the first delivery is computing");
+        };
+        // `early` starts waiting before the end: polled once, it is pending.
+        let mut early_wait = std::pin::pin!(ends_well_before_its_limit(&early));
+        let polled =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(early_wait.as_mut().poll(cx))).await;
+        assert!(polled.is_pending());
+        // The computation is given up (its delivery dropped) without storing an outcome.
+        drop(computing);
+        early_wait.await;
+        // `late` starts waiting only after the end, and sees it at once.
+        ends_well_before_its_limit(&late).await;
+        assert!(
+            matches!(cache.lookup("k", 1), Lookup::Compute(_)),
+            "nothing was stored, so the next delivery computes"
+        );
     }
 }

@@ -5,11 +5,14 @@
 pub use eventplug_test_support::*;
 
 use eventplug_contract::PluginSettings;
-use eventplug_runtime::engine::{EngineSettings, LoadError, PluginEngine};
+use eventplug_runtime::abi::{ImportSpec, InstanceState, import};
+use eventplug_runtime::engine::{
+    EngineSettings, HostExtension, InstanceLimits, LoadError, PluginEngine,
+};
 use eventplug_runtime::pipeline::{LoadedPlugin, Pipeline, PipelineSettings};
-use eventplug_runtime::store::{LocalTokenStore, TokenStore, TokenStoreError};
+use eventplug_runtime::store::LocalTokenStore;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
 
 /// An engine for tests, with the module cache in a temp folder.
 pub struct Harness {
@@ -33,6 +36,26 @@ impl Harness {
         }
     }
 
+    /// A harness whose plugins may import [`Gate::IMPORT`], and the gate they stop at.
+    pub fn with_gate() -> (Self, Arc<Gate>) {
+        let dir = TempDir::new("engine");
+        let gate = Arc::new(Gate::default());
+        let engine = PluginEngine::with_extension(
+            EngineSettings {
+                cache_dir: Some(dir.0.join("cache")),
+                ..EngineSettings::default()
+            },
+            Arc::new(GateExtension(gate.clone())),
+        )
+        .expect("engine starts");
+        let harness = Self {
+            engine,
+            dir,
+            tokens: Arc::new(LocalTokenStore::new()),
+        };
+        (harness, gate)
+    }
+
     /// Writes `wat` compiled to a .wasm file and returns default settings for it.
     pub fn settings(&self, name: &str, wat: &str) -> PluginSettings {
         PluginSettings::for_module(name, write_module(&self.dir, name, wat))
@@ -40,18 +63,6 @@ impl Harness {
 
     pub fn try_load(&self, settings: &PluginSettings) -> Result<LoadedPlugin, LoadError> {
         LoadedPlugin::load(&self.engine, settings, self.tokens.clone())
-    }
-
-    /// Loads `settings` with `tokens` behind the store imports instead of the harness's store.
-    pub fn load_with_tokens(
-        &self,
-        settings: &PluginSettings,
-        tokens: Arc<dyn TokenStore>,
-    ) -> Arc<LoadedPlugin> {
-        Arc::new(
-            LoadedPlugin::load(&self.engine, settings, tokens)
-                .unwrap_or_else(|e| panic!("{} loads: {e}", settings.name)),
-        )
     }
 
     /// The message of the error that refuses `settings`; panics when they load.
@@ -84,96 +95,84 @@ pub fn request_for(event: &[u8]) -> Vec<u8> {
         .request
 }
 
-/// WAT import of `store_take_token`, as `$take`.
-pub const TAKE_TOKEN_IMPORT: &str =
-    r#"(import "eventplug" "store_take_token" (func $take (param i32 i32 i32) (result i32)))"#;
-
-/// A handle_event body that calls `$take` (so a plugin built with [`TAKE_TOKEN_IMPORT`] waits in
-/// a [`Gate`]) when the request is longer than `threshold` bytes, then forwards.
-pub fn gated_when_longer_than(threshold: usize) -> String {
-    format!(
-        "(if (i32.gt_u (local.get $len) (i32.const {threshold}))
-           (then (drop (call $take (i32.const 0) (i32.const 1) (i32.const 60)))))
-         (i64.const 0)"
-    )
-}
-
-/// A token store that holds every `store_take_token` call until the test opens it: a plugin that
-/// takes a token is inside its call, provably, for as long as the test needs, where a busy loop
-/// in the plugin only makes that likely.
-#[derive(Default)]
+/// A host function for tests that need a call to be running at a known moment: the first call to
+/// reach `gate.hold` tells [`Gate::entered`] and then blocks its thread (as a plugin running to its
+/// timeout would) until [`Gate::open`]; later calls pass straight through.
 pub struct Gate {
-    state: Mutex<GateState>,
-    changed: Condvar,
+    armed: AtomicBool,
+    entered: tokio::sync::Notify,
+    open: Mutex<bool>,
+    opened: Condvar,
 }
 
-#[derive(Default)]
-struct GateState {
-    entered: usize,
-    open: bool,
+impl Default for Gate {
+    fn default() -> Self {
+        Self {
+            armed: AtomicBool::new(true),
+            entered: tokio::sync::Notify::new(),
+            open: Mutex::new(false),
+            opened: Condvar::new(),
+        }
+    }
 }
 
 impl Gate {
-    /// How long a call waits before it fails on its own, so a test that never opens the gate
-    /// fails instead of hanging.
-    const HOLD_AT_MOST: Duration = Duration::from_secs(60);
+    /// The import a plugin declares to call `$hold`.
+    pub const IMPORT: &str = r#"(import "gate" "hold" (func $hold))"#;
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Waits until `calls` calls have reached the gate; panics after 30 s.
-    pub fn wait_entered(&self, calls: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut state = self.lock();
-        while state.entered < calls {
-            let now = Instant::now();
-            assert!(
-                now < deadline,
-                "{} of {calls} plugin calls reached the gate within 30 s",
-                state.entered
-            );
-            state = self
-                .changed
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+    fn hold(&self) {
+        if !self.armed.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        self.entered.notify_one();
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        while !*open {
+            open = self.opened.wait(open).unwrap_or_else(|p| p.into_inner());
         }
     }
 
-    /// How many calls have reached the gate so far.
-    pub fn entered(&self) -> usize {
-        self.lock().entered
+    /// Returns once a call is held at the gate (at once if one already is).
+    pub async fn entered(&self) {
+        self.entered.notified().await;
     }
 
-    /// Lets every held call, and every later one, through.
+    /// Lets the held call go on.
     pub fn open(&self) {
-        self.lock().open = true;
-        self.changed.notify_all();
+        *self.open.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.opened.notify_all();
+    }
+
+    /// Opens the gate when dropped, so a failing test does not leave a thread held (and its
+    /// runtime waiting for it).
+    pub fn open_on_drop(self: &Arc<Self>) -> OpenOnDrop {
+        OpenOnDrop(self.clone())
     }
 }
 
-impl TokenStore for Gate {
-    fn take_token(&self, _: &str, _: &str, _: u32) -> Result<u32, TokenStoreError> {
-        let deadline = Instant::now() + Self::HOLD_AT_MOST;
-        let mut state = self.lock();
-        state.entered += 1;
-        self.changed.notify_all();
-        while !state.open {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(TokenStoreError("the test never opened the gate".into()));
-            }
-            state = self
-                .changed
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        Ok(1)
+/// See [`Gate::open_on_drop`].
+pub struct OpenOnDrop(Arc<Gate>);
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.0.open();
+    }
+}
+
+struct GateExtension(Arc<Gate>);
+
+impl HostExtension for GateExtension {
+    fn imports(&self) -> &'static [ImportSpec] {
+        const IMPORTS: &[ImportSpec] = &[import("gate", "hold", &[], &[])];
+        IMPORTS
     }
 
-    fn release_tokens(&self, _: &str, _: &str) -> Result<u32, TokenStoreError> {
-        Ok(0)
+    fn link(&self, linker: &mut wasmtime::Linker<InstanceState>) -> wasmtime::Result<()> {
+        let gate = self.0.clone();
+        linker.func_wrap("gate", "hold", move || gate.hold())?;
+        Ok(())
+    }
+
+    fn instance_state(&self, _limits: InstanceLimits) -> Box<dyn std::any::Any + Send> {
+        Box::new(())
     }
 }
