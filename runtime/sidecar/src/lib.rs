@@ -77,17 +77,7 @@ fn fingerprint(config_path: &Path, config: Option<&SidecarConfig>) -> String {
         .plugins
         .iter()
         .filter(|p| !p.module.exists())
-        .flat_map(|p| {
-            (0..)
-                .map(|index| {
-                    let mut name = p.module.as_os_str().to_owned();
-                    name.push(format!(".{index}"));
-                    PathBuf::from(name)
-                })
-                .take(257)
-                .take_while(|chunk| chunk.exists())
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|p| module_source::chunk_files(&p.module))
         .collect();
     for file in files.chain(chunks.iter()) {
         if let Ok(meta) = std::fs::metadata(file) {

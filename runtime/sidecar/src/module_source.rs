@@ -118,20 +118,18 @@ impl ModuleSources {
                 settings.module.display()
             )
         })?;
+        let chunks = chunk_files(&settings.module);
+        if chunks.len() > MAX_CHUNKS {
+            return Err(format!(
+                "module {} comes in more than {MAX_CHUNKS} chunks",
+                settings.module.display()
+            ));
+        }
         let mut bytes = Vec::new();
-        for index in 0..=MAX_CHUNKS {
-            let chunk = chunk_path(&settings.module, index);
-            match std::fs::read(&chunk) {
-                Ok(part) => bytes.extend_from_slice(&part),
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => break,
-                Err(error) => return Err(format!("cannot read {}: {error}", chunk.display())),
-            }
-            if index == MAX_CHUNKS {
-                return Err(format!(
-                    "module {} comes in more than {MAX_CHUNKS} chunks",
-                    settings.module.display()
-                ));
-            }
+        for chunk in &chunks {
+            let part = std::fs::read(chunk)
+                .map_err(|error| format!("cannot read {}: {error}", chunk.display()))?;
+            bytes.extend_from_slice(&part);
         }
         let joined_digest = eventplug_runtime::engine::module_digest(&bytes);
         if !joined_digest.eq_ignore_ascii_case(digest) {
@@ -200,6 +198,15 @@ impl ModuleSources {
             }
         }
     }
+}
+
+/// The chunk files of a module delivered as `module` in chunks (`<module>.0`, `.1`, … up to the
+/// first missing one, and at most one past `MAX_CHUNKS`); empty when it is not.
+pub(crate) fn chunk_files(module: &Path) -> Vec<std::path::PathBuf> {
+    (0..=MAX_CHUNKS)
+        .map(|index| chunk_path(module, index))
+        .take_while(|chunk| chunk.exists())
+        .collect()
 }
 
 /// The file of chunk `index` of a module delivered as `module`.

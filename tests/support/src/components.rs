@@ -141,6 +141,22 @@ pub(crate) enum Started {
     PortTaken(String),
 }
 
+/// Starts a server with `start(port)` on a free port, and again on another one when another process
+/// took the port before the server bound it; the port and the running child.
+pub(crate) fn on_a_free_port(what: &str, mut start: impl FnMut(u16) -> Started) -> (u16, Child) {
+    for attempt in 1..=PORT_ATTEMPTS {
+        let port = free_port();
+        match start(port) {
+            Started::Listening(child) => return (port, child),
+            Started::PortTaken(log) => assert!(
+                attempt < PORT_ATTEMPTS,
+                "{what} found each of {PORT_ATTEMPTS} free ports taken: {log}"
+            ),
+        }
+    }
+    unreachable!("the last attempt returns or panics")
+}
+
 /// Statuses nginx answers instead of 200 for a request whose URI contains `status-<code>`
 /// (`/session.status-413.log`, a quarantine tag `q.status-422`), so tests can make fluentd refuse.
 pub const REFUSED_STATUSES: [u16; 11] = [400, 401, 403, 404, 408, 413, 415, 422, 429, 500, 503];
@@ -173,21 +189,14 @@ impl Nginx {
             port: 0,
             child: None,
         };
-        for attempt in 1..=PORT_ATTEMPTS {
-            nginx.port = free_port();
+        let (port, child) = on_a_free_port("nginx", |port| {
+            nginx.port = port;
             nginx.write_config(certs);
-            match nginx.spawn() {
-                Started::Listening(child) => {
-                    nginx.child = Some(child);
-                    return nginx;
-                }
-                Started::PortTaken(log) => assert!(
-                    attempt < PORT_ATTEMPTS,
-                    "nginx found each of {PORT_ATTEMPTS} free ports taken: {log}"
-                ),
-            }
-        }
-        unreachable!("the last attempt returns or panics")
+            nginx.spawn()
+        });
+        nginx.port = port;
+        nginx.child = Some(child);
+        nginx
     }
 
     fn write_config(&self, certs: &Certificates) {

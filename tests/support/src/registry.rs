@@ -2,7 +2,7 @@
 //! filesystem storage in the test's folder; plain HTTP, htpasswd auth over TLS with a test CA, or
 //! the bearer token flow with a token server of its own (JWTs signed by openssl).
 
-use crate::components::{Certificates, PORT_ATTEMPTS, Started, free_port, wait_for_port};
+use crate::components::{Certificates, Started, on_a_free_port, wait_for_port};
 use base64::Engine as _;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -134,22 +134,15 @@ impl Registry {
         };
         // Another process can take the free port before the registry binds it: then again on
         // another one.
-        for attempt in 1..=PORT_ATTEMPTS {
-            registry.port = free_port();
-            let config = config.replace("{port}", &registry.port.to_string());
+        let (port, child) = on_a_free_port("docker-registry", |port| {
+            registry.port = port;
+            let config = config.replace("{port}", &port.to_string());
             std::fs::write(&registry.config, config).expect("registry config");
-            match registry.spawn() {
-                Started::Listening(child) => {
-                    registry.child = Some(child);
-                    return registry;
-                }
-                Started::PortTaken(log) => assert!(
-                    attempt < PORT_ATTEMPTS,
-                    "docker-registry found each of {PORT_ATTEMPTS} free ports taken: {log}"
-                ),
-            }
-        }
-        unreachable!("the last attempt returns or panics")
+            registry.spawn()
+        });
+        registry.port = port;
+        registry.child = Some(child);
+        registry
     }
 
     /// `127.0.0.1:<port>`.
