@@ -24,8 +24,9 @@ bash tests/cluster/cluster.sh up
 ci_mark 900 "eventplug release build + its cluster images (sidecar, event-handler stand-in)"
 cargo build --release -p eventplug
 bash tests/cluster/eventplug-images.sh push
-ci_mark 900 "cargo test --no-run (workspace debug build)"
+ci_mark 900 "cargo test --no-run (workspace debug build, and the operator binary its tests run)"
 cargo test --workspace --all-targets --no-run
+cargo build -p eventplug-operator --bin eventplug-operator
 ci_mark 600 "cargo test (workspace)"
 cargo test --workspace --all-targets
 ci_mark 900 "eventplug build + SDK and example tests (npm)"

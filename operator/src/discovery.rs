@@ -44,6 +44,8 @@ const SETTINGS: [Setting; 5] = [
 /// The flag and variable naming event-handler's config file.
 const CONFIG_FLAG: &str = "--config";
 const CONFIG_ENV: &str = "FDFWD_CONFIG";
+const STORAGE_FLAG: &str = "--storage";
+const STORAGE_ENV: &str = "FDFWD_STORAGE";
 
 struct Setting {
     flag: &'static str,
@@ -104,6 +106,9 @@ pub struct Upstream {
     pub key: Option<(Found, SecretFile)>,
     /// The config file event-handler reads, if any: ConfigMap and key.
     pub config_file: Option<(String, String)>,
+    /// event-handler's storage folder (its cursor), if set (`--storage`, `storage`,
+    /// `FDFWD_STORAGE`, in kong's order).
+    pub storage: Option<String>,
 }
 
 /// Why the upstream cannot be known.
@@ -135,7 +140,8 @@ impl DiscoveryError {
     }
 }
 
-/// The container event-handler runs in: `name`, or the pod's only container.
+/// The container event-handler runs in: `name`, or the pod's only container besides the injected
+/// sidecar.
 pub fn event_handler_container<'a>(
     deployment: &'a Deployment,
     name: Option<&str>,
@@ -154,7 +160,12 @@ pub fn event_handler_container<'a>(
                 named.join(", ")
             ))
         }),
-        None => match containers {
+        None => match containers
+            .iter()
+            .filter(|c| c.name != crate::inject::SIDECAR_CONTAINER)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
             [only] => Ok(only),
             _ => Err(DiscoveryError::Container(format!(
                 "the Deployment has {} containers ({}): name event-handler's in spec.target.container",
@@ -322,6 +333,19 @@ pub fn discover(
     let ca = file(next())?;
     let cert = file(next())?;
     let key = file(next())?;
+    let storage = match flag_value(&command_line, STORAGE_FLAG) {
+        Some(path) => Some(path),
+        None => match toml.as_ref().and_then(|t| t.get("storage")) {
+            Some(toml::Value::String(path)) => Some(path.clone()),
+            Some(other) => {
+                return Err(DiscoveryError::Unreadable(format!(
+                    "storage in event-handler's config is a {}, not a string",
+                    other.type_str()
+                )));
+            }
+            None => env(STORAGE_ENV)?,
+        },
+    };
     Ok(Upstream {
         url,
         session_url,
@@ -329,6 +353,7 @@ pub fn discover(
         cert,
         key,
         config_file,
+        storage,
     })
 }
 
@@ -505,6 +530,18 @@ key = "/var/lib/teleport/plugins/event-handler/client.key"
     }
 
     #[test]
+    fn the_injected_sidecar_is_not_taken_for_event_handler() {
+        let mut value = official_chart();
+        let containers = value["spec"]["template"]["spec"]["containers"]
+            .as_array_mut()
+            .expect("containers");
+        containers.insert(0, json!({"name": "eventplug", "image": "sidecar"}));
+        let injected = deployment(value);
+        let found = event_handler_container(&injected, None).expect("event-handler");
+        assert_eq!(found.name, "teleport-plugin-event-handler");
+    }
+
+    #[test]
     fn the_official_chart_is_read_from_its_toml_and_certificate_secret() {
         let found = discover(
             &deployment(official_chart()),
@@ -539,6 +576,10 @@ key = "/var/lib/teleport/plugins/event-handler/client.key"
                 "teleport-plugin-event-handler".into(),
                 "teleport-event-handler.toml".into()
             ))
+        );
+        assert_eq!(
+            found.storage.as_deref(),
+            Some("/var/lib/teleport/plugins/event-handler/storage")
         );
     }
 

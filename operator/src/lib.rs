@@ -4,10 +4,17 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod conditions;
+pub mod controller;
 pub mod crd;
 pub mod discovery;
+pub mod inject;
+pub mod metrics;
 pub mod module_check;
 pub mod modules;
 pub mod policy;
 pub mod redirect;
 pub mod render;
+pub mod resolve;
+pub mod settings;
+pub mod sidecar_status;

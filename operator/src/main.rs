@@ -1,8 +1,10 @@
-//! `eventplug-operator`: `crd` prints the CustomResourceDefinitions.
+//! `eventplug-operator`: `run` the controller, or print the CRDs (`crd`).
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// The eventplug operator.
 #[derive(Debug, Parser)]
@@ -17,6 +19,12 @@ enum Command {
     /// Print the CustomResourceDefinitions (EventPlugin, EventPluginTarget) as YAML, as `crds/`
     /// holds them.
     Crd,
+    /// Run the controller (Kubernetes credentials from the pod, or from $KUBECONFIG).
+    Run {
+        /// The operator's settings (policy, sidecar image, registries).
+        #[arg(long)]
+        settings: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -32,5 +40,76 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Run { settings } => run(&settings),
+    }
+}
+
+fn run(settings: &std::path::Path) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EVENTPLUG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .json()
+        .init();
+    let settings = match eventplug_operator::settings::Settings::load(settings) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("eventplug-operator: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("eventplug-operator: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let client = match kube::Client::try_default().await {
+            Ok(client) => client,
+            Err(error) => {
+                eprintln!(
+                    "eventplug-operator: no Kubernetes credentials (in a pod: its service account; outside: $KUBECONFIG): {error}"
+                );
+                return ExitCode::FAILURE;
+            }
+        };
+        let listener = match tokio::net::TcpListener::bind(&settings.metrics_address).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!(
+                    "eventplug-operator: cannot listen on metricsAddress {}: {error}",
+                    settings.metrics_address
+                );
+                return ExitCode::FAILURE;
+            }
+        };
+        let metrics = Arc::new(eventplug_operator::metrics::Metrics::new());
+        tokio::spawn(eventplug_operator::metrics::serve(listener, metrics.clone()));
+        tracing::info!(namespaces = ?settings.policy.allowed_namespaces, "eventplug-operator running");
+        eventplug_operator::controller::run(client, settings, metrics, shutdown_signal()).await;
+        tracing::info!("eventplug-operator stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
     }
 }

@@ -134,6 +134,7 @@ mod tests {
             cert: None,
             key: None,
             config_file: None,
+            storage: None,
         }
     }
 

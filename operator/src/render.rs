@@ -224,6 +224,7 @@ mod tests {
             cert: Some((found("/x/client.crt"), secret("client.crt"))),
             key: Some((found("/x/client.key"), secret("client.key"))),
             config_file: None,
+            storage: None,
         }
     }
 

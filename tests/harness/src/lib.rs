@@ -18,6 +18,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod event_handler;
+
 use std::collections::BTreeMap;
 use std::error::Error as StdError;
 use std::future::Future;

@@ -3,48 +3,15 @@
 //! apply time, naming the field.
 #![forbid(unsafe_code)]
 
-use eventplug_harness::{TestNamespace, wait_until};
+use eventplug_harness::TestNamespace;
+use eventplug_harness::event_handler::install_crds;
 use eventplug_operator::crd::{EventPlugin, EventPluginTarget};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{ApiResource, DynamicObject, PostParams};
 use kube::{Api, CustomResourceExt};
 use serde_json::{Value, json};
-use std::time::Duration;
 
-async fn install_crds(client: kube::Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client);
-    for crd in [EventPlugin::crd(), EventPluginTarget::crd()] {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        if let Err(e) = crds
-            .patch(
-                &name,
-                &PatchParams::apply("eventplug-tests").force(),
-                &Patch::Apply(&crd),
-            )
-            .await
-        {
-            panic!("the API server refused CRD {name}: {e}");
-        }
-        wait_until(
-            &format!("CRD {name} to be established"),
-            Duration::from_secs(30),
-            || async {
-                let crd = crds.get(&name).await?;
-                let established = crd
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                if established {
-                    Ok(())
-                } else {
-                    Err("not established yet".into())
-                }
-            },
-        )
-        .await;
-    }
+async fn install(client: kube::Client) {
+    install_crds(client, vec![EventPlugin::crd(), EventPluginTarget::crd()]).await;
 }
 
 fn plugin(name: &str, spec: Value) -> DynamicObject {
@@ -70,7 +37,7 @@ fn valid_spec() -> Value {
 #[tokio::test]
 async fn the_crds_install_and_refuse_bad_event_plugins_at_apply_time() {
     let ns = TestNamespace::create("crd").await;
-    install_crds(ns.client()).await;
+    install(ns.client()).await;
     let resource = ApiResource::erase::<EventPlugin>(&());
     let plugins: Api<DynamicObject> = Api::namespaced_with(ns.client(), ns.name(), &resource);
 

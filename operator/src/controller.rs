@@ -1,0 +1,1397 @@
+//! The controller: for every EventPlugin, its target Deployments brought to what their plugins
+//! ask for, and its status from what the running sidecars report.
+//!
+//! A target is reconciled as a whole (every EventPlugin selecting it, in order), one reconcile of a
+//! target at a time: modules resolved and checked, the sidecar config rendered with a revision
+//! that only grows, the owned objects applied (module ConfigMaps, the config-and-token Secret),
+//! then the Deployment by server-side apply under the operator's field manager. Nothing is applied
+//! to the Deployment while its upstream cannot be known: no half-applied Deployment.
+//!
+//! Removing an EventPlugin goes through a finalizer: it leaves its target's chain, and the last
+//! one leaving takes the injection and every owned object away.
+
+use crate::conditions::{self, PluginAtTarget, PodReport, Problem, TargetOutcome};
+use crate::crd::{
+    ConfigSource, EventPlugin, EventPluginSpec, EventPluginTarget, EventPluginTargetSpec,
+};
+use crate::discovery::{self, Found, SecretFile, Source, Upstream};
+use crate::inject::{self, Injection};
+use crate::metrics::Metrics;
+use crate::modules;
+use crate::redirect::{self, FIELD_MANAGER, Redirect};
+use crate::render::{self, LISTEN_PORT, PluginInput};
+use crate::resolve::{REFRESH_ANNOTATION, ResolveKey, Resolver};
+use crate::settings::Settings;
+use crate::sidecar_status::StatusClient;
+use eventplug_contract::{FailurePolicy, Mode, SidecarConfig};
+use futures::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalized, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The finalizer that takes a deleted EventPlugin out of its target's chain.
+pub const FINALIZER: &str = "eventplug.dev/cleanup";
+/// The annotation on the config Secret holding the revision of the config in it.
+pub const REVISION_ANNOTATION: &str = "eventplug.dev/revision";
+/// The label on every object the operator owns.
+pub const MANAGED_LABEL: &str = "app.kubernetes.io/managed-by";
+
+/// Why a reconcile failed (then it is retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// The finalizer could not be added or removed.
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+    /// Something the operator produced does not serialize (a bug).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The metric label of this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Kube(kube::Error::Api(_)) => "api_refused",
+            Self::Kube(_) => "api_unreachable",
+            Self::Finalizer(_) => "finalizer",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    client: Client,
+    settings: Settings,
+    resolver: Resolver,
+    status: StatusClient,
+    recorder: Recorder,
+    stores: HashMap<String, Store<EventPlugin>>,
+    targets: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    metrics: Arc<Metrics>,
+}
+
+/// Runs the controller in every allowed namespace until `shutdown` completes.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let mut controllers = Vec::new();
+    let mut stores = HashMap::new();
+    for namespace in &settings.policy.allowed_namespaces {
+        let plugins: Api<EventPlugin> = Api::namespaced(client.clone(), namespace);
+        let controller = Controller::new(plugins, watcher::Config::default());
+        stores.insert(namespace.clone(), controller.store());
+        controllers.push((namespace.clone(), controller));
+    }
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let context = Arc::new(Context {
+        client: client.clone(),
+        resolver: Resolver::new(&settings),
+        status: StatusClient::new(),
+        recorder: Recorder::new(client.clone(), reporter),
+        settings,
+        stores,
+        targets: Mutex::new(HashMap::new()),
+        metrics,
+    });
+    let mut running = Vec::new();
+    for (namespace, controller) in controllers {
+        let store = controller.store();
+        let by_deployment = store.clone();
+        let by_pod = store.clone();
+        let by_target = store;
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+        let target_settings: Api<EventPluginTarget> = Api::namespaced(client.clone(), &namespace);
+        let stream = controller
+            .watches(
+                deployments,
+                watcher::Config::default(),
+                move |d: Deployment| {
+                    let labels = d.labels().clone();
+                    plugins_of(&by_deployment, &d.name_any(), &labels)
+                },
+            )
+            .watches(
+                pods,
+                watcher::Config::default().labels(inject::TARGET_LABEL),
+                move |p: Pod| {
+                    let target = p
+                        .labels()
+                        .get(inject::TARGET_LABEL)
+                        .cloned()
+                        .unwrap_or_default();
+                    plugins_named(&by_pod, &target)
+                },
+            )
+            .watches(
+                target_settings,
+                watcher::Config::default(),
+                move |t: EventPluginTarget| plugins_named(&by_target, &t.name_any()),
+            )
+            .graceful_shutdown_on(shutdown.clone())
+            .run(reconcile, error_policy, context.clone())
+            .for_each(|result| async move {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "reconcile not run");
+                }
+            });
+        running.push(stream);
+    }
+    futures::future::join_all(running).await;
+}
+
+/// EventPlugins in `store` targeting the Deployment `name` with `labels`.
+fn plugins_of(
+    store: &Store<EventPlugin>,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+) -> Vec<ObjectRef<EventPlugin>> {
+    store
+        .state()
+        .iter()
+        .filter(|p| targets(&p.spec, name, labels))
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
+/// EventPlugins in `store` that may target the Deployment `name` (by name, or by any selector:
+/// those find out in their reconcile).
+fn plugins_named(store: &Store<EventPlugin>, name: &str) -> Vec<ObjectRef<EventPlugin>> {
+    store
+        .state()
+        .iter()
+        .filter(|p| {
+            p.spec
+                .target
+                .deployment
+                .as_deref()
+                .is_none_or(|d| d == name)
+        })
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
+/// Whether `spec` targets the Deployment `name` with `labels`.
+pub fn targets(spec: &EventPluginSpec, name: &str, labels: &BTreeMap<String, String>) -> bool {
+    match (&spec.target.deployment, &spec.target.selector) {
+        (Some(deployment), None) => deployment == name,
+        (None, Some(selector)) => selector_matches(selector, labels),
+        _ => false,
+    }
+}
+
+/// Whether a label selector matches `labels`.
+pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let by_labels = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let by_expressions = selector.match_expressions.iter().flatten().all(|e| {
+        let value = labels.get(&e.key);
+        let values = e.values.as_deref().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    });
+    by_labels && by_expressions
+}
+
+/// A label selector as the API's query string.
+fn selector_query(selector: &LabelSelector) -> String {
+    let mut parts: Vec<String> = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for e in selector.match_expressions.iter().flatten() {
+        let values = e.values.as_deref().unwrap_or_default().join(",");
+        parts.push(match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            _ => format!("!{}", e.key),
+        });
+    }
+    parts.join(",")
+}
+
+fn error_policy(plugin: Arc<EventPlugin>, error: &Error, context: Arc<Context>) -> Action {
+    tracing::warn!(plugin = %plugin.name_any(), namespace = ?plugin.namespace(), %error, "reconcile failed");
+    context.metrics.failure(error.reason());
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile(plugin: Arc<EventPlugin>, context: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let namespace = plugin.namespace().unwrap_or_default();
+    let api: Api<EventPlugin> = Api::namespaced(context.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, plugin, |event| async {
+        match event {
+            Finalized::Apply(plugin) => apply(&plugin, &context).await,
+            Finalized::Cleanup(plugin) => cleanup(&plugin, &context).await,
+        }
+    })
+    .await;
+    context.metrics.reconciled(started.elapsed());
+    result.map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+/// The Deployments an EventPlugin targets, or why it targets none.
+async fn target_deployments(
+    plugin: &EventPlugin,
+    context: &Context,
+) -> Result<Result<Vec<String>, Problem>, Error> {
+    let namespace = plugin.namespace().unwrap_or_default();
+    match (&plugin.spec.target.deployment, &plugin.spec.target.selector) {
+        (Some(name), None) => Ok(Ok(vec![name.clone()])),
+        (None, Some(selector)) => {
+            let deployments: Api<Deployment> = Api::namespaced(context.client.clone(), &namespace);
+            let list = deployments
+                .list(&ListParams::default().labels(&selector_query(selector)))
+                .await?;
+            let names: Vec<String> = list.items.iter().map(ResourceExt::name_any).collect();
+            if names.is_empty() {
+                return Ok(Err(Problem::new(
+                    "TargetNotFound",
+                    format!("no Deployment in {namespace} matches spec.target.selector"),
+                )));
+            }
+            Ok(Ok(names))
+        }
+        _ => Ok(Err(Problem::new(
+            "InvalidTarget",
+            "spec.target needs exactly one of deployment and selector",
+        ))),
+    }
+}
+
+async fn apply(plugin: &EventPlugin, context: &Context) -> Result<Action, Error> {
+    let name = plugin.name_any();
+    let namespace = plugin.namespace().unwrap_or_default();
+    let mut target_problem = None;
+    let mut outcomes = Vec::new();
+    match target_deployments(plugin, context).await? {
+        Err(problem) => target_problem = Some(problem),
+        Ok(deployments) => {
+            for deployment in deployments {
+                match reconcile_target(&namespace, &deployment, context).await? {
+                    TargetResult::Missing(problem) => target_problem = Some(problem),
+                    TargetResult::Reconciled(outcome, mut plugins) => {
+                        if let Some(at) = plugins.remove(&name) {
+                            outcomes.push((outcome, at));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let status = conditions::status(
+        &name,
+        plugin.metadata.generation,
+        &outcomes,
+        target_problem,
+        plugin.status.as_ref(),
+    );
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let unchanged = plugin
+        .status
+        .as_ref()
+        .is_some_and(|previous| conditions::same(previous, &status));
+    if !unchanged {
+        publish_changes(plugin, &status, context).await;
+        let api: Api<EventPlugin> = Api::namespaced(context.client.clone(), &namespace);
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await?;
+    }
+    let interval = context.settings.status_interval.get();
+    Ok(Action::requeue(if ready { interval * 6 } else { interval }))
+}
+
+/// Kubernetes Events for the conditions that changed.
+async fn publish_changes(
+    plugin: &EventPlugin,
+    status: &crate::crd::EventPluginStatus,
+    context: &Context,
+) {
+    let previous = plugin.status.as_ref();
+    for condition in &status.conditions {
+        if !["Ready", "ModuleResolved", "Injected", "Degraded"].contains(&condition.type_.as_str())
+        {
+            continue;
+        }
+        let before = previous
+            .and_then(|p| p.conditions.iter().find(|c| c.type_ == condition.type_))
+            .map(|c| (c.status.as_str(), c.reason.as_str()));
+        if before == Some((condition.status.as_str(), condition.reason.as_str())) {
+            continue;
+        }
+        let good = (condition.status == "True") != (condition.type_ == "Degraded");
+        let event = KubeEvent {
+            type_: if good {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
+            reason: condition.reason.chars().take(128).collect(),
+            note: Some(
+                format!(
+                    "{}={}: {}",
+                    condition.type_, condition.status, condition.message
+                )
+                .chars()
+                .take(1000)
+                .collect(),
+            ),
+            action: condition.type_.clone(),
+            secondary: None,
+        };
+        if let Err(error) = context
+            .recorder
+            .publish(&event, &plugin.object_ref(&()))
+            .await
+        {
+            tracing::warn!(%error, "cannot publish an event");
+        }
+    }
+}
+
+async fn cleanup(plugin: &EventPlugin, context: &Context) -> Result<Action, Error> {
+    let namespace = plugin.namespace().unwrap_or_default();
+    if let Ok(deployments) = target_deployments(plugin, context).await? {
+        for deployment in deployments {
+            reconcile_target(&namespace, &deployment, context).await?;
+        }
+    }
+    if let Some(uid) = plugin.uid() {
+        context.resolver.forget(&uid);
+    }
+    Ok(Action::await_change())
+}
+
+/// What reconciling one target gave.
+enum TargetResult {
+    /// The Deployment does not exist.
+    Missing(Problem),
+    /// The target's outcome and, by EventPlugin name, what each plugin is there.
+    Reconciled(TargetOutcome, HashMap<String, PluginAtTarget>),
+}
+
+/// A plugin of a target with its module and config, once found.
+struct Member {
+    plugin: Arc<EventPlugin>,
+    at: PluginAtTarget,
+    module: Option<(String, Arc<Vec<u8>>)>,
+    config: Option<Value>,
+}
+
+impl Context {
+    fn target_lock(&self, key: String) -> Arc<tokio::sync::Mutex<()>> {
+        match self.targets.lock() {
+            Ok(mut locks) => locks.entry(key).or_default().clone(),
+            Err(_) => Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+}
+
+async fn reconcile_target(
+    namespace: &str,
+    name: &str,
+    context: &Context,
+) -> Result<TargetResult, Error> {
+    let lock = context.target_lock(format!("{namespace}/{name}"));
+    let _held = lock.lock().await;
+    let client = &context.client;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let Some(deployment) = deployments.get_opt(name).await? else {
+        return Ok(TargetResult::Missing(Problem::new(
+            "TargetNotFound",
+            format!(
+                "Deployment {namespace}/{name} does not exist (yet): the sidecar is injected once it does"
+            ),
+        )));
+    };
+    let labels = deployment.labels().clone();
+    let mut members: Vec<Arc<EventPlugin>> = context
+        .stores
+        .get(namespace)
+        .map(|store| store.state())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && targets(&p.spec, name, &labels))
+        .collect();
+    members.sort_by_key(|a| (a.spec.priority, a.name_any()));
+    if members.is_empty() {
+        remove_injection(namespace, name, context).await?;
+        return Ok(TargetResult::Reconciled(
+            TargetOutcome {
+                deployment: name.into(),
+                injected: Err(Problem::new(
+                    "Removed",
+                    "no EventPlugin targets this Deployment",
+                )),
+                revision: 0,
+                stopped: None,
+                survives_pod_replacement: false,
+                pods: Vec::new(),
+            },
+            HashMap::new(),
+        ));
+    }
+    let target_settings = Api::<EventPluginTarget>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await?
+        .map(|t| t.spec);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let owned_secret = secrets.get_opt(&inject::secret_name(name)).await?;
+    let running_config = owned_secret
+        .as_ref()
+        .and_then(|s| secret_text(s, inject::CONFIG_KEY))
+        .and_then(|text| SidecarConfig::parse(&text).ok());
+    let mut running_chunks: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for index in 0..modules::MODULE_CONFIG_MAPS {
+        if let Some(map) = config_maps
+            .get_opt(&inject::modules_config_map_name(name, index))
+            .await?
+        {
+            for (key, bytes) in map.binary_data.unwrap_or_default() {
+                running_chunks.insert(key, bytes.0);
+            }
+        }
+    }
+
+    // Modules and configs, plugin by plugin.
+    let mut found = Vec::new();
+    for plugin in members {
+        let member = gather(
+            plugin,
+            namespace,
+            context,
+            running_config.as_ref(),
+            &running_chunks,
+        )
+        .await?;
+        found.push(member);
+    }
+    let container = found
+        .first()
+        .and_then(|m| m.plugin.spec.target.container.clone());
+    let conflict = found
+        .iter()
+        .any(|m| m.plugin.spec.target.container != container);
+
+    let mut outcome = TargetOutcome {
+        deployment: name.into(),
+        injected: Ok(()),
+        revision: running_config.as_ref().map_or(0, |c| c.revision),
+        stopped: None,
+        survives_pod_replacement: false,
+        pods: Vec::new(),
+    };
+    let upstream = if conflict {
+        Err(Problem::new(
+            "ConflictingTargetSettings",
+            format!(
+                "EventPlugins of {name} name different containers in spec.target.container: make them agree"
+            ),
+        ))
+    } else {
+        upstream_of(
+            &deployment,
+            container.as_deref(),
+            target_settings.as_ref(),
+            &config_maps,
+        )
+        .await?
+    };
+    let plugin_results = |found: &[Member]| -> HashMap<String, PluginAtTarget> {
+        found
+            .iter()
+            .map(|m| (m.plugin.name_any(), m.at.clone()))
+            .collect()
+    };
+    let upstream = match upstream {
+        Ok(upstream) => upstream,
+        Err(problem) => {
+            outcome.injected = Err(problem);
+            outcome.pods = pod_reports(&deployment, owned_secret.as_ref(), context).await?;
+            return Ok(TargetResult::Reconciled(outcome, plugin_results(&found)));
+        }
+    };
+    let container_name = match discovery::event_handler_container(&deployment, container.as_deref())
+    {
+        Ok(c) => c.name.clone(),
+        Err(e) => {
+            outcome.injected = Err(Problem::new(e.reason(), e.to_string()));
+            return Ok(TargetResult::Reconciled(outcome, plugin_results(&found)));
+        }
+    };
+
+    // Render, with a revision that grows only when the rendering changes.
+    let names: Vec<String> = found.iter().map(|m| m.plugin.name_any()).collect();
+    let inputs: Vec<PluginInput<'_>> = found
+        .iter()
+        .zip(&names)
+        .filter_map(|(m, name)| {
+            m.module.as_ref().map(|(digest, _)| PluginInput {
+                name,
+                spec: &m.plugin.spec,
+                digest,
+                config: m.config.clone(),
+            })
+        })
+        .collect();
+    let unresolved_guard = found
+        .iter()
+        .filter(|m| m.module.is_none())
+        .find(|m| {
+            m.plugin.spec.mode == Mode::Enforce
+                && m.plugin.spec.failure_policy == FailurePolicy::FailClosed
+        })
+        .map(|m| {
+            format!(
+                "FailClosed plugin {} has no module to run: {}",
+                m.plugin.name_any(),
+                m.at.module
+                    .as_ref()
+                    .err()
+                    .map_or("", |p| p.message.as_str())
+            )
+        });
+    let render_at = |revision: u64| -> Result<(render::Rendered, String), Problem> {
+        let mut rendered = render::render(
+            revision,
+            namespace,
+            &upstream,
+            target_settings.as_ref(),
+            &inputs,
+            &context.settings.policy,
+        )
+        .map_err(|message| Problem::new("RenderFailed", message))?;
+        if rendered.config.stop.is_none() {
+            rendered.config.stop = unresolved_guard.clone();
+        }
+        let text = rendered
+            .config
+            .to_yaml()
+            .map_err(|e| Problem::new("RenderFailed", e))?;
+        Ok((rendered, text))
+    };
+    let current_revision = owned_secret
+        .as_ref()
+        .and_then(|s| s.annotations().get(REVISION_ANNOTATION))
+        .and_then(|r| r.parse::<u64>().ok())
+        .unwrap_or(0);
+    let current_text = owned_secret
+        .as_ref()
+        .and_then(|s| secret_text(s, inject::CONFIG_KEY));
+    let rendered = match render_at(current_revision) {
+        Ok((rendered, text)) if current_text.as_deref() == Some(text.as_str()) => {
+            Ok((rendered, text))
+        }
+        Ok(_) => render_at(current_revision + 1),
+        Err(problem) => Err(problem),
+    };
+    let (rendered, config_text) = match rendered {
+        Ok(r) => r,
+        Err(problem) => {
+            outcome.injected = Err(problem);
+            return Ok(TargetResult::Reconciled(outcome, plugin_results(&found)));
+        }
+    };
+    for (plugin, refusal) in &rendered.refused {
+        if let Some(m) = found.iter_mut().find(|m| &m.plugin.name_any() == plugin) {
+            m.at.refused = Some(Problem::new(refusal.reason, refusal.message.clone()));
+        }
+    }
+    outcome.revision = rendered.config.revision;
+    outcome.stopped = rendered.config.stop.clone();
+
+    // The owned objects, then the Deployment.
+    let owner = OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        name: name.into(),
+        uid: deployment.uid().unwrap_or_default(),
+        controller: Some(false),
+        block_owner_deletion: Some(false),
+    };
+    let running_modules: Vec<(&str, &[u8])> = found
+        .iter()
+        .filter(|m| m.at.refused.is_none())
+        .filter_map(|m| m.module.as_ref().map(|(d, b)| (d.as_str(), b.as_slice())))
+        .collect();
+    let packed = match modules::pack(
+        &running_modules,
+        modules::MODULE_CONFIG_MAPS,
+        modules::CONFIG_MAP_BYTES,
+    ) {
+        Ok(packed) => packed,
+        Err(message) => {
+            outcome.injected = Err(Problem::new("ModulesTooLarge", message));
+            return Ok(TargetResult::Reconciled(outcome, plugin_results(&found)));
+        }
+    };
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    for (index, chunks) in packed.into_iter().enumerate() {
+        let map = ConfigMap {
+            metadata: owned_metadata(&inject::modules_config_map_name(name, index), &owner, None),
+            binary_data: Some(
+                chunks
+                    .into_iter()
+                    .map(|(k, v)| (k, ByteString(v)))
+                    .collect(),
+            ),
+            ..ConfigMap::default()
+        };
+        let body = typed_body(&map, "v1", "ConfigMap")?;
+        config_maps
+            .patch(
+                &inject::modules_config_map_name(name, index),
+                &apply,
+                &Patch::Apply(body),
+            )
+            .await?;
+    }
+    let token = owned_secret
+        .as_ref()
+        .and_then(|s| secret_text(s, inject::STATUS_TOKEN_KEY))
+        .filter(|t| t.len() >= 32)
+        .map_or_else(random_token, Ok)
+        .map_err(Error::Internal)?;
+    let secret = Secret {
+        metadata: owned_metadata(
+            &inject::secret_name(name),
+            &owner,
+            Some(rendered.config.revision.to_string()),
+        ),
+        data: Some(BTreeMap::from([
+            (
+                inject::CONFIG_KEY.to_string(),
+                ByteString(config_text.into_bytes()),
+            ),
+            (
+                inject::STATUS_TOKEN_KEY.to_string(),
+                ByteString(token.clone().into_bytes()),
+            ),
+        ])),
+        ..Secret::default()
+    };
+    let body = typed_body(&secret, "v1", "Secret")?;
+    secrets
+        .patch(&inject::secret_name(name), &apply, &Patch::Apply(body))
+        .await?;
+
+    let plan = redirect::plan(&deployment, &container_name, &upstream, LISTEN_PORT);
+    let redirect_args = match &plan {
+        Redirect::Args(args) => Some(args.as_slice()),
+        Redirect::Refused { .. } => None,
+    };
+    let pod_spec = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .unwrap_or_default();
+    let storage_without_volume = upstream
+        .storage
+        .as_deref()
+        .and_then(|s| inject::storage_without_volume(&pod_spec, &container_name, s));
+    outcome.survives_pod_replacement = upstream
+        .storage
+        .as_deref()
+        .is_some_and(|s| on_persistent_volume(&pod_spec, &container_name, s));
+    let sidecar = target_settings.as_ref().and_then(|t| t.sidecar.as_ref());
+    let injection = Injection {
+        deployment: name,
+        container: &container_name,
+        image: &context.settings.sidecar_image,
+        redirect_args,
+        upstream: &upstream,
+        memory_limit: inject::memory_limit(rendered.memory_limit),
+        cpu_request: sidecar.and_then(|s| s.cpu.as_deref()),
+        cpu_limit: None,
+        storage_without_volume,
+    };
+    let applied = match apply_injection(&deployments, &deployment, inject::desired(&injection))
+        .await
+    {
+        Ok(applied) => applied,
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            outcome.injected = Err(Problem::new(
+                "ApplyConflict",
+                format!(
+                    "another field manager owns fields the sidecar needs in Deployment {name}: {}",
+                    status.message
+                ),
+            ));
+            outcome.pods = pod_reports(&deployment, Some(&secret), context).await?;
+            return Ok(TargetResult::Reconciled(outcome, plugin_results(&found)));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Redirect::Refused { extra_args, reason } = &plan {
+        let spec = applied
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.clone())
+            .unwrap_or_default();
+        if inject::check_pod(&spec, &container_name).is_err() {
+            outcome.injected = Err(Problem::new(
+                "RedirectNeedsChartValues",
+                format!(
+                    "{reason}; the sidecar is in place but event-handler is not sent to it: add to the chart's values eventHandler extraArgs: [{}]",
+                    extra_args.join(", ")
+                ),
+            ));
+        }
+    }
+    outcome.pods = pod_reports(&applied, Some(&secret), context).await?;
+    Ok(TargetResult::Reconciled(outcome, plugin_results(&found)))
+}
+
+/// Resolves one plugin's module and config.
+async fn gather(
+    plugin: Arc<EventPlugin>,
+    namespace: &str,
+    context: &Context,
+    running_config: Option<&SidecarConfig>,
+    running_chunks: &BTreeMap<String, Vec<u8>>,
+) -> Result<Member, Error> {
+    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(context.client.clone(), namespace);
+    let key = ResolveKey {
+        uid: plugin.uid().unwrap_or_default(),
+        generation: plugin.metadata.generation.unwrap_or_default(),
+        refresh: plugin.annotations().get(REFRESH_ANNOTATION).cloned(),
+        reference: plugin.spec.module.reference.clone(),
+    };
+    let pull_secret = match &plugin.spec.module.pull_secret {
+        None => Ok(None),
+        Some(secret) => match secrets.get_opt(&secret.name).await? {
+            Some(s) => secret_text(&s, ".dockerconfigjson")
+                .map(|text| Some((secret.name.clone(), text)))
+                .ok_or_else(|| Problem::new("PullSecretUnreadable", format!("pull Secret {} has no .dockerconfigjson key: make it a kubernetes.io/dockerconfigjson Secret", secret.name))),
+            None => Err(Problem::new("PullSecretNotFound", format!("pull Secret {} does not exist", secret.name))),
+        },
+    };
+    // The policy first: a registry it does not allow is never contacted.
+    if let Err(refusal) = context.settings.policy.check(namespace, &plugin.spec) {
+        let problem = Problem::new(refusal.reason, refusal.message);
+        return Ok(Member {
+            plugin,
+            at: PluginAtTarget {
+                module: Err(problem.clone()),
+                refused: Some(problem),
+            },
+            module: None,
+            config: None,
+        });
+    }
+    let resolved = match pull_secret {
+        Err(problem) => Err((problem, false)),
+        Ok(pull) => context
+            .resolver
+            .resolve(&key, pull.as_ref().map(|(n, t)| (n.as_str(), t.as_str())))
+            .await
+            .map_err(|e| (Problem::new(e.reason, e.message), e.transient)),
+    };
+    let (module, module_result) = match resolved {
+        Ok(r) => (
+            Some((r.module_digest.clone(), r.module.clone())),
+            Ok((r.manifest_digest.clone(), r.module_digest.clone())),
+        ),
+        Err((problem, transient)) => {
+            // The registry is down: keep what runs, as long as the spec did not change.
+            let kept = transient
+                .then(|| running_module(&plugin, running_config, running_chunks))
+                .flatten();
+            match (
+                kept,
+                plugin
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.resolved_digest.clone()),
+            ) {
+                (Some((digest, bytes)), Some(manifest)) => (
+                    Some((digest.clone(), Arc::new(bytes))),
+                    Ok((manifest, digest)),
+                ),
+                _ => (None, Err(problem)),
+            }
+        }
+    };
+    let config = match merged_config(&plugin.spec, &secrets, &config_maps).await? {
+        Ok(config) => config,
+        Err(problem) => {
+            return Ok(Member {
+                plugin,
+                at: PluginAtTarget {
+                    module: module_result,
+                    refused: Some(problem),
+                },
+                module: None,
+                config: None,
+            });
+        }
+    };
+    Ok(Member {
+        plugin,
+        at: PluginAtTarget {
+            module: module_result,
+            refused: None,
+        },
+        module,
+        config,
+    })
+}
+
+/// The module a plugin runs now, from the running config and the module ConfigMaps, when its spec
+/// did not change since (a transient registry failure must not stop a running plugin).
+fn running_module(
+    plugin: &EventPlugin,
+    running: Option<&SidecarConfig>,
+    chunks: &BTreeMap<String, Vec<u8>>,
+) -> Option<(String, Vec<u8>)> {
+    let status = plugin.status.as_ref()?;
+    if status.observed_generation != plugin.metadata.generation {
+        return None;
+    }
+    let settings = running?
+        .plugins
+        .iter()
+        .find(|p| p.name == plugin.name_any())?;
+    let digest = settings.digest.clone()?;
+    let mut bytes = Vec::new();
+    for index in 0.. {
+        match chunks.get(&modules::chunk_key(&digest, index)) {
+            Some(chunk) => bytes.extend_from_slice(chunk),
+            None if index == 0 => return None,
+            None => break,
+        }
+    }
+    (eventplug_oci::sha256_digest(&bytes) == digest).then_some((digest, bytes))
+}
+
+/// `config` with `configFrom` merged in, or why a source cannot be read.
+async fn merged_config(
+    spec: &EventPluginSpec,
+    secrets: &Api<Secret>,
+    config_maps: &Api<ConfigMap>,
+) -> Result<Result<Option<Value>, Problem>, Error> {
+    let mut config = spec.config.clone();
+    for source in &spec.config_from {
+        let value = match source_value(source, secrets, config_maps).await? {
+            Ok(value) => value,
+            Err(problem) => return Ok(Err(problem)),
+        };
+        let object = config.get_or_insert_with(|| json!({}));
+        let Some(object) = object.as_object_mut() else {
+            return Ok(Err(Problem::new(
+                "InvalidConfig",
+                "spec.config must be an object when configFrom is used",
+            )));
+        };
+        match &source.field {
+            Some(field) => {
+                object.insert(field.clone(), Value::String(value));
+            }
+            None => {
+                let parsed: Value = match serde_json::from_str(&value) {
+                    Ok(v) => v,
+                    Err(_) => match eventplug_contract::from_yaml::<Value>(&value) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            return Ok(Err(Problem::new(
+                                "InvalidConfig",
+                                format!(
+                                    "a configFrom value without field must be a JSON or YAML object: {e}"
+                                ),
+                            )));
+                        }
+                    },
+                };
+                let Some(fields) = parsed.as_object() else {
+                    return Ok(Err(Problem::new(
+                        "InvalidConfig",
+                        "a configFrom value without field must be a JSON or YAML object",
+                    )));
+                };
+                object.extend(fields.clone());
+            }
+        }
+    }
+    Ok(Ok(config))
+}
+
+async fn source_value(
+    source: &ConfigSource,
+    secrets: &Api<Secret>,
+    config_maps: &Api<ConfigMap>,
+) -> Result<Result<String, Problem>, Error> {
+    match (&source.secret_key_ref, &source.config_map_key_ref) {
+        (Some(r), None) => Ok(match secrets.get_opt(&r.name).await? {
+            None => Err(Problem::new(
+                "ConfigSourceNotFound",
+                format!("Secret {} (configFrom) does not exist", r.name),
+            )),
+            Some(s) => secret_text(&s, &r.key).ok_or_else(|| {
+                Problem::new(
+                    "ConfigSourceNotFound",
+                    format!("Secret {} has no key {} (configFrom)", r.name, r.key),
+                )
+            }),
+        }),
+        (None, Some(r)) => Ok(match config_maps.get_opt(&r.name).await? {
+            None => Err(Problem::new(
+                "ConfigSourceNotFound",
+                format!("ConfigMap {} (configFrom) does not exist", r.name),
+            )),
+            Some(m) => m.data.and_then(|d| d.get(&r.key).cloned()).ok_or_else(|| {
+                Problem::new(
+                    "ConfigSourceNotFound",
+                    format!("ConfigMap {} has no key {} (configFrom)", r.name, r.key),
+                )
+            }),
+        }),
+        _ => Ok(Err(Problem::new(
+            "InvalidConfig",
+            "each configFrom entry needs exactly one of secretKeyRef and configMapKeyRef",
+        ))),
+    }
+}
+
+/// event-handler's upstream: the EventPluginTarget's override, else read from the Deployment.
+async fn upstream_of(
+    deployment: &Deployment,
+    container: Option<&str>,
+    target: Option<&EventPluginTargetSpec>,
+    config_maps: &Api<ConfigMap>,
+) -> Result<Result<Upstream, Problem>, Error> {
+    if let Some(given) = target.and_then(|t| t.upstream.as_ref()) {
+        let found = |value: &str| Found {
+            value: value.into(),
+            source: Source::Flag,
+        };
+        let file = |key: &str| {
+            given.certificate_secret.as_ref().map(|s| {
+                (
+                    found(key),
+                    SecretFile {
+                        secret: s.name.clone(),
+                        key: key.into(),
+                    },
+                )
+            })
+        };
+        let storage = discovery::discover(
+            deployment,
+            container,
+            &BTreeMap::new(),
+            Some(&format!("http://127.0.0.1:{LISTEN_PORT}")),
+        )
+        .ok()
+        .and_then(|u| u.storage);
+        return Ok(Ok(Upstream {
+            url: found(&given.audit_url),
+            session_url: given.session_url.as_deref().map(found),
+            ca: file("ca.crt"),
+            cert: file("client.crt"),
+            key: file("client.key"),
+            config_file: None,
+            storage,
+        }));
+    }
+    let pod = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref());
+    let mut maps = BTreeMap::new();
+    for volume in pod.and_then(|p| p.volumes.as_deref()).unwrap_or_default() {
+        let Some(source) = &volume.config_map else {
+            continue;
+        };
+        if let Some(map) = config_maps.get_opt(&source.name).await? {
+            maps.insert(source.name.clone(), map.data.unwrap_or_default());
+        }
+    }
+    Ok(discovery::discover(
+        deployment,
+        container,
+        &maps,
+        Some(&format!("http://127.0.0.1:{LISTEN_PORT}")),
+    )
+    .map_err(|e| Problem::new(e.reason(), e.to_string())))
+}
+
+/// Whether `storage` is on a PersistentVolumeClaim of `container`.
+fn on_persistent_volume(
+    pod: &k8s_openapi::api::core::v1::PodSpec,
+    container: &str,
+    storage: &str,
+) -> bool {
+    let Some(container) = pod.containers.iter().find(|c| c.name == container) else {
+        return false;
+    };
+    container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .filter(|m| std::path::Path::new(storage).starts_with(&m.mount_path))
+        .max_by_key(|m| m.mount_path.len())
+        .and_then(|m| pod.volumes.iter().flatten().find(|v| v.name == m.name))
+        .is_some_and(|v| v.persistent_volume_claim.is_some())
+}
+
+/// The pods of the Deployment's current ReplicaSet, each with its sidecar's `/status`.
+async fn pod_reports(
+    deployment: &Deployment,
+    secret: Option<&Secret>,
+    context: &Context,
+) -> Result<Vec<PodReport>, Error> {
+    let namespace = deployment.namespace().unwrap_or_default();
+    let Some(selector) = deployment.spec.as_ref().map(|s| &s.selector) else {
+        return Ok(Vec::new());
+    };
+    let query = selector_query(selector);
+    let revision = deployment
+        .annotations()
+        .get("deployment.kubernetes.io/revision")
+        .cloned();
+    let uid = deployment.uid();
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(context.client.clone(), &namespace);
+    let current = replica_sets
+        .list(&ListParams::default().labels(&query))
+        .await?
+        .items
+        .into_iter()
+        .filter(|rs| {
+            rs.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == uid.as_ref())
+        })
+        .find(|rs| rs.annotations().get("deployment.kubernetes.io/revision") == revision.as_ref());
+    let Some(hash) = current.and_then(|rs| rs.labels().get("pod-template-hash").cloned()) else {
+        return Ok(Vec::new());
+    };
+    let token = secret.and_then(|s| secret_text(s, inject::STATUS_TOKEN_KEY));
+    let pods: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("{query},pod-template-hash={hash}")))
+        .await?;
+    let mut reports = Vec::new();
+    for pod in list.items {
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let status = pod.status.as_ref();
+        let ready = status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let address = status.and_then(|s| s.pod_ip.clone());
+        let report = match (&address, &token, ready) {
+            (_, _, false) => Err("the pod is not Ready".to_string()),
+            (None, _, _) => Err("the pod has no IP yet".to_string()),
+            (_, None, _) => Err("the status token Secret is missing".to_string()),
+            (Some(ip), Some(token), true) => {
+                context
+                    .status
+                    .fetch(&format!("{ip}:{}", render::ADMIN_PORT), token)
+                    .await
+            }
+        };
+        reports.push(PodReport {
+            name: pod.name_any(),
+            ready,
+            status: report,
+        });
+    }
+    Ok(reports)
+}
+
+/// Applies the injection to `live` by server-side apply and puts the sidecar first. A first
+/// injection pauses the Deployment around the two changes (unless its owner paused it), so it
+/// rolls once, to the finished pod.
+async fn apply_injection(
+    api: &Api<Deployment>,
+    live: &Deployment,
+    body: Value,
+) -> Result<Deployment, kube::Error> {
+    let name = live.name_any();
+    let template = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .and_then(|s| s.template.spec.clone())
+            .unwrap_or_default()
+    };
+    let pause = inject::sidecar_index(&template(live)).is_none()
+        && live.spec.as_ref().and_then(|s| s.paused) != Some(true);
+    let update = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    if pause {
+        api.patch(
+            &name,
+            &update,
+            &Patch::Merge(json!({"spec": {"paused": true}})),
+        )
+        .await?;
+    }
+    let applied = async {
+        let mut applied = api
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER),
+                &Patch::Apply(body),
+            )
+            .await?;
+        if inject::sidecar_index(&template(&applied)).is_some_and(|i| i > 0) {
+            applied = api
+                .patch(
+                    &name,
+                    &update,
+                    &Patch::Strategic(inject::sidecar_first(&template(&applied))),
+                )
+                .await?;
+        }
+        Ok::<_, kube::Error>(applied)
+    }
+    .await;
+    if pause {
+        let resumed = api
+            .patch(
+                &name,
+                &update,
+                &Patch::Merge(json!({"spec": {"paused": null}})),
+            )
+            .await;
+        if let (Ok(_), Ok(resumed)) = (&applied, resumed) {
+            return Ok(resumed);
+        }
+    }
+    applied
+}
+
+/// Takes the injection and the owned objects away from a target no EventPlugin selects.
+async fn remove_injection(namespace: &str, name: &str, context: &Context) -> Result<(), Error> {
+    let deployments: Api<Deployment> = Api::namespaced(context.client.clone(), namespace);
+    let live = deployments.get_opt(name).await?;
+    let ours = live.filter(|d| {
+        d.metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .any(|m| m.manager.as_deref() == Some(FIELD_MANAGER))
+    });
+    if let Some(live) = ours {
+        let pod = live
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.clone())
+            .unwrap_or_default();
+        let update = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        if inject::sidecar_index(&pod).is_some() {
+            let container = discovery::event_handler_container(&live, None)
+                .ok()
+                .map(|c| c.name.clone());
+            deployments
+                .patch(
+                    name,
+                    &update,
+                    &Patch::Strategic(inject::removal(&pod, container.as_deref())),
+                )
+                .await?;
+        }
+        deployments
+            .patch(
+                name,
+                &PatchParams::apply(FIELD_MANAGER),
+                &Patch::Apply(inject::release(name)),
+            )
+            .await?;
+        tracing::info!(namespace, deployment = name, "injection removed");
+    }
+    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), namespace);
+    ignore_missing(
+        secrets
+            .delete(&inject::secret_name(name), &DeleteParams::default())
+            .await,
+    )?;
+    let config_maps: Api<ConfigMap> = Api::namespaced(context.client.clone(), namespace);
+    for index in 0..modules::MODULE_CONFIG_MAPS {
+        ignore_missing(
+            config_maps
+                .delete(
+                    &inject::modules_config_map_name(name, index),
+                    &DeleteParams::default(),
+                )
+                .await,
+        )?;
+    }
+    Ok(())
+}
+
+fn ignore_missing<T>(result: Result<T, kube::Error>) -> Result<(), Error> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn owned_metadata(
+    name: &str,
+    owner: &OwnerReference,
+    revision: Option<String>,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        name: Some(name.into()),
+        labels: Some(BTreeMap::from([
+            (MANAGED_LABEL.to_string(), FIELD_MANAGER.to_string()),
+            (inject::TARGET_LABEL.to_string(), owner.name.clone()),
+        ])),
+        annotations: revision.map(|r| BTreeMap::from([(REVISION_ANNOTATION.to_string(), r)])),
+        owner_references: Some(vec![owner.clone()]),
+        ..Default::default()
+    }
+}
+
+/// A typed object as an apply body (with its apiVersion and kind).
+fn typed_body<T: serde::Serialize>(
+    object: &T,
+    api_version: &str,
+    kind: &str,
+) -> Result<Value, Error> {
+    let mut body = serde_json::to_value(object)
+        .map_err(|e| Error::Internal(format!("serializing a {kind}: {e}")))?;
+    body["apiVersion"] = json!(api_version);
+    body["kind"] = json!(kind);
+    Ok(body)
+}
+
+fn secret_text(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+}
+
+/// A fresh `/status` token: 32 random bytes, hex.
+fn random_token() -> Result<String, String> {
+    use std::io::Read;
+    let mut buf = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(|e| format!("reading /dev/urandom for a status token: {e}"))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn selector(value: Value) -> LabelSelector {
+        serde_json::from_value(value).expect("a selector")
+    }
+
+    #[test]
+    fn selectors_match_and_print_as_the_api_reads_them() {
+        let labels = BTreeMap::from([
+            ("app".to_string(), "eh".to_string()),
+            ("tier".to_string(), "audit".to_string()),
+        ]);
+        let s = selector(json!({"matchLabels": {"app": "eh"}, "matchExpressions": [
+            {"key": "tier", "operator": "In", "values": ["audit", "x"]},
+            {"key": "canary", "operator": "DoesNotExist"}]}));
+        assert!(selector_matches(&s, &labels));
+        assert_eq!(selector_query(&s), "app=eh,tier in (audit,x),!canary");
+        let s = selector(
+            json!({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["audit"]}]}),
+        );
+        assert!(!selector_matches(&s, &labels));
+        let s = selector(json!({"matchExpressions": [{"key": "tier", "operator": "Bogus"}]}));
+        assert!(
+            !selector_matches(&s, &labels),
+            "an unknown operator matches nothing"
+        );
+    }
+
+    #[test]
+    fn a_plugin_targets_by_name_or_selector_never_both() {
+        let spec = |target: Value| -> EventPluginSpec {
+            serde_json::from_value(
+                json!({"module": {"reference": "r:5000/p:v1"}, "target": target}),
+            )
+            .expect("a spec")
+        };
+        let labels = BTreeMap::from([("app".to_string(), "eh".to_string())]);
+        assert!(targets(&spec(json!({"deployment": "eh"})), "eh", &labels));
+        assert!(!targets(
+            &spec(json!({"deployment": "other"})),
+            "eh",
+            &labels
+        ));
+        assert!(targets(
+            &spec(json!({"selector": {"matchLabels": {"app": "eh"}}})),
+            "x",
+            &labels
+        ));
+        assert!(!targets(
+            &spec(json!({"deployment": "eh", "selector": {"matchLabels": {"app": "eh"}}})),
+            "eh",
+            &labels
+        ));
+    }
+
+    #[test]
+    fn tokens_are_long_and_fresh() {
+        let a = random_token().expect("a token");
+        let b = random_token().expect("a token");
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+    }
+}

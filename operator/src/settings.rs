@@ -1,0 +1,104 @@
+//! The operator's own settings (`eventplug-operator run --settings FILE`), written by the platform
+//! team: the policy, the sidecar image, how to reach the registries modules come from, and how often
+//! running sidecars are asked what they run.
+
+use crate::policy::Policy;
+use eventplug_contract::{Duration, ValidationError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Everything `eventplug-operator run` is told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Settings {
+    /// What EventPlugins may ask for; `policy.allowedNamespaces` is also where the operator acts.
+    pub policy: Policy,
+    /// The sidecar image injected beside event-handler.
+    pub sidecar_image: String,
+    /// How to reach registries, by `host[:port]`; a host not listed is HTTPS with the system roots.
+    #[serde(default)]
+    pub registries: BTreeMap<String, RegistryAccess>,
+    /// How often the operator asks a target's running sidecars what they run while its
+    /// EventPlugins are not Ready yet (once Ready, six times less often).
+    #[serde(default = "default_status_interval")]
+    pub status_interval: Duration,
+    /// The operator's own `/healthz` and `/metrics`.
+    #[serde(default = "default_metrics_address")]
+    pub metrics_address: String,
+}
+
+/// How one registry is reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RegistryAccess {
+    /// Plain HTTP (a registry inside the cluster or on the node).
+    #[serde(default)]
+    pub plain_http: bool,
+    /// Trust only this CA certificate (PEM file) for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+}
+
+fn default_status_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_metrics_address() -> String {
+    "0.0.0.0:8080".into()
+}
+
+impl Settings {
+    /// Reads and checks the settings file.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the settings file {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("settings file {}: {e}", path.display()))
+    }
+
+    /// Parses settings from YAML and checks them.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let settings: Settings =
+            eventplug_contract::from_yaml(text).map_err(|e: ValidationError| e.to_string())?;
+        if settings.sidecar_image.trim().is_empty() {
+            return Err("sidecarImage is empty: name the eventplug sidecar image".into());
+        }
+        if settings.policy.allowed_namespaces.is_empty() {
+            return Err(
+                "policy.allowedNamespaces is empty: the operator would act nowhere; name the namespaces of the event-handler Deployments".into(),
+            );
+        }
+        if settings.status_interval.0.is_zero() {
+            return Err("statusInterval must be more than 0".into());
+        }
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_read_with_defaults_and_refuse_what_would_do_nothing() {
+        let settings = Settings::parse(
+            "policy: {allowedNamespaces: [teleport], allowedRegistries: ['r:5000']}
+sidecarImage: r:5000/eventplug/sidecar:1
+registries: {'r:5000': {plainHttp: true}}
+",
+        )
+        .expect("valid settings");
+        assert_eq!(settings.status_interval, Duration::from_secs(5));
+        assert!(settings.registries["r:5000"].plain_http);
+        assert_eq!(settings.policy.allowed_registries, ["r:5000"]);
+
+        let err = Settings::parse("policy: {}\nsidecarImage: x\n").unwrap_err();
+        assert!(err.contains("allowedNamespaces"), "{err}");
+        let err =
+            Settings::parse("policy: {allowedNamespaces: [a]}\nsidecarImage: ''\n").unwrap_err();
+        assert!(err.contains("sidecarImage"), "{err}");
+        let err = Settings::parse("policy: {allowedNamespaces: [a]}\nsidecarImage: x\nimage: y\n")
+            .unwrap_err();
+        assert!(err.contains("image"), "{err}");
+    }
+}

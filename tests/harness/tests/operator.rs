@@ -1,0 +1,664 @@
+//! The operator on the test cluster with real pods: `eventplug-operator run` (the binary, as a
+//! process of this machine, with the test cluster's kubeconfig) against event-handler's Deployment
+//! in the official chart's shape (the event-handler stand-in plays event-handler; nginx with mTLS
+//! on the node's bridge plays fluentd), modules pushed to the cluster's real registry.
+//!
+//! Mocked: only event-handler's binary (the stand-in, with its command line, flags, TOML and
+//! delivery contract); Teleport is not needed by these paths.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use eventplug_harness::event_handler::{
+    APP, EVENT_HANDLER, Fluentd, PLUGIN_DIR, SIDECAR, create, create_chart_inputs, install_crds,
+    object, the_pod, uid, uid_of, wait_delivered,
+};
+use eventplug_harness::{EventplugImages, TestNamespace, try_wait_until};
+use eventplug_oci::{HostSettings, PushRequest, Reference, Registry, RegistrySettings};
+use eventplug_operator::crd::{EventPlugin, EventPluginTarget};
+use eventplug_operator::inject;
+use eventplug_test_support::TempDir;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, CustomResourceExt, ResourceExt};
+use serde_json::{Value, json};
+
+/// How long an EventPlugin may take to become Ready (one rollout, image pulls from the local
+/// registry, a status poll).
+const READY: Duration = Duration::from_secs(180);
+
+/// `eventplug-operator run` as a child process, scoped to one test namespace; killed on drop.
+struct Operator {
+    child: Child,
+    dir: TempDir,
+}
+
+impl Operator {
+    fn binary() -> PathBuf {
+        if let Some(path) = std::env::var_os("EVENTPLUG_OPERATOR_BIN") {
+            return PathBuf::from(path);
+        }
+        // target/<profile>/deps/<this test> → target/<profile>/eventplug-operator
+        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+        let profile = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .unwrap_or_else(|| panic!("{} is not in a target folder", exe.display()));
+        profile.join("eventplug-operator")
+    }
+
+    fn start(ns: &TestNamespace, sidecar_image: &str) -> Self {
+        let binary = Self::binary();
+        assert!(
+            binary.is_file(),
+            "{} is not there: build it with `cargo build -p eventplug-operator` (scripts/test.sh does), or set EVENTPLUG_OPERATOR_BIN",
+            binary.display()
+        );
+        let dir = TempDir::new("operator");
+        let registry = ns.cluster().registry();
+        let settings = dir.0.join("settings.yaml");
+        let text = format!(
+            "policy:
+  allowedNamespaces: [{ns}]
+  allowedRegistries: ['{registry}']
+sidecarImage: {sidecar_image}
+registries:
+  '{registry}': {{plainHttp: true}}
+statusInterval: 2s
+metricsAddress: 127.0.0.1:0
+",
+            ns = ns.name()
+        );
+        if let Err(e) = std::fs::write(&settings, text) {
+            panic!("writing {}: {e}", settings.display());
+        }
+        let log = std::fs::File::create(dir.0.join("operator.log"))
+            .unwrap_or_else(|e| panic!("creating the operator's log: {e}"));
+        let child = Command::new(&binary)
+            .args(["run", "--settings"])
+            .arg(&settings)
+            .env("KUBECONFIG", ns.cluster().kubeconfig())
+            .env("EVENTPLUG_LOG", "info,eventplug_operator=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        Self { child, dir }
+    }
+
+    /// The operator's log so far (for failure messages).
+    fn log(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.0.join("operator.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plugin that sets `mark` to `"yes"` on every `user.login` event.
+fn marking_plugin(mark: &str) -> Vec<u8> {
+    let wat = eventplug_test_support::branching_plugin(
+        "",
+        "user.login",
+        &eventplug_test_support::set_response(mark, "\"yes\""),
+        &Default::default(),
+        "",
+    );
+    wat::parse_str(&wat).unwrap_or_else(|e| panic!("the plugin's WAT does not parse: {e}"))
+}
+
+/// Pushes `module` to the cluster's registry as `plugins/<repository>:<tag>`; returns the tag
+/// reference and the manifest digest.
+async fn push(
+    ns: &TestNamespace,
+    repository: &str,
+    tag: &str,
+    module: Vec<u8>,
+) -> (String, String) {
+    let host = ns.cluster().registry().to_owned();
+    let registry = Registry::new(RegistrySettings {
+        hosts: [(
+            host.clone(),
+            HostSettings {
+                plain_http: true,
+                ca: None,
+            },
+        )]
+        .into(),
+        progress: false,
+        ..RegistrySettings::default()
+    });
+    let text = format!("{host}/plugins/{}-{repository}:{tag}", ns.name());
+    let reference: Reference = text
+        .parse()
+        .unwrap_or_else(|e| panic!("reference {text}: {e}"));
+    let pushed = registry
+        .push(
+            &reference,
+            PushRequest {
+                module,
+                file_name: "plugin.wasm".into(),
+                annotations: BTreeMap::new(),
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("pushing {text}: {e}"));
+    let digest = pushed
+        .digest()
+        .unwrap_or_else(|| panic!("{text} was pushed without a digest"))
+        .to_owned();
+    (text, digest)
+}
+
+/// event-handler's Deployment as the official chart renders it (FACTS: the chart's command and no
+/// args, the TOML by subPath, the certificate Secret file by file, every volume 0600), with the
+/// stand-in generating `events` login events.
+fn chart_deployment(
+    name: &str,
+    image: &str,
+    replicas: i32,
+    events: usize,
+    toml: &str,
+) -> Deployment {
+    let cert = |file: &str| json!({"name": "fluentd-cert", "mountPath": format!("{PLUGIN_DIR}/{file}"), "subPath": file});
+    object(json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": name}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+            "template": {
+                "metadata": {"labels": {"app.kubernetes.io/name": name}},
+                "spec": {
+                    "securityContext": {},
+                    "containers": [{
+                        "name": EVENT_HANDLER,
+                        "image": image,
+                        "command": ["/usr/local/bin/teleport-plugin", "start", "--config", "/etc/teleport-event-handler.toml"],
+                        "env": [
+                            {"name": "TELEPORT_PLUGIN_FAIL_FAST", "value": "true"},
+                            {"name": "STANDIN_GENERATE", "value": events.to_string()}
+                        ],
+                        "ports": [{"name": "http", "containerPort": 80}],
+                        "volumeMounts": [
+                            {"name": "config", "mountPath": "/etc/teleport-event-handler.toml", "subPath": "teleport-event-handler.toml"},
+                            {"name": "auth-id", "mountPath": format!("{PLUGIN_DIR}/teleport-identity")},
+                            cert("ca.crt"), cert("client.crt"), cert("client.key")
+                        ]
+                    }],
+                    "volumes": [
+                        {"name": "config", "configMap": {"name": toml, "defaultMode": 384}},
+                        {"name": "auth-id", "secret": {"secretName": "teleport-event-handler-identity", "defaultMode": 384}},
+                        {"name": "fluentd-cert", "secret": {"secretName": "teleport-event-handler-client-tls", "defaultMode": 384}}
+                    ]
+                }
+            }
+        }
+    }))
+}
+
+fn event_plugin(name: &str, spec: Value) -> EventPlugin {
+    object(json!({
+        "apiVersion": "eventplug.dev/v1alpha1",
+        "kind": "EventPlugin",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+}
+
+async fn apply_plugin(api: &Api<EventPlugin>, plugin: &EventPlugin) {
+    let name = plugin.name_any();
+    if let Err(e) = api
+        .patch(
+            &name,
+            &PatchParams::apply("eventplug-tests").force(),
+            &Patch::Apply(plugin),
+        )
+        .await
+    {
+        panic!("applying EventPlugin {name}: {e}");
+    }
+}
+
+fn condition<'a>(plugin: &'a EventPlugin, kind: &str) -> Option<(&'a str, &'a str, &'a str)> {
+    plugin
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+}
+
+/// Waits until EventPlugin `name`'s condition `kind` has `status` and `reason` (any reason when
+/// `None`); returns the EventPlugin.
+async fn wait_condition(
+    api: &Api<EventPlugin>,
+    operator: &Operator,
+    name: &str,
+    kind: &str,
+    status: &str,
+    reason: Option<&str>,
+    timeout: Duration,
+) -> EventPlugin {
+    let found = try_wait_until(
+        &format!("EventPlugin {name} {kind}={status}"),
+        timeout,
+        || async {
+            let plugin = api.get(name).await?;
+            match condition(&plugin, kind) {
+                Some((s, r, _)) if s == status && reason.is_none_or(|want| want == r) => Ok(plugin),
+                other => Err(format!("{kind} is {other:?}; status {:?}", plugin.status).into()),
+            }
+        },
+    )
+    .await;
+    match found {
+        Ok(plugin) => plugin,
+        Err(e) => panic!("{e}\n--- operator log:\n{}", operator.log()),
+    }
+}
+
+fn containers(deployment: &Deployment) -> Vec<String> {
+    deployment
+        .spec
+        .iter()
+        .filter_map(|s| s.template.spec.as_ref())
+        .flat_map(|p| p.containers.iter().map(|c| c.name.clone()))
+        .collect()
+}
+
+async fn replica_sets(ns: &TestNamespace, name: &str) -> Vec<String> {
+    let api: Api<ReplicaSet> = ns.api();
+    match api
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/name={name}")))
+        .await
+    {
+        Ok(list) => list.items.iter().map(ResourceExt::name_any).collect(),
+        Err(e) => panic!("listing ReplicaSets: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn an_event_plugin_is_injected_runs_changes_without_a_rollout_and_is_removed() {
+    const N: usize = 20;
+    let ns = TestNamespace::create("operator").await;
+    let images = EventplugImages::shared().await;
+    install_crds(
+        ns.client(),
+        vec![EventPlugin::crd(), EventPluginTarget::crd()],
+    )
+    .await;
+    let fluentd = Fluentd::start(ns.cluster().node_ip());
+    create_chart_inputs(&ns, &fluentd).await;
+    let (annotate_ref, annotate_digest) =
+        push(&ns, "annotate", "v1", marking_plugin("seen-by-annotate")).await;
+    let (tag_ref, _) = push(&ns, "tag", "v1", marking_plugin("seen-by-tag")).await;
+
+    // The chart's Deployment at zero replicas: no pod runs before the operator injected it.
+    let deployments: Api<Deployment> = ns.api();
+    let original = create(
+        &deployments,
+        &chart_deployment(APP, &images.event_handler, 0, N, APP),
+    )
+    .await;
+    let operator = Operator::start(&ns, &images.sidecar);
+    let plugins: Api<EventPlugin> = ns.api();
+    apply_plugin(
+        &plugins,
+        &event_plugin(
+            "annotate",
+            json!({
+                "module": {"reference": annotate_ref},
+                "target": {"deployment": APP},
+                "failurePolicy": "FailClosed",
+                "limits": {"memoryLimit": "16Mi", "concurrency": 2}
+            }),
+        ),
+    )
+    .await;
+
+    // The operator injects: the sidecar first, event-handler redirected, its cursor on an emptyDir.
+    let injected = match try_wait_until(
+        "the operator to inject the sidecar",
+        Duration::from_secs(60),
+        || async {
+            let d = deployments.get(APP).await?;
+            if containers(&d) == [SIDECAR, EVENT_HANDLER] {
+                Ok(d)
+            } else {
+                Err(format!("containers {:?}", containers(&d)).into())
+            }
+        },
+    )
+    .await
+    {
+        Ok(d) => d,
+        Err(e) => panic!("{e}\n--- operator log:\n{}", operator.log()),
+    };
+    let pod_spec = injected
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .unwrap_or_default();
+    let event_handler = pod_spec
+        .containers
+        .iter()
+        .find(|c| c.name == EVENT_HANDLER)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        event_handler.args.as_deref(),
+        Some(
+            &[
+                "--fluentd-url=http://127.0.0.1:8888/test.log".to_string(),
+                "--fluentd-session-url=http://127.0.0.1:8888/session".to_string()
+            ][..]
+        ),
+        "the redirect flags"
+    );
+    assert!(
+        event_handler
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.mount_path == format!("{PLUGIN_DIR}/storage")),
+        "event-handler's storage has no volume: {:?}",
+        event_handler.volume_mounts
+    );
+    assert!(inject::check_pod(&pod_spec, EVENT_HANDLER).is_ok());
+
+    // Now the pods: every event reaches fluentd through the plugin.
+    if let Err(e) = deployments
+        .patch(APP, &PatchParams::apply("eventplug-tests").force(), &Patch::Apply(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": APP}, "spec": {"replicas": 1}})))
+        .await
+    {
+        panic!("scaling to 1: {e}");
+    }
+    let pod = the_pod(&ns).await;
+    let ready = wait_condition(
+        &plugins, &operator, "annotate", "Ready", "True", None, READY,
+    )
+    .await;
+    let status = ready.status.clone().unwrap_or_default();
+    assert_eq!(
+        status.resolved_digest.as_deref(),
+        Some(annotate_digest.as_str())
+    );
+    assert_eq!(status.running.as_deref(), Some("1/1"));
+    assert_eq!(
+        status.target.as_deref(),
+        Some(&*format!("deployment/{APP}"))
+    );
+    assert_eq!(condition(&ready, "Injected").map(|c| c.0), Some("True"));
+    assert_eq!(
+        condition(&ready, "DeliveryGuarantee").map(|c| c.1),
+        Some("ContainerRestarts")
+    );
+    let log = wait_delivered(&ns, &pod, N, Duration::from_secs(60)).await;
+    assert!(
+        !log.contains("failed"),
+        "event-handler had failed tries:\n{log}"
+    );
+    let received = fluentd.nginx.wait_received(N);
+    assert_eq!(received.len(), N, "{received:#?}");
+    for (n, (uri, body)) in received.iter().enumerate() {
+        assert_eq!(uri, "/test.log");
+        assert_eq!(uid_of(body), uid(n + 1));
+        assert!(
+            body.contains(r#""seen-by-annotate":"yes""#),
+            "event {} not annotated: {body}",
+            n + 1
+        );
+    }
+    let sets = replica_sets(&ns, APP).await;
+
+    // A second plugin: applied through the config, no new ReplicaSet, same pod.
+    apply_plugin(
+        &plugins,
+        &event_plugin(
+            "tag",
+            json!({
+                "module": {"reference": tag_ref},
+                "target": {"deployment": APP},
+                "priority": 10,
+                "limits": {"memoryLimit": "16Mi", "concurrency": 1}
+            }),
+        ),
+    )
+    .await;
+    wait_condition(&plugins, &operator, "tag", "Ready", "True", None, READY).await;
+    wait_condition(
+        &plugins, &operator, "annotate", "Ready", "True", None, READY,
+    )
+    .await;
+    assert_eq!(
+        replica_sets(&ns, APP).await,
+        sets,
+        "a plugin-set change rolled the Deployment"
+    );
+    assert_eq!(
+        the_pod(&ns).await,
+        pod,
+        "a plugin-set change replaced the pod"
+    );
+
+    // Kubernetes Events said so.
+    let events: Api<Event> = ns.api();
+    let said: Vec<String> = match events.list(&ListParams::default()).await {
+        Ok(list) => list
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some("annotate"))
+            .filter_map(|e| e.reason)
+            .collect(),
+        Err(e) => panic!("listing events: {e}"),
+    };
+    assert!(
+        said.iter().any(|r| r == "Running"),
+        "no Running event for annotate: {said:?}"
+    );
+
+    // Removal: both go; the Deployment's spec is the chart's again and the owned objects are gone.
+    for name in ["annotate", "tag"] {
+        if let Err(e) = plugins.delete(name, &DeleteParams::default()).await {
+            panic!("deleting {name}: {e}");
+        }
+    }
+    let restored = match try_wait_until(
+        "the injection to be removed",
+        Duration::from_secs(60),
+        || async {
+            let left = plugins.list(&ListParams::default()).await?.items.len();
+            let d = deployments.get(APP).await?;
+            if left == 0 && containers(&d) == [EVENT_HANDLER] {
+                Ok(d)
+            } else {
+                Err(format!("{left} EventPlugins left; containers {:?}", containers(&d)).into())
+            }
+        },
+    )
+    .await
+    {
+        Ok(d) => d,
+        Err(e) => panic!("{e}\n--- operator log:\n{}", operator.log()),
+    };
+    let template = |d: &Deployment| {
+        let mut spec =
+            serde_json::to_value(d.spec.as_ref().map(|s| &s.template)).unwrap_or_default();
+        // What the chart's owner changed (replicas) is outside the template.
+        if let Some(labels) = spec
+            .pointer_mut("/metadata/labels")
+            .and_then(Value::as_object_mut)
+        {
+            labels.remove(inject::TARGET_LABEL);
+        }
+        spec
+    };
+    assert_eq!(
+        template(&restored),
+        template(&original),
+        "the pod template is not as before injection"
+    );
+    assert!(
+        restored
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.labels.as_ref())
+            .is_none_or(|l| !l.contains_key(inject::TARGET_LABEL)),
+        "the target label is left"
+    );
+    let secrets: Api<Secret> = ns.api();
+    let config_maps: Api<ConfigMap> = ns.api();
+    let secret = inject::secret_name(APP);
+    assert!(
+        matches!(secrets.get_opt(&secret).await, Ok(None)),
+        "Secret {secret} is left"
+    );
+    for index in 0..eventplug_operator::modules::MODULE_CONFIG_MAPS {
+        let name = inject::modules_config_map_name(APP, index);
+        assert!(
+            matches!(config_maps.get_opt(&name).await, Ok(None)),
+            "ConfigMap {name} is left"
+        );
+    }
+    drop(operator);
+}
+
+#[tokio::test]
+async fn bad_event_plugins_get_a_condition_naming_what_is_wrong_and_no_half_applied_deployment() {
+    let ns = TestNamespace::create("operator-bad").await;
+    let images = EventplugImages::shared().await;
+    install_crds(
+        ns.client(),
+        vec![EventPlugin::crd(), EventPluginTarget::crd()],
+    )
+    .await;
+    let fluentd = Fluentd::start(ns.cluster().node_ip());
+    create_chart_inputs(&ns, &fluentd).await;
+    let deployments: Api<Deployment> = ns.api();
+    create(
+        &deployments,
+        &chart_deployment(APP, &images.event_handler, 0, 1, APP),
+    )
+    .await;
+    create(
+        &deployments,
+        &chart_deployment("other", &images.event_handler, 0, 1, APP),
+    )
+    .await;
+    // A Deployment whose TOML ConfigMap does not exist: its upstream cannot be read.
+    let unreadable = create(
+        &deployments,
+        &chart_deployment("no-toml", &images.event_handler, 0, 1, "missing-toml"),
+    )
+    .await;
+    let (good_ref, _) = push(&ns, "good", "v1", marking_plugin("x")).await;
+    let (broken_ref, _) = push(
+        &ns,
+        "broken",
+        "v1",
+        b"\0asm but not really a module".to_vec(),
+    )
+    .await;
+    let registry = ns.cluster().registry();
+    let operator = Operator::start(&ns, &images.sidecar);
+    let plugins: Api<EventPlugin> = ns.api();
+    let cases = [
+        (
+            "no-such-tag",
+            json!({"module": {"reference": format!("{registry}/plugins/{}-good:v9", ns.name())}, "target": {"deployment": APP}}),
+            "ModuleResolved",
+            "ModuleNotFound",
+        ),
+        (
+            "not-a-module",
+            json!({"module": {"reference": broken_ref}, "target": {"deployment": APP}}),
+            "ModuleResolved",
+            "ModuleInvalid",
+        ),
+        (
+            "elsewhere",
+            json!({"module": {"reference": "registry.example:5000/plugins/p:v1"}, "target": {"deployment": APP}}),
+            "ModuleResolved",
+            "RegistryNotAllowed",
+        ),
+        (
+            "no-target",
+            json!({"module": {"reference": good_ref}, "target": {"deployment": "nope"}}),
+            "Injected",
+            "TargetNotFound",
+        ),
+        (
+            "no-container",
+            json!({"module": {"reference": good_ref}, "target": {"deployment": "other", "container": "nope"}}),
+            "Injected",
+            "ContainerNotFound",
+        ),
+        (
+            "both-targets",
+            json!({"module": {"reference": good_ref}, "target": {"deployment": APP, "selector": {"matchLabels": {"a": "b"}}}}),
+            "Injected",
+            "InvalidTarget",
+        ),
+        (
+            "unreadable",
+            json!({"module": {"reference": good_ref}, "target": {"deployment": "no-toml"}}),
+            "Injected",
+            "UpstreamConfigUnreadable",
+        ),
+        (
+            "too-big",
+            json!({"module": {"reference": good_ref}, "target": {"deployment": APP}, "limits": {"memoryLimit": "1Gi"}}),
+            "ModuleResolved",
+            "PolicyExceeded",
+        ),
+    ];
+    for (name, spec, _, _) in &cases {
+        apply_plugin(&plugins, &event_plugin(name, spec.clone())).await;
+    }
+    for (name, _, kind, reason) in &cases {
+        let plugin = wait_condition(
+            &plugins,
+            &operator,
+            name,
+            kind,
+            "False",
+            Some(reason),
+            Duration::from_secs(60),
+        )
+        .await;
+        let (_, _, message) = condition(&plugin, kind).unwrap_or_default();
+        assert!(!message.is_empty(), "{name}: {kind} has no message");
+        assert_eq!(
+            condition(&plugin, "Ready").map(|c| c.0),
+            Some("False"),
+            "{name}"
+        );
+    }
+    // The unreadable target was left as it was: nothing half-applied.
+    let now = match deployments.get("no-toml").await {
+        Ok(d) => d,
+        Err(e) => panic!("reading no-toml: {e}"),
+    };
+    assert_eq!(containers(&now), [EVENT_HANDLER]);
+    assert_eq!(
+        serde_json::to_value(now.spec.as_ref().map(|s| &s.template)).ok(),
+        serde_json::to_value(unreadable.spec.as_ref().map(|s| &s.template)).ok()
+    );
+    drop(operator);
+}
