@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use eventplug_harness::event_handler::{
     APP, EVENT_HANDLER, Fluentd, PLUGIN_DIR, SIDECAR, create, create_chart_inputs, install_crds,
@@ -89,6 +89,18 @@ metricsAddress: 127.0.0.1:0
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
         Self { child, dir }
+    }
+
+    /// Waits for `attempt` with a deadline; on failure panics with the operator's log.
+    async fn wait<T, F, Fut>(&self, what: &str, timeout: Duration, attempt: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = eventplug_harness::Attempt<T>>,
+    {
+        match try_wait_until(what, timeout, attempt).await {
+            Ok(value) => value,
+            Err(e) => panic!("{e}\n--- operator log:\n{}", self.log()),
+        }
     }
 
     /// The operator's log so far (for failure messages).
@@ -253,22 +265,21 @@ async fn wait_condition(
     reason: Option<&str>,
     timeout: Duration,
 ) -> EventPlugin {
-    let found = try_wait_until(
-        &format!("EventPlugin {name} {kind}={status}"),
-        timeout,
-        || async {
-            let plugin = api.get(name).await?;
-            match condition(&plugin, kind) {
-                Some((s, r, _)) if s == status && reason.is_none_or(|want| want == r) => Ok(plugin),
-                other => Err(format!("{kind} is {other:?}; status {:?}", plugin.status).into()),
-            }
-        },
-    )
-    .await;
-    match found {
-        Ok(plugin) => plugin,
-        Err(e) => panic!("{e}\n--- operator log:\n{}", operator.log()),
-    }
+    operator
+        .wait(
+            &format!("EventPlugin {name} {kind}={status}"),
+            timeout,
+            || async {
+                let plugin = api.get(name).await?;
+                match condition(&plugin, kind) {
+                    Some((s, r, _)) if s == status && reason.is_none_or(|want| want == r) => {
+                        Ok(plugin)
+                    }
+                    other => Err(format!("{kind} is {other:?}; status {:?}", plugin.status).into()),
+                }
+            },
+        )
+        .await
 }
 
 fn containers(deployment: &Deployment) -> Vec<String> {
@@ -331,23 +342,20 @@ async fn an_event_plugin_is_injected_runs_changes_without_a_rollout_and_is_remov
     .await;
 
     // The operator injects: the sidecar first, event-handler redirected, its cursor on an emptyDir.
-    let injected = match try_wait_until(
-        "the operator to inject the sidecar",
-        Duration::from_secs(60),
-        || async {
-            let d = deployments.get(APP).await?;
-            if containers(&d) == [SIDECAR, EVENT_HANDLER] {
-                Ok(d)
-            } else {
-                Err(format!("containers {:?}", containers(&d)).into())
-            }
-        },
-    )
-    .await
-    {
-        Ok(d) => d,
-        Err(e) => panic!("{e}\n--- operator log:\n{}", operator.log()),
-    };
+    let injected = operator
+        .wait(
+            "the operator to inject the sidecar",
+            Duration::from_secs(60),
+            || async {
+                let d = deployments.get(APP).await?;
+                if containers(&d) == [SIDECAR, EVENT_HANDLER] {
+                    Ok(d)
+                } else {
+                    Err(format!("containers {:?}", containers(&d)).into())
+                }
+            },
+        )
+        .await;
     let pod_spec = injected
         .spec
         .as_ref()
@@ -388,11 +396,13 @@ async fn an_event_plugin_is_injected_runs_changes_without_a_rollout_and_is_remov
     {
         panic!("scaling to 1: {e}");
     }
+    let scaled = Instant::now();
     let pod = the_pod(&ns).await;
     let ready = wait_condition(
         &plugins, &operator, "annotate", "Ready", "True", None, READY,
     )
     .await;
+    let ready_after = scaled.elapsed();
     let status = ready.status.clone().unwrap_or_default();
     assert_eq!(
         status.resolved_digest.as_deref(),
@@ -426,6 +436,7 @@ async fn an_event_plugin_is_injected_runs_changes_without_a_rollout_and_is_remov
     }
     let sets = replica_sets(&ns, APP).await;
 
+    let added = Instant::now();
     // A second plugin: applied through the config, no new ReplicaSet, same pod.
     apply_plugin(
         &plugins,
@@ -441,6 +452,7 @@ async fn an_event_plugin_is_injected_runs_changes_without_a_rollout_and_is_remov
     )
     .await;
     wait_condition(&plugins, &operator, "tag", "Ready", "True", None, READY).await;
+    let live_after = added.elapsed();
     wait_condition(
         &plugins, &operator, "annotate", "Ready", "True", None, READY,
     )
@@ -454,6 +466,10 @@ async fn an_event_plugin_is_injected_runs_changes_without_a_rollout_and_is_remov
         the_pod(&ns).await,
         pod,
         "a plugin-set change replaced the pod"
+    );
+
+    eprintln!(
+        "EventPlugin Ready {ready_after:?} after the Deployment was scaled up (one pod start); a second plugin running in the same pod {live_after:?} after it was applied"
     );
 
     // Kubernetes Events said so.
@@ -478,24 +494,21 @@ async fn an_event_plugin_is_injected_runs_changes_without_a_rollout_and_is_remov
             panic!("deleting {name}: {e}");
         }
     }
-    let restored = match try_wait_until(
-        "the injection to be removed",
-        Duration::from_secs(60),
-        || async {
-            let left = plugins.list(&ListParams::default()).await?.items.len();
-            let d = deployments.get(APP).await?;
-            if left == 0 && containers(&d) == [EVENT_HANDLER] {
-                Ok(d)
-            } else {
-                Err(format!("{left} EventPlugins left; containers {:?}", containers(&d)).into())
-            }
-        },
-    )
-    .await
-    {
-        Ok(d) => d,
-        Err(e) => panic!("{e}\n--- operator log:\n{}", operator.log()),
-    };
+    let restored = operator
+        .wait(
+            "the injection to be removed",
+            Duration::from_secs(60),
+            || async {
+                let left = plugins.list(&ListParams::default()).await?.items.len();
+                let d = deployments.get(APP).await?;
+                if left == 0 && containers(&d) == [EVENT_HANDLER] {
+                    Ok(d)
+                } else {
+                    Err(format!("{left} EventPlugins left; containers {:?}", containers(&d)).into())
+                }
+            },
+        )
+        .await;
     let template = |d: &Deployment| {
         let mut spec =
             serde_json::to_value(d.spec.as_ref().map(|s| &s.template)).unwrap_or_default();
