@@ -59,7 +59,7 @@ pub struct TargetOutcome {
     /// Whether the cursor survives pod replacement (a persistent volume) or only container
     /// restarts.
     pub survives_pod_replacement: bool,
-    /// The pods of the current ReplicaSet.
+    /// The Deployment's pods, of every ReplicaSet.
     pub pods: Vec<PodReport>,
 }
 
@@ -157,19 +157,20 @@ pub fn status(
     let mut per_target = Vec::new();
     let (mut pods_total, mut running_total) = (0, 0);
     for (outcome, plugin) in targets {
-        let ready: Vec<&PodReport> = outcome.pods.iter().filter(|p| p.ready).collect();
+        // Every pod counts: one not Ready, or of an older ReplicaSet, may run without the plugin.
+        let pods = &outcome.pods;
         let running = match &plugin.module {
-            Ok((_, digest)) if plugin.refused.is_none() => ready
+            Ok((_, digest)) if plugin.refused.is_none() => pods
                 .iter()
                 .filter(|p| outcome.runs(p, name, digest))
                 .count(),
             _ => 0,
         };
-        pods_total += ready.len();
+        pods_total += pods.len();
         running_total += running;
         per_target.push(TargetStatus {
             deployment: outcome.deployment.clone(),
-            pods: i32::try_from(ready.len()).unwrap_or(i32::MAX),
+            pods: i32::try_from(pods.len()).unwrap_or(i32::MAX),
             running: i32::try_from(running).unwrap_or(i32::MAX),
         });
     }
@@ -189,12 +190,11 @@ pub fn status(
         .collect();
     let running_ok = pods_total > 0 && running_total == pods_total;
     let running_message = if running_ok {
-        format!("{running_total} of {pods_total} ready pods run this digest and config")
+        format!("{running_total} of {pods_total} pods run this digest and config")
     } else if pods_total == 0 {
-        "no ready pod of the target's current ReplicaSet yet".to_string()
+        "the target has no pod yet".to_string()
     } else {
-        let mut text =
-            format!("{running_total} of {pods_total} ready pods run this digest and config");
+        let mut text = format!("{running_total} of {pods_total} pods run this digest and config");
         if let Some(first) = pod_errors.first() {
             text.push_str(&format!(" ({first})"));
         }
@@ -206,7 +206,7 @@ pub fn status(
         if running_ok {
             "Running"
         } else if pods_total == 0 {
-            "NoReadyPods"
+            "NoPods"
         } else {
             "NotRunningEverywhere"
         },
@@ -411,14 +411,14 @@ mod tests {
             assert_eq!(get(&s, "Running").reason, "NotRunningEverywhere", "{label}");
             assert_eq!(s.running.as_deref(), Some("1/2"), "{label}");
         }
-        // A pod that is not Ready does not count either way.
+        // A pod that is not Ready (or of an older ReplicaSet) may run without the plugin.
         let pods = vec![
             pod("a", true, Ok(report(3, "sha256:bbbb", true))),
             pod("b", false, Err("starting".into())),
         ];
         let s = status("redact", Some(2), &[(outcome(pods), plugin())], None, None);
-        assert_eq!(get(&s, "Ready").status, "True");
-        assert_eq!(s.running.as_deref(), Some("1/1"));
+        assert_eq!(get(&s, "Ready").status, "False");
+        assert_eq!(s.running.as_deref(), Some("1/2"));
         let s = status(
             "redact",
             Some(2),
@@ -426,7 +426,7 @@ mod tests {
             None,
             None,
         );
-        assert_eq!(get(&s, "Running").reason, "NoReadyPods");
+        assert_eq!(get(&s, "Running").reason, "NoPods");
     }
 
     #[test]

@@ -45,6 +45,8 @@ use std::time::{Duration, Instant};
 pub const FINALIZER: &str = "eventplug.dev/cleanup";
 /// The annotation on the config Secret holding the revision of the config in it.
 pub const REVISION_ANNOTATION: &str = "eventplug.dev/revision";
+/// Set on a Deployment while the operator holds it paused for a first injection.
+pub const PAUSED_ANNOTATION: &str = "eventplug.dev/paused-for-injection";
 /// The label on every object the operator owns.
 pub const MANAGED_LABEL: &str = "app.kubernetes.io/managed-by";
 
@@ -57,6 +59,9 @@ pub enum Error {
     /// The finalizer could not be added or removed.
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// A deleted EventPlugin cannot leave its target's chain yet (its finalizer stays).
+    #[error("{0}")]
+    CleanupBlocked(String),
     /// Something the operator produced does not serialize (a bug).
     #[error("{0}")]
     Internal(String),
@@ -69,6 +74,7 @@ impl Error {
             Self::Kube(kube::Error::Api(_)) => "api_refused",
             Self::Kube(_) => "api_unreachable",
             Self::Finalizer(_) => "finalizer",
+            Self::CleanupBlocked(_) => "cleanup_blocked",
             Self::Internal(_) => "internal",
         }
     }
@@ -339,12 +345,33 @@ async fn apply(plugin: &EventPlugin, context: &Context) -> Result<Action, Error>
         api.patch_status(
             &name,
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": status})),
+            &Patch::Merge(json!({"status": with_nulls(&status)?})),
         )
         .await?;
     }
     let interval = context.settings.status_interval.get();
     Ok(Action::requeue(if ready { interval * 6 } else { interval }))
+}
+
+/// The status as a merge patch body in which every field it leaves out is `null`, so a field that
+/// no longer applies (a digest, a target) is cleared rather than kept.
+fn with_nulls(status: &crate::crd::EventPluginStatus) -> Result<Value, Error> {
+    let mut value = serde_json::to_value(status)
+        .map_err(|e| Error::Internal(format!("serializing a status: {e}")))?;
+    if let Some(object) = value.as_object_mut() {
+        for field in [
+            "observedGeneration",
+            "resolvedDigest",
+            "shortDigest",
+            "target",
+            "running",
+            "conditions",
+            "targets",
+        ] {
+            object.entry(field).or_insert(Value::Null);
+        }
+    }
+    Ok(value)
 }
 
 /// Kubernetes Events for the conditions that changed.
@@ -399,7 +426,22 @@ async fn cleanup(plugin: &EventPlugin, context: &Context) -> Result<Action, Erro
     let namespace = plugin.namespace().unwrap_or_default();
     if let Ok(deployments) = target_deployments(plugin, context).await? {
         for deployment in deployments {
-            reconcile_target(&namespace, &deployment, context).await?;
+            // The finalizer stays until the plugin is out of the running chain: a target whose
+            // config cannot be rendered now still runs it.
+            if let TargetResult::Reconciled(outcome, _) =
+                reconcile_target(&namespace, &deployment, context).await?
+            {
+                match &outcome.injected {
+                    Err(problem) if problem.reason != "Removed" => {
+                        return Err(Error::CleanupBlocked(format!(
+                            "{} cannot leave Deployment {deployment}'s chain yet: {}",
+                            plugin.name_any(),
+                            problem.message
+                        )));
+                    }
+                    _ => {}
+                }
+            }
         }
     }
     if let Some(uid) = plugin.uid() {
@@ -450,6 +492,7 @@ async fn reconcile_target(
             ),
         )));
     };
+    let deployment = resume_if_left_paused(&deployments, deployment).await?;
     let labels = deployment.labels().clone();
     let mut members: Vec<Arc<EventPlugin>> = context
         .stores
@@ -775,7 +818,7 @@ async fn reconcile_target(
             .as_ref()
             .and_then(|s| s.template.spec.clone())
             .unwrap_or_default();
-        if inject::check_pod(&spec, &container_name).is_err() {
+        if inject::check_pod(&spec, &container_name, upstream.session_url.is_some()).is_err() {
             outcome.injected = Err(Problem::new(
                 "RedirectNeedsChartValues",
                 format!(
@@ -1007,6 +1050,19 @@ async fn upstream_of(
     target: Option<&EventPluginTargetSpec>,
     config_maps: &Api<ConfigMap>,
 ) -> Result<Result<Upstream, Problem>, Error> {
+    let pod = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref());
+    let mut maps = BTreeMap::new();
+    for volume in pod.and_then(|p| p.volumes.as_deref()).unwrap_or_default() {
+        let Some(source) = &volume.config_map else {
+            continue;
+        };
+        if let Some(map) = config_maps.get_opt(&source.name).await? {
+            maps.insert(source.name.clone(), map.data.unwrap_or_default());
+        }
+    }
     if let Some(given) = target.and_then(|t| t.upstream.as_ref()) {
         let found = |value: &str| Found {
             value: value.into(),
@@ -1026,7 +1082,7 @@ async fn upstream_of(
         let storage = discovery::discover(
             deployment,
             container,
-            &BTreeMap::new(),
+            &maps,
             Some(&format!("http://127.0.0.1:{LISTEN_PORT}")),
         )
         .ok()
@@ -1040,19 +1096,6 @@ async fn upstream_of(
             config_file: None,
             storage,
         }));
-    }
-    let pod = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref());
-    let mut maps = BTreeMap::new();
-    for volume in pod.and_then(|p| p.volumes.as_deref()).unwrap_or_default() {
-        let Some(source) = &volume.config_map else {
-            continue;
-        };
-        if let Some(map) = config_maps.get_opt(&source.name).await? {
-            maps.insert(source.name.clone(), map.data.unwrap_or_default());
-        }
     }
     Ok(discovery::discover(
         deployment,
@@ -1110,14 +1153,12 @@ async fn pod_reports(
                 .any(|o| Some(&o.uid) == uid.as_ref())
         })
         .find(|rs| rs.annotations().get("deployment.kubernetes.io/revision") == revision.as_ref());
-    let Some(hash) = current.and_then(|rs| rs.labels().get("pod-template-hash").cloned()) else {
-        return Ok(Vec::new());
-    };
+    let hash = current.and_then(|rs| rs.labels().get("pod-template-hash").cloned());
     let token = secret.and_then(|s| secret_text(s, inject::STATUS_TOKEN_KEY));
     let pods: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
-    let list = pods
-        .list(&ListParams::default().labels(&format!("{query},pod-template-hash={hash}")))
-        .await?;
+    // Every pod of the Deployment counts: one of an older ReplicaSet (a rollout under way, perhaps
+    // without the sidecar) keeps the EventPlugin from being Ready.
+    let list = pods.list(&ListParams::default().labels(&query)).await?;
     let mut reports = Vec::new();
     for pod in list.items {
         if pod.metadata.deletion_timestamp.is_some() {
@@ -1128,7 +1169,11 @@ async fn pod_reports(
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
         let address = status.and_then(|s| s.pod_ip.clone());
+        let current = hash.is_some() && pod.labels().get("pod-template-hash") == hash.as_ref();
         let report = match (&address, &token, ready) {
+            _ if !current => {
+                Err("a pod of an older ReplicaSet (a rollout is under way)".to_string())
+            }
             (_, _, false) => Err("the pod is not Ready".to_string()),
             (None, _, _) => Err("the pod has no IP yet".to_string()),
             (_, None, _) => Err("the status token Secret is missing".to_string()),
@@ -1148,6 +1193,33 @@ async fn pod_reports(
     Ok(reports)
 }
 
+/// Resumes a Deployment the operator paused for a first injection and did not resume (a failed
+/// call, a restart in between), before anything else.
+async fn resume_if_left_paused(
+    api: &Api<Deployment>,
+    live: Deployment,
+) -> Result<Deployment, Error> {
+    if !live.annotations().contains_key(PAUSED_ANNOTATION) {
+        return Ok(live);
+    }
+    let update = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    let resumed = api
+        .patch(
+            &live.name_any(),
+            &update,
+            &Patch::Merge(json!({
+                "metadata": {"annotations": {PAUSED_ANNOTATION: null}},
+                "spec": {"paused": null}
+            })),
+        )
+        .await?;
+    tracing::info!(deployment = %live.name_any(), "resumed a Deployment left paused by an earlier injection");
+    Ok(resumed)
+}
+
 /// Applies the injection to `live` by server-side apply and puts the sidecar first. A first
 /// injection pauses the Deployment around the two changes (unless its owner paused it), so it
 /// rolls once, to the finished pod.
@@ -1163,7 +1235,10 @@ async fn apply_injection(
             .and_then(|s| s.template.spec.clone())
             .unwrap_or_default()
     };
-    let pause = inject::sidecar_index(&template(live)).is_none()
+    // A pause of ours left by a failed resume or a restart is resumed now, whatever else happens.
+    let left_paused = live.annotations().contains_key(PAUSED_ANNOTATION);
+    let pause = !left_paused
+        && inject::sidecar_index(&template(live)).is_none()
         && live.spec.as_ref().and_then(|s| s.paused) != Some(true);
     let update = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
@@ -1173,7 +1248,10 @@ async fn apply_injection(
         api.patch(
             &name,
             &update,
-            &Patch::Merge(json!({"spec": {"paused": true}})),
+            &Patch::Merge(json!({
+                "metadata": {"annotations": {PAUSED_ANNOTATION: "true"}},
+                "spec": {"paused": true}
+            })),
         )
         .await?;
     }
@@ -1197,17 +1275,19 @@ async fn apply_injection(
         Ok::<_, kube::Error>(applied)
     }
     .await;
-    if pause {
+    if pause || left_paused {
+        // Resumed even when the apply failed: a Deployment the operator paused never stays so.
         let resumed = api
             .patch(
                 &name,
                 &update,
-                &Patch::Merge(json!({"spec": {"paused": null}})),
+                &Patch::Merge(json!({
+                    "metadata": {"annotations": {PAUSED_ANNOTATION: null}},
+                    "spec": {"paused": null}
+                })),
             )
-            .await;
-        if let (Ok(_), Ok(resumed)) = (&applied, resumed) {
-            return Ok(resumed);
-        }
+            .await?;
+        return applied.map(|_| resumed);
     }
     applied
 }

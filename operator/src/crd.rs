@@ -183,7 +183,7 @@ pub struct EventPluginStatus {
     /// The target, as `kubectl get` shows it (`deployment/<name>`, or how many a selector matched).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
-    /// Ready pods running this digest and config, of the target's ready pods (`2/2`).
+    /// Pods running this digest and config, of all the target's pods (`2/2`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub running: Option<String>,
     /// `Ready`, `ModuleResolved`, `Injected`, `Running`, `DeliveryGuarantee`, `Degraded`,
@@ -201,7 +201,7 @@ pub struct EventPluginStatus {
 pub struct TargetStatus {
     /// The Deployment.
     pub deployment: String,
-    /// Ready pods of its current ReplicaSet.
+    /// Its pods, of every ReplicaSet.
     pub pods: i32,
     /// Of those, pods whose sidecar runs this EventPlugin's digest and config.
     pub running: i32,

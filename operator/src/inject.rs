@@ -277,8 +277,10 @@ pub fn storage_without_volume<'a>(
 }
 
 /// Whether a pod runs event-handler behind the sidecar: the sidecar container is there and
-/// event-handler's command line sends to the sidecar's ingest port on loopback. The reason when not.
-pub fn check_pod(pod: &PodSpec, container: &str) -> Result<(), String> {
+/// event-handler's command line sends audit events (and session events, with `sessions`) to the
+/// sidecar's ingest port on loopback, as the last occurrence of each flag (the one kong uses).
+/// The reason when not.
+pub fn check_pod(pod: &PodSpec, container: &str, sessions: bool) -> Result<(), String> {
     if !pod.containers.iter().any(|c| c.name == SIDECAR_CONTAINER) {
         return Err(format!(
             "the pod has no {SIDECAR_CONTAINER} sidecar container: its events would reach fluentd unfiltered"
@@ -287,17 +289,28 @@ pub fn check_pod(pod: &PodSpec, container: &str) -> Result<(), String> {
     let Some(event_handler) = pod.containers.iter().find(|c| c.name == container) else {
         return Err(format!("the pod has no container {container}"));
     };
-    let redirect = format!("--fluentd-url=http://127.0.0.1:{LISTEN_PORT}/");
-    let redirected = event_handler
+    let words: Vec<&String> = event_handler
         .command
         .iter()
         .chain(event_handler.args.iter())
         .flatten()
-        .any(|a| a.starts_with(&redirect));
-    if !redirected {
-        return Err(format!(
-            "container {container} is not started with {redirect}…: it would send around the sidecar"
-        ));
+        .collect();
+    let flags: &[&str] = if sessions {
+        &["--fluentd-url", "--fluentd-session-url"]
+    } else {
+        &["--fluentd-url"]
+    };
+    for flag in flags {
+        let redirect = format!("{flag}=http://127.0.0.1:{LISTEN_PORT}/");
+        let last = words
+            .iter()
+            .rev()
+            .find(|w| w.as_str() == *flag || w.starts_with(&format!("{flag}=")));
+        if !last.is_some_and(|w| w.starts_with(&redirect)) {
+            return Err(format!(
+                "container {container} is not started with {redirect}…: it would send around the sidecar"
+            ));
+        }
     }
     Ok(())
 }
@@ -462,25 +475,32 @@ mod tests {
         let plain =
             pod(json!([{"name": eh, "command": ["/usr/local/bin/teleport-plugin", "start"]}]));
         assert!(
-            check_pod(&plain, eh)
+            check_pod(&plain, eh, false)
                 .unwrap_err()
                 .contains("no eventplug sidecar")
         );
         let unredirected =
             pod(json!([{"name": "eventplug"}, {"name": eh, "command": ["x", "start"]}]));
         assert!(
-            check_pod(&unredirected, eh)
+            check_pod(&unredirected, eh, false)
                 .unwrap_err()
                 .contains("around the sidecar")
         );
         let elsewhere = pod(
             json!([{"name": "eventplug"}, {"name": eh, "args": ["--fluentd-url=http://127.0.0.1:9999/a"]}]),
         );
-        assert!(check_pod(&elsewhere, eh).is_err());
+        assert!(check_pod(&elsewhere, eh, false).is_err());
         let good = pod(
             json!([{"name": "eventplug"}, {"name": eh, "args": ["--fluentd-url=http://127.0.0.1:8888/test.log"]}]),
         );
-        assert_eq!(check_pod(&good, eh), Ok(()));
+        assert_eq!(check_pod(&good, eh, false), Ok(()));
+        // Session events too, when event-handler sends them.
+        let err = check_pod(&good, eh, true).unwrap_err();
+        assert!(err.contains("--fluentd-session-url"), "{err}");
+        // The last occurrence of a flag is the one kong uses.
+        let overridden = pod(json!([{"name": "eventplug"}, {"name": eh, "args": [
+            "--fluentd-url=http://127.0.0.1:8888/test.log", "--fluentd-url=https://fluentd/test.log"]}]));
+        assert!(check_pod(&overridden, eh, false).is_err());
     }
 
     #[test]

@@ -386,7 +386,7 @@ async fn an_event_plugin_is_injected_runs_changes_without_a_rollout_and_is_remov
         "event-handler's storage has no volume: {:?}",
         event_handler.volume_mounts
     );
-    assert!(inject::check_pod(&pod_spec, EVENT_HANDLER).is_ok());
+    assert_eq!(inject::check_pod(&pod_spec, EVENT_HANDLER, true), Ok(()));
 
     // Now the pods: every event reaches fluentd through the plugin.
     if let Err(e) = deployments
