@@ -23,9 +23,11 @@ use crate::render::{self, LISTEN_PORT, PluginInput};
 use crate::resolve::{REFRESH_ANNOTATION, ResolveKey, Resolver};
 use crate::settings::Settings;
 use crate::sidecar_status::StatusClient;
+use crate::webhook;
 use eventplug_contract::{FailurePolicy, Mode, SidecarConfig};
 use futures::StreamExt;
 use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
@@ -90,6 +92,18 @@ pub struct Context {
     stores: HashMap<String, Store<EventPlugin>>,
     targets: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     metrics: Arc<Metrics>,
+    webhook: Option<Webhook>,
+}
+
+/// The admission webhook, when the settings ask for one: what the controller writes into each
+/// target's configuration and the scopes the webhook server decides by.
+pub struct Webhook {
+    /// How the API server reaches the webhook.
+    pub client: webhook::ClientConfig,
+    /// The CA of its serving certificate.
+    pub ca_pem: String,
+    /// The targets' scopes, shared with the webhook server.
+    pub scopes: Arc<webhook::Scopes>,
 }
 
 /// Runs the controller in every allowed namespace until `shutdown` completes.
@@ -97,6 +111,7 @@ pub async fn run(
     client: Client,
     settings: Settings,
     metrics: Arc<Metrics>,
+    webhook: Option<Webhook>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
@@ -121,6 +136,7 @@ pub async fn run(
         stores,
         targets: Mutex::new(HashMap::new()),
         metrics,
+        webhook,
     });
     let mut running = Vec::new();
     for (namespace, controller) in controllers {
@@ -795,6 +811,36 @@ async fn reconcile_target(
         cpu_limit: None,
         storage_without_volume,
     };
+    // The webhook's scope first: from here on, no pod of the target is created without the
+    // sidecar and the redirect.
+    if let Some(hook) = &context.webhook {
+        hook.scopes.set(
+            namespace,
+            name,
+            webhook::Scope {
+                container: container_name.clone(),
+                sessions: upstream.session_url.is_some(),
+            },
+        );
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+            .patch(
+                namespace,
+                &apply,
+                &Patch::Apply(webhook::namespace_label(namespace)),
+            )
+            .await?;
+        if let Some(selector) = deployment.spec.as_ref().map(|s| &s.selector) {
+            let body =
+                webhook::configuration(namespace, name, selector, &hook.client, &hook.ca_pem);
+            Api::<ValidatingWebhookConfiguration>::all(client.clone())
+                .patch(
+                    &webhook::configuration_name(namespace, name),
+                    &apply,
+                    &Patch::Apply(body),
+                )
+                .await?;
+        }
+    }
     let applied = match apply_injection(&deployments, &deployment, inject::desired(&injection))
         .await
     {
@@ -1303,6 +1349,18 @@ async fn remove_injection(namespace: &str, name: &str, context: &Context) -> Res
             .flatten()
             .any(|m| m.manager.as_deref() == Some(FIELD_MANAGER))
     });
+    if let Some(hook) = &context.webhook {
+        // Out of the webhook's scope first, or the pods without the sidecar would be refused.
+        ignore_missing(
+            Api::<ValidatingWebhookConfiguration>::all(context.client.clone())
+                .delete(
+                    &webhook::configuration_name(namespace, name),
+                    &DeleteParams::default(),
+                )
+                .await,
+        )?;
+        hook.scopes.remove(namespace, name);
+    }
     if let Some(live) = ours {
         let pod = live
             .spec

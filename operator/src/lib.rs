@@ -18,3 +18,4 @@ pub mod render;
 pub mod resolve;
 pub mod settings;
 pub mod sidecar_status;
+pub mod webhook;

@@ -91,10 +91,69 @@ fn run(settings: &std::path::Path) -> ExitCode {
         };
         let metrics = Arc::new(eventplug_operator::metrics::Metrics::new());
         tokio::spawn(eventplug_operator::metrics::serve(listener, metrics.clone()));
+        let webhook = match &settings.webhook {
+            None => None,
+            Some(webhook) => match start_webhook(webhook).await {
+                Ok(webhook) => Some(webhook),
+                Err(error) => {
+                    eprintln!("eventplug-operator: {error}");
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
         tracing::info!(namespaces = ?settings.policy.allowed_namespaces, "eventplug-operator running");
-        eventplug_operator::controller::run(client, settings, metrics, shutdown_signal()).await;
+        eventplug_operator::controller::run(client, settings, metrics, webhook, shutdown_signal()).await;
         tracing::info!("eventplug-operator stopped");
         ExitCode::SUCCESS
+    })
+}
+
+/// Starts the admission webhook's server: a fresh CA and serving certificate for the address the
+/// API server uses, the listener, the server task.
+async fn start_webhook(
+    settings: &eventplug_operator::settings::WebhookSettings,
+) -> Result<eventplug_operator::controller::Webhook, String> {
+    use eventplug_operator::webhook::{self, ClientConfig};
+    let listener = tokio::net::TcpListener::bind(&settings.address)
+        .await
+        .map_err(|e| format!("cannot listen on webhook.address {}: {e}", settings.address))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("webhook listener: {e}"))?;
+    let (client, hosts) = match (&settings.url, &settings.service) {
+        (_, Some(service)) => (
+            ClientConfig::Service {
+                namespace: service.namespace.clone(),
+                name: service.name.clone(),
+                port: service.port,
+            },
+            vec![
+                format!("{}.{}.svc", service.name, service.namespace),
+                format!("{}.{}.svc.cluster.local", service.name, service.namespace),
+            ],
+        ),
+        (Some(url), None) => {
+            let host = url
+                .trim_start_matches("https://")
+                .split(['/', ':'])
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            (ClientConfig::Url(url.clone()), vec![host])
+        }
+        (None, None) => (
+            ClientConfig::Url(format!("https://{bound}")),
+            vec![bound.ip().to_string()],
+        ),
+    };
+    let tls = webhook::tls(&hosts)?;
+    let scopes = Arc::new(webhook::Scopes::default());
+    tokio::spawn(webhook::serve(listener, tls.config.clone(), scopes.clone()));
+    tracing::info!(address = %bound, ?client, "admission webhook serving");
+    Ok(eventplug_operator::controller::Webhook {
+        client,
+        ca_pem: tls.ca_pem,
+        scopes,
     })
 }
 

@@ -26,6 +26,42 @@ pub struct Settings {
     /// The operator's own `/healthz` and `/metrics`.
     #[serde(default = "default_metrics_address")]
     pub metrics_address: String,
+    /// The validating admission webhook that refuses a target's pods without the sidecar.
+    /// Without it, a pod of a target can run unfiltered until the operator re-injects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSettings>,
+}
+
+/// Where the webhook is served and how the API server reaches it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WebhookSettings {
+    /// Where the operator listens (`host:port`; port 0 picks a free one).
+    pub address: String,
+    /// The API server reaches it at this URL base (`https://host:port`); default:
+    /// `https://<the bound address>`. For an operator outside the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Or through this Service in front of the operator's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<WebhookService>,
+}
+
+/// A Service in front of the operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WebhookService {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Its port.
+    #[serde(default = "default_webhook_port")]
+    pub port: u16,
+}
+
+fn default_webhook_port() -> u16 {
+    443
 }
 
 /// How one registry is reached.
@@ -68,6 +104,16 @@ impl Settings {
                 "policy.allowedNamespaces is empty: the operator would act nowhere; name the namespaces of the event-handler Deployments".into(),
             );
         }
+        if let Some(webhook) = &settings.webhook {
+            if webhook.url.is_some() && webhook.service.is_some() {
+                return Err("webhook: give url or service, not both".into());
+            }
+            if let Some(url) = webhook.url.as_ref().filter(|u| !u.starts_with("https://")) {
+                return Err(format!(
+                    "webhook.url {url} must be https://…: the API server speaks TLS to webhooks"
+                ));
+            }
+        }
         if settings.status_interval.0.is_zero() {
             return Err("statusInterval must be more than 0".into());
         }
@@ -92,6 +138,11 @@ registries: {'r:5000': {plainHttp: true}}
         assert!(settings.registries["r:5000"].plain_http);
         assert_eq!(settings.policy.allowed_registries, ["r:5000"]);
 
+        let err = Settings::parse(
+            "policy: {allowedNamespaces: [a]}\nsidecarImage: x\nwebhook: {address: '0.0.0.0:8443', url: 'http://x'}\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("https"), "{err}");
         let err = Settings::parse("policy: {}\nsidecarImage: x\n").unwrap_err();
         assert!(err.contains("allowedNamespaces"), "{err}");
         let err =

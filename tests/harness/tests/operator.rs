@@ -19,11 +19,12 @@ use eventplug_harness::event_handler::{
 use eventplug_harness::{EventplugImages, TestNamespace, try_wait_until};
 use eventplug_oci::{HostSettings, PushRequest, Reference, Registry, RegistrySettings};
 use eventplug_operator::crd::{EventPlugin, EventPluginTarget};
-use eventplug_operator::inject;
+use eventplug_operator::{inject, webhook};
 use eventplug_test_support::TempDir;
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, CustomResourceExt, ResourceExt};
 use serde_json::{Value, json};
 
@@ -70,8 +71,10 @@ registries:
   '{registry}': {{plainHttp: true}}
 statusInterval: 2s
 metricsAddress: 127.0.0.1:0
+webhook: {{address: '{node_ip}:0'}}
 ",
-            ns = ns.name()
+            ns = ns.name(),
+            node_ip = ns.cluster().node_ip(),
         );
         if let Err(e) = std::fs::write(&settings, text) {
             panic!("writing {}: {e}", settings.display());
@@ -472,6 +475,102 @@ async fn an_event_plugin_is_injected_runs_changes_without_a_rollout_and_is_remov
         "EventPlugin Ready {ready_after:?} after the Deployment was scaled up (one pod start); a second plugin running in the same pod {live_after:?} after it was applied"
     );
 
+    // The webhook: a pod of the target without the sidecar is refused, naming why; a pod of no
+    // target is not (both as dry runs: admission runs, nothing is created).
+    let pods: Api<Pod> = ns.api();
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let bare = |labels: Value| -> Pod {
+        object(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"generateName": "bare-", "labels": labels},
+            "spec": {"containers": [{"name": EVENT_HANDLER, "image": images.event_handler}]}}))
+    };
+    match pods
+        .create(&dry_run, &bare(json!({"app.kubernetes.io/name": APP})))
+        .await
+    {
+        Err(kube::Error::Api(status)) => {
+            assert!(matches!(status.code, 400 | 403), "{status:?}");
+            assert!(
+                status.message.contains("no eventplug sidecar") && status.message.contains(APP),
+                "{}",
+                status.message
+            );
+        }
+        other => panic!("a target pod without the sidecar was not refused: {other:?}"),
+    }
+    if let Err(e) = pods
+        .create(
+            &dry_run,
+            &bare(json!({"app.kubernetes.io/name": "unrelated"})),
+        )
+        .await
+    {
+        panic!("a pod of no target was refused: {e}");
+    }
+
+    // `kubectl replace` with the chart's template (no sidecar): its pods are refused, the injected
+    // pod keeps serving, and the operator applies the injection again.
+    let mut replaced = original.clone();
+    replaced.metadata.resource_version = match deployments.get(APP).await {
+        Ok(d) => d.metadata.resource_version,
+        Err(e) => panic!("reading the Deployment: {e}"),
+    };
+    if let Some(spec) = replaced.spec.as_mut() {
+        spec.replicas = Some(1);
+    }
+    if let Err(e) = deployments
+        .replace(APP, &PostParams::default(), &replaced)
+        .await
+    {
+        panic!("replacing the Deployment: {e}");
+    }
+    operator
+        .wait(
+            "the operator to inject the replaced Deployment again",
+            Duration::from_secs(60),
+            || async {
+                let d = deployments.get(APP).await?;
+                if containers(&d) == [SIDECAR, EVENT_HANDLER] {
+                    Ok(())
+                } else {
+                    Err(format!("containers {:?}", containers(&d)).into())
+                }
+            },
+        )
+        .await;
+    wait_condition(
+        &plugins, &operator, "annotate", "Ready", "True", None, READY,
+    )
+    .await;
+    let running: Vec<Pod> = match pods
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/name={APP}")))
+        .await
+    {
+        Ok(list) => list.items,
+        Err(e) => panic!("listing pods: {e}"),
+    };
+    for p in &running {
+        let names: Vec<&str> = p
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [SIDECAR, EVENT_HANDLER],
+            "a pod of the target runs without the sidecar: {}",
+            p.name_any()
+        );
+    }
+    assert!(
+        running.iter().any(|p| p.name_any() == pod),
+        "the injected pod was replaced"
+    );
+
     // Kubernetes Events said so.
     let events: Api<Event> = ns.api();
     let said: Vec<String> = match events.list(&ListParams::default()).await {
@@ -548,6 +647,19 @@ async fn an_event_plugin_is_injected_runs_changes_without_a_rollout_and_is_remov
             matches!(config_maps.get_opt(&name).await, Ok(None)),
             "ConfigMap {name} is left"
         );
+    }
+    // Out of the webhook's scope again: the chart's own pods are created.
+    let hooks: Api<ValidatingWebhookConfiguration> = Api::all(ns.client());
+    let hook = webhook::configuration_name(ns.name(), APP);
+    assert!(
+        matches!(hooks.get_opt(&hook).await, Ok(None)),
+        "{hook} is left"
+    );
+    if let Err(e) = pods
+        .create(&dry_run, &bare(json!({"app.kubernetes.io/name": APP})))
+        .await
+    {
+        panic!("after removal, a pod of the former target was refused: {e}");
     }
     drop(operator);
 }
