@@ -59,6 +59,9 @@ pub struct TargetOutcome {
     /// Whether the cursor survives pod replacement (a persistent volume) or only container
     /// restarts.
     pub survives_pod_replacement: bool,
+    /// The plugins of the config the target's sidecars are given (after this reconcile: the new
+    /// one, or the one left in place when the new one could not be made).
+    pub chain: Vec<String>,
     /// The Deployment's pods, of every ReplicaSet.
     pub pods: Vec<PodReport>,
 }
@@ -348,6 +351,7 @@ mod tests {
             revision: 3,
             stopped: None,
             survives_pod_replacement: false,
+            chain: Vec::new(),
             pods,
         }
     }

@@ -194,7 +194,13 @@ fn plugins_of(
     store
         .state()
         .iter()
-        .filter(|p| targets(&p.spec, name, labels))
+        .filter(|p| {
+            targets(&p.spec, name, labels)
+                || p.status
+                    .iter()
+                    .flat_map(|s| s.targets.iter())
+                    .any(|t| t.deployment == name)
+        })
         .map(|p| ObjectRef::from_obj(p.as_ref()))
         .collect()
 }
@@ -300,6 +306,19 @@ async fn target_deployments(
     match (&plugin.spec.target.deployment, &plugin.spec.target.selector) {
         (Some(name), None) => Ok(Ok(vec![name.clone()])),
         (None, Some(selector)) => {
+            if let Some(bad) =
+                selector.match_expressions.iter().flatten().find(|e| {
+                    !["In", "NotIn", "Exists", "DoesNotExist"].contains(&e.operator.as_str())
+                })
+            {
+                return Ok(Err(Problem::new(
+                    "InvalidTarget",
+                    format!(
+                        "spec.target.selector: operator {:?} (key {}) is not In, NotIn, Exists or DoesNotExist",
+                        bad.operator, bad.key
+                    ),
+                )));
+            }
             let deployments: Api<Deployment> = Api::namespaced(context.client.clone(), &namespace);
             let list = deployments
                 .list(&ListParams::default().labels(&selector_query(selector)))
@@ -325,7 +344,18 @@ async fn apply(plugin: &EventPlugin, context: &Context) -> Result<Action, Error>
     let namespace = plugin.namespace().unwrap_or_default();
     let mut target_problem = None;
     let mut outcomes = Vec::new();
-    match target_deployments(plugin, context).await? {
+    let current = target_deployments(plugin, context).await?;
+    // Targets it had and has no more: reconciled so that the plugin leaves their chains (and the
+    // last one leaving takes the injection away).
+    for former in plugin.status.iter().flat_map(|s| s.targets.iter()) {
+        let still = current
+            .as_ref()
+            .is_ok_and(|now| now.contains(&former.deployment));
+        if !still {
+            reconcile_target(&namespace, &former.deployment, context).await?;
+        }
+    }
+    match current {
         Err(problem) => target_problem = Some(problem),
         Ok(deployments) => {
             for deployment in deployments {
@@ -440,23 +470,29 @@ async fn publish_changes(
 
 async fn cleanup(plugin: &EventPlugin, context: &Context) -> Result<Action, Error> {
     let namespace = plugin.namespace().unwrap_or_default();
-    if let Ok(deployments) = target_deployments(plugin, context).await? {
-        for deployment in deployments {
-            // The finalizer stays until the plugin is out of the running chain: a target whose
-            // config cannot be rendered now still runs it.
-            if let TargetResult::Reconciled(outcome, _) =
-                reconcile_target(&namespace, &deployment, context).await?
-            {
-                match &outcome.injected {
-                    Err(problem) if problem.reason != "Removed" => {
-                        return Err(Error::CleanupBlocked(format!(
-                            "{} cannot leave Deployment {deployment}'s chain yet: {}",
-                            plugin.name_any(),
-                            problem.message
-                        )));
-                    }
-                    _ => {}
+    let mut deployments = target_deployments(plugin, context)
+        .await?
+        .unwrap_or_default();
+    for former in plugin.status.iter().flat_map(|s| s.targets.iter()) {
+        if !deployments.contains(&former.deployment) {
+            deployments.push(former.deployment.clone());
+        }
+    }
+    for deployment in deployments {
+        // The finalizer stays while the plugin is in the config its target's sidecars are given:
+        // a target whose new config cannot be made keeps running the old one.
+        if let TargetResult::Reconciled(outcome, _) =
+            reconcile_target(&namespace, &deployment, context).await?
+        {
+            match &outcome.injected {
+                Err(problem) if outcome.chain.contains(&plugin.name_any()) => {
+                    return Err(Error::CleanupBlocked(format!(
+                        "{} cannot leave Deployment {deployment}'s chain yet: {}",
+                        plugin.name_any(),
+                        problem.message
+                    )));
                 }
+                _ => {}
             }
         }
     }
@@ -531,6 +567,7 @@ async fn reconcile_target(
                 revision: 0,
                 stopped: None,
                 survives_pod_replacement: false,
+                chain: Vec::new(),
                 pods: Vec::new(),
             },
             HashMap::new(),
@@ -548,15 +585,22 @@ async fn reconcile_target(
         .and_then(|s| secret_text(s, inject::CONFIG_KEY))
         .and_then(|text| SidecarConfig::parse(&text).ok());
     let mut running_chunks: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut current_maps: Vec<Option<BTreeMap<String, Vec<u8>>>> = Vec::new();
     for index in 0..modules::MODULE_CONFIG_MAPS {
-        if let Some(map) = config_maps
+        let map = config_maps
             .get_opt(&inject::modules_config_map_name(name, index))
             .await?
-        {
-            for (key, bytes) in map.binary_data.unwrap_or_default() {
-                running_chunks.insert(key, bytes.0);
-            }
+            .map(|map| {
+                map.binary_data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect::<BTreeMap<_, _>>()
+            });
+        for (key, bytes) in map.iter().flatten() {
+            running_chunks.insert(key.clone(), bytes.clone());
         }
+        current_maps.push(map);
     }
 
     // Modules and configs, plugin by plugin.
@@ -585,6 +629,10 @@ async fn reconcile_target(
         revision: running_config.as_ref().map_or(0, |c| c.revision),
         stopped: None,
         survives_pod_replacement: false,
+        chain: running_config
+            .as_ref()
+            .map(|c| c.plugins.iter().map(|p| p.name.clone()).collect())
+            .unwrap_or_default(),
         pods: Vec::new(),
     };
     let upstream = if conflict {
@@ -688,7 +736,7 @@ async fn reconcile_target(
         Ok((rendered, text)) if current_text.as_deref() == Some(text.as_str()) => {
             Ok((rendered, text))
         }
-        Ok(_) => render_at(current_revision + 1),
+        Ok(_) => render_at(next_revision(current_revision)),
         Err(problem) => Err(problem),
     };
     let (rendered, config_text) = match rendered {
@@ -704,6 +752,12 @@ async fn reconcile_target(
         }
     }
     outcome.revision = rendered.config.revision;
+    outcome.chain = rendered
+        .config
+        .plugins
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
     outcome.stopped = rendered.config.stop.clone();
 
     // The owned objects, then the Deployment.
@@ -715,16 +769,37 @@ async fn reconcile_target(
         controller: Some(false),
         block_owner_deletion: Some(false),
     };
-    let running_modules: Vec<(&str, &[u8])> = found
+    let wanted: Vec<(String, Vec<u8>)> = found
         .iter()
         .filter(|m| m.at.refused.is_none())
-        .filter_map(|m| m.module.as_ref().map(|(d, b)| (d.as_str(), b.as_slice())))
+        .filter_map(|m| m.module.as_ref().map(|(d, b)| (d.clone(), b.to_vec())))
         .collect();
-    let packed = match modules::pack(
-        &running_modules,
-        modules::MODULE_CONFIG_MAPS,
-        modules::CONFIG_MAP_BYTES,
-    ) {
+    // Modules a pod still runs stay beside the new ones until no pod runs them, so a sidecar that
+    // restarts before it has the new config still finds its module.
+    let pods_before = pod_reports(&deployment, owned_secret.as_ref(), context).await?;
+    let still_running = pods_before
+        .iter()
+        .filter_map(|p| p.status.as_ref().ok())
+        .flat_map(|r| r.plugins.iter().filter_map(|p| p.running_digest.clone()))
+        .filter(|digest| wanted.iter().all(|(d, _)| d != digest))
+        .filter_map(|digest| {
+            let bytes = joined_chunks(&running_chunks, &digest)?;
+            Some((digest, bytes))
+        });
+    let mut with_old = wanted.clone();
+    with_old.extend(still_running);
+    let pack = |modules: &[(String, Vec<u8>)]| {
+        let refs: Vec<(&str, &[u8])> = modules
+            .iter()
+            .map(|(d, b)| (d.as_str(), b.as_slice()))
+            .collect();
+        modules::pack(
+            &refs,
+            modules::MODULE_CONFIG_MAPS,
+            modules::CONFIG_MAP_BYTES,
+        )
+    };
+    let packed = match pack(&with_old).or_else(|_| pack(&wanted)) {
         Ok(packed) => packed,
         Err(message) => {
             outcome.injected = Err(Problem::new("ModulesTooLarge", message));
@@ -733,6 +808,9 @@ async fn reconcile_target(
     };
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     for (index, chunks) in packed.into_iter().enumerate() {
+        if current_maps.get(index).and_then(Option::as_ref) == Some(&chunks) {
+            continue;
+        }
         let map = ConfigMap {
             metadata: owned_metadata(&inject::modules_config_map_name(name, index), &owner, None),
             binary_data: Some(
@@ -776,10 +854,17 @@ async fn reconcile_target(
         ])),
         ..Secret::default()
     };
-    let body = typed_body(&secret, "v1", "Secret")?;
-    secrets
-        .patch(&inject::secret_name(name), &apply, &Patch::Apply(body))
-        .await?;
+    let unchanged = owned_secret.as_ref().is_some_and(|current| {
+        current.data == secret.data
+            && current.annotations().get(REVISION_ANNOTATION)
+                == Some(&rendered.config.revision.to_string())
+    });
+    if !unchanged {
+        let body = typed_body(&secret, "v1", "Secret")?;
+        secrets
+            .patch(&inject::secret_name(name), &apply, &Patch::Apply(body))
+            .await?;
+    }
 
     let plan = redirect::plan(&deployment, &container_name, &upstream, LISTEN_PORT);
     let redirect_args = match &plan {
@@ -990,15 +1075,29 @@ fn running_module(
         .iter()
         .find(|p| p.name == plugin.name_any())?;
     let digest = settings.digest.clone()?;
+    let bytes = joined_chunks(chunks, &digest)?;
+    Some((digest, bytes))
+}
+
+/// The module of `digest` joined from its chunks, when they are all there and match it.
+fn joined_chunks(chunks: &BTreeMap<String, Vec<u8>>, digest: &str) -> Option<Vec<u8>> {
     let mut bytes = Vec::new();
     for index in 0.. {
-        match chunks.get(&modules::chunk_key(&digest, index)) {
+        match chunks.get(&modules::chunk_key(digest, index)) {
             Some(chunk) => bytes.extend_from_slice(chunk),
             None if index == 0 => return None,
             None => break,
         }
     }
-    (eventplug_oci::sha256_digest(&bytes) == digest).then_some((digest, bytes))
+    (eventplug_oci::sha256_digest(&bytes) == digest).then_some(bytes)
+}
+
+/// The revision after `current`: one more, and at least the time in seconds, so that revisions
+/// keep growing even when the Secret recording them was lost (a sidecar never applies a lower
+/// one).
+fn next_revision(current: u64) -> u64 {
+    let now = jiff::Timestamp::now().as_second().max(0).unsigned_abs();
+    current.saturating_add(1).max(now)
 }
 
 /// `config` with `configFrom` merged in, or why a source cannot be read.

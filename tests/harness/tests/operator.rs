@@ -587,6 +587,49 @@ async fn an_event_plugin_is_injected_runs_changes_without_a_rollout_and_is_remov
         "no Running event for annotate: {said:?}"
     );
 
+    // A plugin moved to another target leaves this one's chain (and the other one is injected).
+    create(
+        &deployments,
+        &chart_deployment("second", &images.event_handler, 0, 1, APP),
+    )
+    .await;
+    let mut moved = event_plugin(
+        "tag",
+        json!({
+            "module": {"reference": tag_ref},
+            "target": {"deployment": "second"},
+            "priority": 10,
+            "limits": {"memoryLimit": "16Mi", "concurrency": 1}
+        }),
+    );
+    moved.metadata.resource_version = None;
+    apply_plugin(&plugins, &moved).await;
+    let secrets: Api<Secret> = ns.api();
+    operator
+        .wait(
+            "tag to leave the first target's chain",
+            Duration::from_secs(60),
+            || async {
+                let chain = |secret: Option<Secret>| -> Vec<String> {
+                    secret
+                        .and_then(|s| s.data)
+                        .and_then(|d| d.get(inject::CONFIG_KEY).cloned())
+                        .and_then(|text| String::from_utf8(text.0).ok())
+                        .and_then(|text| eventplug_contract::SidecarConfig::parse(&text).ok())
+                        .map(|c| c.plugins.into_iter().map(|p| p.name).collect())
+                        .unwrap_or_default()
+                };
+                let first = chain(secrets.get_opt(&inject::secret_name(APP)).await?);
+                let second = chain(secrets.get_opt(&inject::secret_name("second")).await?);
+                if first == ["annotate"] && second == ["tag"] {
+                    Ok(())
+                } else {
+                    Err(format!("first target runs {first:?}, the second {second:?}").into())
+                }
+            },
+        )
+        .await;
+
     // Removal: both go; the Deployment's spec is the chart's again and the owned objects are gone.
     for name in ["annotate", "tag"] {
         if let Err(e) = plugins.delete(name, &DeleteParams::default()).await {
@@ -608,6 +651,14 @@ async fn an_event_plugin_is_injected_runs_changes_without_a_rollout_and_is_remov
             },
         )
         .await;
+    match deployments.get("second").await {
+        Ok(d) => assert_eq!(
+            containers(&d),
+            [EVENT_HANDLER],
+            "the second target keeps its sidecar"
+        ),
+        Err(e) => panic!("reading the second Deployment: {e}"),
+    }
     let template = |d: &Deployment| {
         let mut spec =
             serde_json::to_value(d.spec.as_ref().map(|s| &s.template)).unwrap_or_default();
@@ -634,7 +685,6 @@ async fn an_event_plugin_is_injected_runs_changes_without_a_rollout_and_is_remov
             .is_none_or(|l| !l.contains_key(inject::TARGET_LABEL)),
         "the target label is left"
     );
-    let secrets: Api<Secret> = ns.api();
     let config_maps: Api<ConfigMap> = ns.api();
     let secret = inject::secret_name(APP);
     assert!(
@@ -785,5 +835,32 @@ async fn bad_event_plugins_get_a_condition_naming_what_is_wrong_and_no_half_appl
         serde_json::to_value(now.spec.as_ref().map(|s| &s.template)).ok(),
         serde_json::to_value(unreadable.spec.as_ref().map(|s| &s.template)).ok()
     );
+    // Every one of them can be deleted: their finalizers complete, also where no config was
+    // ever made.
+    for (name, _, _, _) in &cases {
+        if let Err(e) = plugins.delete(name, &DeleteParams::default()).await {
+            panic!("deleting {name}: {e}");
+        }
+    }
+    operator
+        .wait(
+            "every EventPlugin to be gone",
+            Duration::from_secs(60),
+            || async {
+                let left: Vec<String> = plugins
+                    .list(&ListParams::default())
+                    .await?
+                    .items
+                    .iter()
+                    .map(ResourceExt::name_any)
+                    .collect();
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("left: {left:?}").into())
+                }
+            },
+        )
+        .await;
     drop(operator);
 }
