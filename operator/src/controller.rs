@@ -959,8 +959,62 @@ async fn reconcile_target(
             ));
         }
     }
+    if context.webhook.is_some() && outcome.injected.is_ok() {
+        replace_unfiltered_pods(
+            &applied,
+            &container_name,
+            upstream.session_url.is_some(),
+            context,
+        )
+        .await?;
+    }
     outcome.pods = pod_reports(&applied, Some(&secret), context).await?;
     Ok(TargetResult::Reconciled(outcome, plugin_results(&found)))
+}
+
+/// Deletes the target's pods that run without the sidecar or the redirect (pods from before the
+/// first injection, or of a template someone put back): a rolling update would keep them serving
+/// until the injected pods are Ready, which never happens while a FailClosed plugin cannot load.
+/// The webhook refuses their replacements, so only injected pods take their place.
+async fn replace_unfiltered_pods(
+    deployment: &Deployment,
+    container: &str,
+    sessions: bool,
+    context: &Context,
+) -> Result<(), Error> {
+    let namespace = deployment.namespace().unwrap_or_default();
+    let Some(selector) = deployment.spec.as_ref().map(|s| &s.selector) else {
+        return Ok(());
+    };
+    let pods: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&selector_query(selector)))
+        .await?;
+    for pod in list.items {
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let spec = pod.spec.clone().unwrap_or_default();
+        if let Err(why) = inject::check_pod(&spec, container, sessions) {
+            tracing::info!(pod = %pod.name_any(), %why, "deleting a pod of a target that runs without the sidecar");
+            ignore_missing(pods.delete(&pod.name_any(), &DeleteParams::default()).await)?;
+            let event = KubeEvent {
+                type_: EventType::Warning,
+                reason: "UnfilteredPodDeleted".into(),
+                note: Some(format!("{}: {why}", pod.name_any())),
+                action: "Delete".into(),
+                secondary: None,
+            };
+            if let Err(error) = context
+                .recorder
+                .publish(&event, &deployment.object_ref(&()))
+                .await
+            {
+                tracing::warn!(%error, "cannot publish an event");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Resolves one plugin's module and config.

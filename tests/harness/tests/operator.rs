@@ -24,7 +24,7 @@ use eventplug_test_support::TempDir;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::{Api, CustomResourceExt, ResourceExt};
 use serde_json::{Value, json};
 
@@ -862,5 +862,177 @@ async fn bad_event_plugins_get_a_condition_naming_what_is_wrong_and_no_half_appl
             },
         )
         .await;
+    drop(operator);
+}
+
+#[tokio::test]
+async fn a_fail_closed_plugin_without_its_module_stops_the_stream_until_it_can_run() {
+    const N: usize = 10;
+    let ns = TestNamespace::create("operator-closed").await;
+    let images = EventplugImages::shared().await;
+    install_crds(
+        ns.client(),
+        vec![EventPlugin::crd(), EventPluginTarget::crd()],
+    )
+    .await;
+    let fluentd = Fluentd::start(ns.cluster().node_ip());
+    create_chart_inputs(&ns, &fluentd).await;
+
+    // event-handler runs before any EventPlugin: its events reach fluentd as they are.
+    let deployments: Api<Deployment> = ns.api();
+    let mut chart = chart_deployment(APP, &images.event_handler, 1, N, APP);
+    if let Some(c) = chart
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut())
+        .and_then(|p| p.containers.first_mut())
+    {
+        // Quicker tries than event-handler's 1 s..10 s, so the test sees them sooner.
+        for (name, value) in [("STANDIN_RETRY_BASE", "200ms"), ("STANDIN_RETRY_MAX", "1s")] {
+            c.env
+                .get_or_insert_with(Vec::new)
+                .push(object(json!({"name": name, "value": value})));
+        }
+    }
+    create(&deployments, &chart).await;
+    let before = the_pod(&ns).await;
+    wait_delivered(&ns, &before, N, Duration::from_secs(60)).await;
+    assert_eq!(fluentd.nginx.wait_received(N).len(), N);
+    let sets_before = replica_sets(&ns, APP).await;
+
+    // A redactor whose module is not in the registry yet.
+    let registry = ns.cluster().registry();
+    let reference = format!("{registry}/plugins/{}-late:v1", ns.name());
+    let operator = Operator::start(&ns, &images.sidecar);
+    let plugins: Api<EventPlugin> = ns.api();
+    apply_plugin(
+        &plugins,
+        &event_plugin(
+            "redact",
+            json!({
+                "module": {"reference": reference},
+                "target": {"deployment": APP},
+                "failurePolicy": "FailClosed",
+                "limits": {"memoryLimit": "16Mi", "concurrency": 1}
+            }),
+        ),
+    )
+    .await;
+    wait_condition(
+        &plugins,
+        &operator,
+        "redact",
+        "ModuleResolved",
+        "False",
+        Some("ModuleNotFound"),
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // Injected in one rollout, not left paused; the pod from before is gone (the webhook refuses
+    // its replacement), though the new pod cannot become Ready.
+    let pods: Api<Pod> = ns.api();
+    let after = operator
+        .wait(
+            "the pod from before to be replaced by an injected one",
+            Duration::from_secs(120),
+            || async {
+                let list = pods
+                    .list(&ListParams::default().labels(&format!("app.kubernetes.io/name={APP}")))
+                    .await?;
+                let names: Vec<String> = list.items.iter().map(ResourceExt::name_any).collect();
+                let injected: Vec<&Pod> = list
+                    .items
+                    .iter()
+                    .filter(|p| {
+                        p.spec
+                            .iter()
+                            .flat_map(|s| s.containers.iter())
+                            .any(|c| c.name == SIDECAR)
+                    })
+                    .collect();
+                match injected.as_slice() {
+                    [only] if names.len() == 1 => Ok(only.name_any()),
+                    _ => Err(format!("pods {names:?}").into()),
+                }
+            },
+        )
+        .await;
+    let sets_after = replica_sets(&ns, APP).await;
+    assert_eq!(
+        sets_after.len(),
+        sets_before.len() + 1,
+        "the injection rolled more than once: {sets_after:?}"
+    );
+    match deployments.get(APP).await {
+        Ok(d) => assert_eq!(d.spec.as_ref().and_then(|s| s.paused), None, "left paused"),
+        Err(e) => panic!("reading the Deployment: {e}"),
+    }
+
+    // Stopped: event-handler's tries are refused, and nothing more reaches fluentd.
+    let log_has = |text: &'static str| {
+        let pods = pods.clone();
+        let pod = after.clone();
+        async move {
+            let params = LogParams {
+                container: Some(EVENT_HANDLER.into()),
+                ..LogParams::default()
+            };
+            let log = pods.logs(&pod, &params).await?;
+            if log.contains(text) {
+                Ok(())
+            } else {
+                Err(format!("not yet; its log ends {:?}", log.lines().last()).into())
+            }
+        }
+    };
+    operator
+        .wait(
+            "event-handler's tries to be refused with 503",
+            Duration::from_secs(60),
+            || log_has("503"),
+        )
+        .await;
+    assert_eq!(
+        fluentd.nginx.received().len(),
+        N,
+        "an event passed while the redactor could not run"
+    );
+
+    // The module arrives: the next reconcile resolves it and every event goes through it.
+    let (_, digest) = push(&ns, "late", "v1", marking_plugin("redacted")).await;
+    let ready = wait_condition(&plugins, &operator, "redact", "Ready", "True", None, READY).await;
+    assert_eq!(
+        ready.status.and_then(|s| s.resolved_digest).as_deref(),
+        Some(digest.as_str())
+    );
+    let received = operator
+        .wait(
+            "every event of the injected pod to reach fluentd",
+            READY,
+            || async {
+                let received = fluentd.nginx.received();
+                if received.len() >= 2 * N {
+                    Ok(received)
+                } else {
+                    Err(format!("{} of {} received", received.len(), 2 * N).into())
+                }
+            },
+        )
+        .await;
+    let after_injection = &received[N..];
+    let uids: std::collections::BTreeSet<String> =
+        after_injection.iter().map(|(_, b)| uid_of(b)).collect();
+    assert_eq!(
+        uids.len(),
+        N,
+        "every event once (at most a resend of one): {after_injection:#?}"
+    );
+    for (_, body) in after_injection {
+        assert!(
+            body.contains(r#""redacted":"yes""#),
+            "an event reached fluentd without the redactor: {body}"
+        );
+    }
     drop(operator);
 }
