@@ -231,6 +231,23 @@ pub fn targets(spec: &EventPluginSpec, name: &str, labels: &BTreeMap<String, Str
     }
 }
 
+/// The operators of a label selector's expressions.
+const SELECTOR_OPERATORS: [&str; 4] = ["In", "NotIn", "Exists", "DoesNotExist"];
+
+/// Whether `spec.target` names exactly one of a Deployment and a selector whose operators are
+/// known. A plugin with an invalid target stays in the chains it runs in until it is fixed.
+pub fn target_is_valid(spec: &EventPluginSpec) -> bool {
+    match (&spec.target.deployment, &spec.target.selector) {
+        (Some(_), None) => true,
+        (None, Some(selector)) => selector
+            .match_expressions
+            .iter()
+            .flatten()
+            .all(|e| SELECTOR_OPERATORS.contains(&e.operator.as_str())),
+        _ => false,
+    }
+}
+
 /// Whether a label selector matches `labels`.
 pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
     let by_labels = selector
@@ -306,10 +323,11 @@ async fn target_deployments(
     match (&plugin.spec.target.deployment, &plugin.spec.target.selector) {
         (Some(name), None) => Ok(Ok(vec![name.clone()])),
         (None, Some(selector)) => {
-            if let Some(bad) =
-                selector.match_expressions.iter().flatten().find(|e| {
-                    !["In", "NotIn", "Exists", "DoesNotExist"].contains(&e.operator.as_str())
-                })
+            if let Some(bad) = selector
+                .match_expressions
+                .iter()
+                .flatten()
+                .find(|e| !SELECTOR_OPERATORS.contains(&e.operator.as_str()))
             {
                 return Ok(Err(Problem::new(
                     "InvalidTarget",
@@ -347,12 +365,13 @@ async fn apply(plugin: &EventPlugin, context: &Context) -> Result<Action, Error>
     let current = target_deployments(plugin, context).await?;
     // Targets it had and has no more: reconciled so that the plugin leaves their chains (and the
     // last one leaving takes the injection away).
-    for former in plugin.status.iter().flat_map(|s| s.targets.iter()) {
-        let still = current
-            .as_ref()
-            .is_ok_and(|now| now.contains(&former.deployment));
-        if !still {
-            reconcile_target(&namespace, &former.deployment, context).await?;
+    // Only once the new target is valid: an invalid edit leaves the plugin where it runs, so a
+    // typo cannot take a redactor out of a chain.
+    if let Ok(now) = &current {
+        for former in plugin.status.iter().flat_map(|s| s.targets.iter()) {
+            if !now.contains(&former.deployment) {
+                reconcile_target(&namespace, &former.deployment, context).await?;
+            }
         }
     }
     match current {
@@ -537,6 +556,9 @@ async fn reconcile_target(
     let client = &context.client;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let Some(deployment) = deployments.get_opt(name).await? else {
+        // No Deployment, no pods to keep behind a sidecar: a configuration left for it would
+        // refuse the pods of whatever takes the name next.
+        drop_webhook_scope(namespace, name, context).await?;
         return Ok(TargetResult::Missing(Problem::new(
             "TargetNotFound",
             format!(
@@ -552,7 +574,15 @@ async fn reconcile_target(
         .map(|store| store.state())
         .unwrap_or_default()
         .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none() && targets(&p.spec, name, &labels))
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && (targets(&p.spec, name, &labels)
+                    || (!target_is_valid(&p.spec)
+                        && p.status
+                            .iter()
+                            .flat_map(|s| s.targets.iter())
+                            .any(|t| t.deployment == name)))
+        })
         .collect();
     members.sort_by_key(|a| (a.spec.priority, a.name_any()));
     if members.is_empty() {
@@ -590,6 +620,9 @@ async fn reconcile_target(
         let map = config_maps
             .get_opt(&inject::modules_config_map_name(name, index))
             .await?
+            // Only a map owned by this Deployment counts as current: one left from a Deployment
+            // of the same name is written again (with the new owner).
+            .filter(|map| owned_by(map.owner_references(), &deployment))
             .map(|map| {
                 map.binary_data
                     .unwrap_or_default()
@@ -674,6 +707,40 @@ async fn reconcile_target(
         }
     };
 
+    // The webhook's scope first, as soon as event-handler's container and upstream are known:
+    // from here on no pod of the target is created without the sidecar and the redirect, and a
+    // restarted operator's CA reaches the configuration even when the rest cannot be applied.
+    if let Some(hook) = &context.webhook {
+        let scope = webhook::Scope {
+            container: container_name.clone(),
+            sessions: upstream.session_url.is_some(),
+        };
+        hook.scopes.set(namespace, name, scope.clone());
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+            .patch(
+                namespace,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(webhook::namespace_label(namespace)),
+            )
+            .await?;
+        if let Some(selector) = deployment.spec.as_ref().map(|s| &s.selector) {
+            let body = webhook::configuration(
+                namespace,
+                name,
+                selector,
+                &hook.client,
+                &hook.ca_pem,
+                &scope,
+            );
+            Api::<ValidatingWebhookConfiguration>::all(client.clone())
+                .patch(
+                    &webhook::configuration_name(namespace, name),
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(body),
+                )
+                .await?;
+        }
+    }
     // Render, with a revision that grows only when the rendering changes.
     let names: Vec<String> = found.iter().map(|m| m.plugin.name_any()).collect();
     let inputs: Vec<PluginInput<'_>> = found
@@ -855,7 +922,8 @@ async fn reconcile_target(
         ..Secret::default()
     };
     let unchanged = owned_secret.as_ref().is_some_and(|current| {
-        current.data == secret.data
+        owned_by(current.owner_references(), &deployment)
+            && current.data == secret.data
             && current.annotations().get(REVISION_ANNOTATION)
                 == Some(&rendered.config.revision.to_string())
     });
@@ -896,36 +964,6 @@ async fn reconcile_target(
         cpu_limit: None,
         storage_without_volume,
     };
-    // The webhook's scope first: from here on, no pod of the target is created without the
-    // sidecar and the redirect.
-    if let Some(hook) = &context.webhook {
-        hook.scopes.set(
-            namespace,
-            name,
-            webhook::Scope {
-                container: container_name.clone(),
-                sessions: upstream.session_url.is_some(),
-            },
-        );
-        Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
-            .patch(
-                namespace,
-                &apply,
-                &Patch::Apply(webhook::namespace_label(namespace)),
-            )
-            .await?;
-        if let Some(selector) = deployment.spec.as_ref().map(|s| &s.selector) {
-            let body =
-                webhook::configuration(namespace, name, selector, &hook.client, &hook.ca_pem);
-            Api::<ValidatingWebhookConfiguration>::all(client.clone())
-                .patch(
-                    &webhook::configuration_name(namespace, name),
-                    &apply,
-                    &Patch::Apply(body),
-                )
-                .await?;
-        }
-    }
     let applied = match apply_injection(&deployments, &deployment, inject::desired(&injection))
         .await
     {
@@ -972,7 +1010,7 @@ async fn reconcile_target(
     Ok(TargetResult::Reconciled(outcome, plugin_results(&found)))
 }
 
-/// Deletes the target's pods that run without the sidecar or the redirect (pods from before the
+/// Evicts the target's pods that run without the sidecar or the redirect (pods from before the
 /// first injection, or of a template someone put back): a rolling update would keep them serving
 /// until the injected pods are Ready, which never happens while a FailClosed plugin cannot load.
 /// The webhook refuses their replacements, so only injected pods take their place.
@@ -986,21 +1024,52 @@ async fn replace_unfiltered_pods(
     let Some(selector) = deployment.spec.as_ref().map(|s| &s.selector) else {
         return Ok(());
     };
+    // Only this Deployment's pods (through its ReplicaSets), never another workload's that
+    // shares the labels.
+    let query = selector_query(selector);
+    let uid = deployment.uid();
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(context.client.clone(), &namespace);
+    let owned_sets: Vec<String> = replica_sets
+        .list(&ListParams::default().labels(&query))
+        .await?
+        .items
+        .iter()
+        .filter(|rs| {
+            rs.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == uid.as_ref())
+        })
+        .map(ResourceExt::name_any)
+        .collect();
     let pods: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
-    let list = pods
-        .list(&ListParams::default().labels(&selector_query(selector)))
-        .await?;
+    let list = pods.list(&ListParams::default().labels(&query)).await?;
     for pod in list.items {
-        if pod.metadata.deletion_timestamp.is_some() {
+        let ours = pod
+            .owner_references()
+            .iter()
+            .any(|o| o.kind == "ReplicaSet" && owned_sets.contains(&o.name));
+        if pod.metadata.deletion_timestamp.is_some() || !ours {
             continue;
         }
         let spec = pod.spec.clone().unwrap_or_default();
         if let Err(why) = inject::check_pod(&spec, container, sessions) {
-            tracing::info!(pod = %pod.name_any(), %why, "deleting a pod of a target that runs without the sidecar");
-            ignore_missing(pods.delete(&pod.name_any(), &DeleteParams::default()).await)?;
+            tracing::info!(pod = %pod.name_any(), %why, "evicting a pod of a target that runs without the sidecar");
+            // An eviction, so a PodDisruptionBudget is respected (429: tried again next time).
+            match pods
+                .evict(&pod.name_any(), &kube::api::EvictParams::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => continue,
+                Err(kube::Error::Api(status)) if status.code == 429 => {
+                    tracing::info!(pod = %pod.name_any(), "eviction refused by a disruption budget; tried again later");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
             let event = KubeEvent {
                 type_: EventType::Warning,
-                reason: "UnfilteredPodDeleted".into(),
+                reason: "UnfilteredPodEvicted".into(),
                 note: Some(format!("{}: {why}", pod.name_any())),
                 action: "Delete".into(),
                 secondary: None,
@@ -1491,6 +1560,22 @@ async fn apply_injection(
     applied
 }
 
+/// Deletes a target's webhook configuration and forgets its scope.
+async fn drop_webhook_scope(namespace: &str, name: &str, context: &Context) -> Result<(), Error> {
+    if let Some(hook) = &context.webhook {
+        ignore_missing(
+            Api::<ValidatingWebhookConfiguration>::all(context.client.clone())
+                .delete(
+                    &webhook::configuration_name(namespace, name),
+                    &DeleteParams::default(),
+                )
+                .await,
+        )?;
+        hook.scopes.remove(namespace, name);
+    }
+    Ok(())
+}
+
 /// Takes the injection and the owned objects away from a target no EventPlugin selects.
 async fn remove_injection(namespace: &str, name: &str, context: &Context) -> Result<(), Error> {
     let deployments: Api<Deployment> = Api::namespaced(context.client.clone(), namespace);
@@ -1502,18 +1587,9 @@ async fn remove_injection(namespace: &str, name: &str, context: &Context) -> Res
             .flatten()
             .any(|m| m.manager.as_deref() == Some(FIELD_MANAGER))
     });
-    if let Some(hook) = &context.webhook {
-        // Out of the webhook's scope first, or the pods without the sidecar would be refused.
-        ignore_missing(
-            Api::<ValidatingWebhookConfiguration>::all(context.client.clone())
-                .delete(
-                    &webhook::configuration_name(namespace, name),
-                    &DeleteParams::default(),
-                )
-                .await,
-        )?;
-        hook.scopes.remove(namespace, name);
-    }
+    // Out of the webhook's scope first, or the pods without the sidecar would be refused.
+    drop_webhook_scope(namespace, name, context).await?;
+
     if let Some(live) = ours {
         let pod = live
             .spec
@@ -1588,6 +1664,12 @@ fn owned_metadata(
         owner_references: Some(vec![owner.clone()]),
         ..Default::default()
     }
+}
+
+/// Whether `owners` name `deployment` (by uid).
+fn owned_by(owners: &[OwnerReference], deployment: &Deployment) -> bool {
+    let uid = deployment.uid();
+    owners.iter().any(|o| Some(&o.uid) == uid.as_ref())
 }
 
 /// A typed object as an apply body (with its apiVersion and kind).
@@ -1676,6 +1758,13 @@ mod tests {
             "eh",
             &labels
         ));
+        assert!(target_is_valid(&spec(json!({"deployment": "eh"}))));
+        assert!(!target_is_valid(&spec(
+            json!({"deployment": "eh", "selector": {"matchLabels": {"app": "eh"}}})
+        )));
+        assert!(!target_is_valid(&spec(
+            json!({"selector": {"matchExpressions": [{"key": "a", "operator": "Bogus"}]}})
+        )));
     }
 
     #[test]

@@ -93,8 +93,14 @@ fn run(settings: &std::path::Path) -> ExitCode {
         tokio::spawn(eventplug_operator::metrics::serve(listener, metrics.clone()));
         let webhook = match &settings.webhook {
             None => None,
-            Some(webhook) => match start_webhook(webhook).await {
-                Ok(webhook) => Some(webhook),
+            Some(webhook) => match start_webhook(&client, webhook).await {
+                Ok(webhook) => {
+                    tokio::spawn(eventplug_operator::webhook::watch_scopes(
+                        client.clone(),
+                        webhook.scopes.clone(),
+                    ));
+                    Some(webhook)
+                }
                 Err(error) => {
                     eprintln!("eventplug-operator: {error}");
                     return ExitCode::FAILURE;
@@ -111,6 +117,7 @@ fn run(settings: &std::path::Path) -> ExitCode {
 /// Starts the admission webhook's server: a fresh CA and serving certificate for the address the
 /// API server uses, the listener, the server task.
 async fn start_webhook(
+    kube_client: &kube::Client,
     settings: &eventplug_operator::settings::WebhookSettings,
 ) -> Result<eventplug_operator::controller::Webhook, String> {
     use eventplug_operator::webhook::{self, ClientConfig};
@@ -133,20 +140,52 @@ async fn start_webhook(
             ],
         ),
         (Some(url), None) => {
-            let host = url
-                .trim_start_matches("https://")
-                .split(['/', ':'])
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            (ClientConfig::Url(url.clone()), vec![host])
+            let uri: http::Uri = url
+                .parse()
+                .map_err(|e| format!("webhook.url {url} is not a URL: {e}"))?;
+            if !uri.path().trim_matches('/').is_empty() {
+                return Err(format!(
+                    "webhook.url {url} has a path: give only https://host[:port] (the operator serves {})",
+                    webhook::PATH
+                ));
+            }
+            let host = uri
+                .host()
+                .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
+                .ok_or_else(|| format!("webhook.url {url} names no host"))?;
+            (
+                ClientConfig::Url(url.trim_end_matches('/').to_string()),
+                vec![host],
+            )
+        }
+        (None, None) if bound.ip().is_unspecified() => {
+            return Err(format!(
+                "webhook.address {} listens on every address: give webhook.url (or webhook.service) so the API server knows which to call",
+                settings.address
+            ));
         }
         (None, None) => (
             ClientConfig::Url(format!("https://{bound}")),
             vec![bound.ip().to_string()],
         ),
     };
-    let tls = webhook::tls(&hosts)?;
+    let kept = match &settings.ca_secret {
+        None => None,
+        Some(secret) => kept_ca(kube_client, secret).await?,
+    };
+    let mut tls = webhook::tls(&hosts, kept.as_ref().map(|(c, k)| (c.as_str(), k.as_str())))?;
+    if let (Some(secret), None) = (&settings.ca_secret, &kept)
+        && !keep_ca(kube_client, secret, &tls.ca_pem, &tls.ca_key_pem).await?
+    {
+        // Another replica kept its CA first: use that one.
+        let theirs = kept_ca(kube_client, secret).await?.ok_or_else(|| {
+            format!(
+                "the webhook CA Secret {}/{} vanished",
+                secret.namespace, secret.name
+            )
+        })?;
+        tls = webhook::tls(&hosts, Some((&theirs.0, &theirs.1)))?;
+    }
     let scopes = Arc::new(webhook::Scopes::default());
     tokio::spawn(webhook::serve(listener, tls.config.clone(), scopes.clone()));
     tracing::info!(address = %bound, ?client, "admission webhook serving");
@@ -155,6 +194,54 @@ async fn start_webhook(
         ca_pem: tls.ca_pem,
         scopes,
     })
+}
+
+/// The webhook CA kept in `secret` (certificate and key, PEM), or `None` when there is none yet.
+async fn kept_ca(
+    client: &kube::Client,
+    secret: &eventplug_operator::settings::SecretRef,
+) -> Result<Option<(String, String)>, String> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), &secret.namespace);
+    let found = api.get_opt(&secret.name).await.map_err(|e| {
+        format!(
+            "reading the webhook CA Secret {}/{}: {e}",
+            secret.namespace, secret.name
+        )
+    })?;
+    let text = |s: &k8s_openapi::api::core::v1::Secret, key: &str| {
+        s.data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+    };
+    Ok(found.and_then(|s| Some((text(&s, "ca.crt")?, text(&s, "ca.key")?))))
+}
+
+/// Keeps a new webhook CA in `secret`; `false` when the Secret exists already.
+async fn keep_ca(
+    client: &kube::Client,
+    secret: &eventplug_operator::settings::SecretRef,
+    cert: &str,
+    key: &str,
+) -> Result<bool, String> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), &secret.namespace);
+    let body = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": secret.name, "labels": {"app.kubernetes.io/managed-by": "eventplug-operator"}},
+        "stringData": {"ca.crt": cert, "ca.key": key}
+    });
+    let object: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(body).map_err(|e| format!("the webhook CA Secret: {e}"))?;
+    match api.create(&kube::api::PostParams::default(), &object).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(e) => Err(format!(
+            "keeping the webhook CA in Secret {}/{}: {e}",
+            secret.namespace, secret.name
+        )),
+    }
 }
 
 /// SIGTERM or Ctrl-C.

@@ -45,6 +45,22 @@ pub struct WebhookSettings {
     /// Or through this Service in front of the operator's pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<WebhookService>,
+    /// A Secret (made when missing) that keeps the webhook's CA, so that a restarted operator and
+    /// every replica serve certificates the configurations' `caBundle` already trusts. Without
+    /// it the CA is made anew at each start, and a target's pods are refused until its next
+    /// reconcile writes the new `caBundle`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<SecretRef>,
+}
+
+/// A Secret by namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
 }
 
 /// A Service in front of the operator.

@@ -37,6 +37,16 @@ pub const PATH: &str = "/validate";
 /// refuses nothing elsewhere.
 pub const NAMESPACE_LABEL: &str = "eventplug.dev/namespace";
 
+/// Annotations on a target's configuration naming the target and what its pods must have, so
+/// that an operator that just started (or another replica) answers for the target at once.
+pub const TARGET_ANNOTATION: &str = "eventplug.dev/target";
+/// The event-handler container, in the configuration's annotations.
+pub const CONTAINER_ANNOTATION: &str = "eventplug.dev/container";
+/// Whether session events must be redirected too, in the configuration's annotations.
+pub const SESSIONS_ANNOTATION: &str = "eventplug.dev/sessions";
+/// The label on the operator's configurations.
+const MANAGED_LABEL: &str = "app.kubernetes.io/managed-by";
+
 /// The apply body that labels `namespace` for its targets' webhooks.
 pub fn namespace_label(namespace: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Namespace",
@@ -71,6 +81,13 @@ impl Scopes {
         }
     }
 
+    /// Replaces every scope (after a full list of the configurations).
+    pub fn replace_all(&self, all: HashMap<(String, String), Scope>) {
+        if let Ok(mut scopes) = self.0.write() {
+            *scopes = all;
+        }
+    }
+
     fn get(&self, namespace: &str, deployment: &str) -> Option<Scope> {
         self.0
             .read()
@@ -82,7 +99,15 @@ impl Scopes {
 
 /// The name of a target's webhook configuration.
 pub fn configuration_name(namespace: &str, deployment: &str) -> String {
-    format!("eventplug.{namespace}.{deployment}")
+    let name = format!("eventplug.{namespace}.{deployment}");
+    if name.len() <= 253 {
+        return name;
+    }
+    // Too long for an object name: a prefix and a digest of the whole.
+    let digest = eventplug_oci::sha256_digest(name.as_bytes());
+    let hex = digest.trim_start_matches("sha256:");
+    let prefix = name.get(..200).unwrap_or(&name);
+    format!("{prefix}.{}", hex.get(..16).unwrap_or(hex))
 }
 
 /// Whether `pod`, sent for target `namespace/deployment`, may be created; why not when not.
@@ -130,7 +155,13 @@ pub fn answer(review: &Value, path: &str, scopes: &Scopes) -> Value {
         .get("metadata")
         .and_then(|m| m.get("namespace"))
         .is_some();
-    if let (false, Some(ns)) = (namespace_given, review["request"]["namespace"].as_str()) {
+    let metadata_is_object = object.get("metadata").is_none_or(Value::is_object);
+    if let (false, true, true, Some(ns)) = (
+        namespace_given,
+        object.is_object(),
+        metadata_is_object,
+        review["request"]["namespace"].as_str(),
+    ) {
         object["metadata"]["namespace"] = json!(ns);
     }
     let pod: Pod = match serde_json::from_value(object) {
@@ -155,6 +186,7 @@ pub fn configuration(
     selector: &LabelSelector,
     client: &ClientConfig,
     ca_pem: &str,
+    scope: &Scope,
 ) -> Value {
     use base64::Engine;
     let path = format!("{PATH}/{namespace}/{deployment}");
@@ -173,7 +205,12 @@ pub fn configuration(
         "kind": "ValidatingWebhookConfiguration",
         "metadata": {
             "name": configuration_name(namespace, deployment),
-            "labels": {"app.kubernetes.io/managed-by": crate::redirect::FIELD_MANAGER},
+            "labels": {MANAGED_LABEL: crate::redirect::FIELD_MANAGER},
+            "annotations": {
+                TARGET_ANNOTATION: format!("{namespace}/{deployment}"),
+                CONTAINER_ANNOTATION: scope.container,
+                SESSIONS_ANNOTATION: scope.sessions.to_string(),
+            },
         },
         "webhooks": [{
             "name": "pods.eventplug.dev",
@@ -190,6 +227,60 @@ pub fn configuration(
             "timeoutSeconds": 5
         }]
     })
+}
+
+/// The target and scope a configuration of the operator's names, if it is one.
+pub fn scope_of(
+    configuration: &k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration,
+) -> Option<(String, String, Scope)> {
+    let annotations = configuration.metadata.annotations.as_ref()?;
+    let (namespace, deployment) = annotations.get(TARGET_ANNOTATION)?.split_once('/')?;
+    let scope = Scope {
+        container: annotations.get(CONTAINER_ANNOTATION)?.clone(),
+        sessions: annotations.get(SESSIONS_ANNOTATION)? == "true",
+    };
+    Some((namespace.to_string(), deployment.to_string(), scope))
+}
+
+/// Keeps `scopes` in step with the operator's webhook configurations in the cluster, so that the
+/// webhook answers for every target from the moment it starts, before the targets are reconciled.
+pub async fn watch_scopes(client: kube::Client, scopes: Arc<Scopes>) {
+    use futures::StreamExt;
+    use kube::runtime::WatchStreamExt;
+    use kube::runtime::watcher::{self, Event};
+    let api: kube::Api<
+        k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration,
+    > = kube::Api::all(client);
+    let config = watcher::Config::default().labels(&format!(
+        "{MANAGED_LABEL}={}",
+        crate::redirect::FIELD_MANAGER
+    ));
+    let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+    // A relist (after a gap in the watch) replaces the scopes, so none outlives its configuration.
+    let mut listed = HashMap::new();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(Event::Init) => listed.clear(),
+            Ok(Event::InitApply(c)) => {
+                if let Some((namespace, deployment, scope)) = scope_of(&c) {
+                    scopes.set(&namespace, &deployment, scope.clone());
+                    listed.insert((namespace, deployment), scope);
+                }
+            }
+            Ok(Event::InitDone) => scopes.replace_all(std::mem::take(&mut listed)),
+            Ok(Event::Apply(c)) => {
+                if let Some((namespace, deployment, scope)) = scope_of(&c) {
+                    scopes.set(&namespace, &deployment, scope);
+                }
+            }
+            Ok(Event::Delete(c)) => {
+                if let Some((namespace, deployment, _)) = scope_of(&c) {
+                    scopes.remove(&namespace, &deployment);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "watching the webhook configurations"),
+        }
+    }
 }
 
 /// How the API server reaches the webhook.
@@ -212,22 +303,44 @@ pub enum ClientConfig {
 pub struct Tls {
     /// The CA certificate (PEM): the configurations' `caBundle`.
     pub ca_pem: String,
+    /// The CA's private key (PEM), to keep it in a Secret for restarts and other replicas.
+    pub ca_key_pem: String,
     /// The server's TLS settings.
     pub config: Arc<rustls::ServerConfig>,
 }
 
-/// A fresh CA and a serving certificate for `hosts` (DNS names or IP addresses).
-pub fn tls(hosts: &[String]) -> Result<Tls, String> {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let fail = |what: &str, e: rcgen::Error| format!("making the webhook's {what}: {e}");
-    let ca_key = KeyPair::generate().map_err(|e| fail("CA key", e))?;
-    let mut ca_params = CertificateParams::new(Vec::new()).map_err(|e| fail("CA", e))?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
+/// The CA's parameters: the same every time, so a CA kept as its certificate and key signs
+/// certificates that chain to that certificate.
+fn ca_params() -> Result<rcgen::CertificateParams, rcgen::Error> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa};
+    let mut params = CertificateParams::new(Vec::new())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
         .distinguished_name
         .push(DnType::CommonName, "eventplug-operator webhook CA");
-    let ca_cert = ca_params.self_signed(&ca_key).map_err(|e| fail("CA", e))?;
-    let issuer = Issuer::new(ca_params, ca_key);
+    Ok(params)
+}
+
+/// A serving certificate for `hosts` (DNS names or IP addresses), signed by the CA `ca`
+/// (certificate and key, PEM) or by a fresh one.
+pub fn tls(hosts: &[String], ca: Option<(&str, &str)>) -> Result<Tls, String> {
+    use rcgen::{CertificateParams, DnType, Issuer, KeyPair};
+    let fail = |what: &str, e: rcgen::Error| format!("making the webhook's {what}: {e}");
+    let (ca_pem, ca_key) = match ca {
+        Some((cert, key)) => (
+            cert.to_string(),
+            KeyPair::from_pem(key).map_err(|e| fail("CA key (from its Secret)", e))?,
+        ),
+        None => {
+            let key = KeyPair::generate().map_err(|e| fail("CA key", e))?;
+            let cert = ca_params()
+                .and_then(|p| p.self_signed(&key))
+                .map_err(|e| fail("CA", e))?;
+            (cert.pem(), key)
+        }
+    };
+    let ca_key_pem = ca_key.serialize_pem();
+    let issuer = Issuer::new(ca_params().map_err(|e| fail("CA", e))?, ca_key);
     let key = KeyPair::generate().map_err(|e| fail("key", e))?;
     let mut params = CertificateParams::new(hosts.to_vec()).map_err(|e| fail("certificate", e))?;
     params
@@ -245,7 +358,8 @@ pub fn tls(hosts: &[String]) -> Result<Tls, String> {
         .with_single_cert(vec![cert.der().clone()], key_der)
         .map_err(|e| format!("the webhook's certificate: {e}"))?;
     Ok(Tls {
-        ca_pem: ca_cert.pem(),
+        ca_pem,
+        ca_key_pem,
         config: Arc::new(config),
     })
 }
@@ -411,6 +525,16 @@ mod tests {
             answer(&review(plain), "/nothing", &scopes())["response"]["allowed"],
             false
         );
+        let odd = review(json!({"metadata": "a string", "spec": {}}));
+        assert_eq!(
+            answer(&odd, "/validate/teleport/eh", &scopes())["response"]["allowed"],
+            false
+        );
+        let not_an_object = review(json!(["a", "list"]));
+        assert_eq!(
+            answer(&not_an_object, "/validate/teleport/eh", &scopes())["response"]["allowed"],
+            false
+        );
         let not_a_pod = review(json!({"spec": {"containers": "many"}}));
         assert_eq!(
             answer(&not_a_pod, "/validate/teleport/eh", &scopes())["response"]["allowed"],
@@ -422,17 +546,42 @@ mod tests {
     fn the_configuration_scopes_to_the_targets_pods_and_trusts_the_ca() {
         let selector: LabelSelector =
             serde_json::from_value(json!({"matchLabels": {"app": "eh"}})).expect("a selector");
-        let tls = tls(&["198.18.0.1".into()]).expect("certificates");
+        let tls = tls(&["198.18.0.1".into()], None).expect("certificates");
+        // A CA kept as its certificate and key signs the next serving certificate itself.
+        let again = super::tls(&["198.18.0.1".into()], Some((&tls.ca_pem, &tls.ca_key_pem)))
+            .expect("certificates from the kept CA");
+        assert_eq!(again.ca_pem, tls.ca_pem);
         assert!(tls.ca_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        let scope = Scope {
+            container: "eh".into(),
+            sessions: true,
+        };
         let config = configuration(
             "teleport",
             "eh",
             &selector,
             &ClientConfig::Url("https://198.18.0.1:8443/".into()),
             &tls.ca_pem,
+            &scope,
+        );
+        // What the pods must have travels with the configuration: a restarted operator reads it.
+        let typed: k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration =
+            serde_json::from_value(config.clone()).expect("a configuration");
+        assert_eq!(
+            scope_of(&typed),
+            Some(("teleport".to_string(), "eh".to_string(), scope.clone()))
         );
         let hook = &config["webhooks"][0];
         assert_eq!(config["metadata"]["name"], "eventplug.teleport.eh");
+        let long = configuration_name(&"n".repeat(63), &"d".repeat(253));
+        assert!(
+            long.len() <= 253 && long.starts_with("eventplug.nnn"),
+            "{long}"
+        );
+        assert_ne!(
+            long,
+            configuration_name(&"n".repeat(63), &format!("{}e", "d".repeat(252)))
+        );
         assert_eq!(
             hook["clientConfig"]["url"],
             "https://198.18.0.1:8443/validate/teleport/eh"
@@ -452,7 +601,7 @@ mod tests {
             name: "operator".into(),
             port: 443,
         };
-        let config = configuration("teleport", "eh", &selector, &service, &tls.ca_pem);
+        let config = configuration("teleport", "eh", &selector, &service, &tls.ca_pem, &scope);
         assert_eq!(
             config["webhooks"][0]["clientConfig"]["service"]["path"],
             "/validate/teleport/eh"

@@ -36,6 +36,9 @@ const READY: Duration = Duration::from_secs(180);
 struct Operator {
     child: Child,
     dir: TempDir,
+    binary: PathBuf,
+    settings: PathBuf,
+    kubeconfig: PathBuf,
 }
 
 impl Operator {
@@ -71,7 +74,9 @@ registries:
   '{registry}': {{plainHttp: true}}
 statusInterval: 2s
 metricsAddress: 127.0.0.1:0
-webhook: {{address: '{node_ip}:0'}}
+webhook:
+  address: '{node_ip}:0'
+  caSecret: {{namespace: {ns}, name: eventplug-webhook-ca}}
 ",
             ns = ns.name(),
             node_ip = ns.cluster().node_ip(),
@@ -79,19 +84,44 @@ webhook: {{address: '{node_ip}:0'}}
         if let Err(e) = std::fs::write(&settings, text) {
             panic!("writing {}: {e}", settings.display());
         }
-        let log = std::fs::File::create(dir.0.join("operator.log"))
-            .unwrap_or_else(|e| panic!("creating the operator's log: {e}"));
-        let child = Command::new(&binary)
+        let child = Self::spawn(&binary, &settings, ns.cluster().kubeconfig(), &dir);
+        Self {
+            child,
+            dir,
+            binary,
+            settings,
+            kubeconfig: ns.cluster().kubeconfig().to_owned(),
+        }
+    }
+
+    fn spawn(
+        binary: &std::path::Path,
+        settings: &std::path::Path,
+        kubeconfig: &std::path::Path,
+        dir: &TempDir,
+    ) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.0.join("operator.log"))
+            .unwrap_or_else(|e| panic!("opening the operator's log: {e}"));
+        Command::new(binary)
             .args(["run", "--settings"])
-            .arg(&settings)
-            .env("KUBECONFIG", ns.cluster().kubeconfig())
+            .arg(settings)
+            .env("KUBECONFIG", kubeconfig)
             .env("EVENTPLUG_LOG", "info,eventplug_operator=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-        Self { child, dir }
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()))
+    }
+
+    /// Kills the operator (SIGKILL: no clean shutdown) and starts it again with the same settings.
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(&self.binary, &self.settings, &self.kubeconfig, &self.dir);
     }
 
     /// Waits for `attempt` with a deadline; on failure panics with the operator's log.
@@ -571,6 +601,35 @@ async fn an_event_plugin_is_injected_runs_changes_without_a_rollout_and_is_remov
         "the injected pod was replaced"
     );
 
+    // The operator killed and started again: the webhook refuses at once (its CA kept in a
+    // Secret, what the pods must have read back from the configurations), and nothing rolls.
+    let mut operator = operator;
+    operator.restart();
+    operator
+        .wait(
+            "the restarted operator's webhook to refuse a pod without the sidecar",
+            Duration::from_secs(60),
+            || async {
+                match pods
+                    .create(&dry_run, &bare(json!({"app.kubernetes.io/name": APP})))
+                    .await
+                {
+                    Err(kube::Error::Api(status))
+                        if status.message.contains("no eventplug sidecar") =>
+                    {
+                        Ok(())
+                    }
+                    other => Err(format!("{other:?}").into()),
+                }
+            },
+        )
+        .await;
+    wait_condition(
+        &plugins, &operator, "annotate", "Ready", "True", None, READY,
+    )
+    .await;
+    assert_eq!(the_pod(&ns).await, pod, "the restart replaced the pod");
+
     // Kubernetes Events said so.
     let events: Api<Event> = ns.api();
     let said: Vec<String> = match events.list(&ListParams::default()).await {
@@ -705,12 +764,19 @@ async fn an_event_plugin_is_injected_runs_changes_without_a_rollout_and_is_remov
         matches!(hooks.get_opt(&hook).await, Ok(None)),
         "{hook} is left"
     );
-    if let Err(e) = pods
-        .create(&dry_run, &bare(json!({"app.kubernetes.io/name": APP})))
-        .await
-    {
-        panic!("after removal, a pod of the former target was refused: {e}");
-    }
+    // The API server drops a deleted configuration a moment later.
+    operator
+        .wait(
+            "a pod of the former target to be admitted",
+            Duration::from_secs(30),
+            || async {
+                pods.create(&dry_run, &bare(json!({"app.kubernetes.io/name": APP})))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string().into())
+            },
+        )
+        .await;
     drop(operator);
 }
 
@@ -986,10 +1052,12 @@ async fn a_fail_closed_plugin_without_its_module_stops_the_stream_until_it_can_r
             }
         }
     };
+    // event-handler starts once the sidecar's postStart hook gives up waiting for it to be ready
+    // (60 s: a stopped sidecar never is), then its tries get 503.
     operator
         .wait(
             "event-handler's tries to be refused with 503",
-            Duration::from_secs(60),
+            Duration::from_secs(150),
             || log_has("503"),
         )
         .await;
