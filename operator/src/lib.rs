@@ -9,6 +9,7 @@ pub mod controller;
 pub mod crd;
 pub mod discovery;
 pub mod inject;
+pub mod leader;
 pub mod metrics;
 pub mod module_check;
 pub mod modules;

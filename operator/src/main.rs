@@ -47,8 +47,10 @@ fn main() -> ExitCode {
 fn run(settings: &std::path::Path) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("EVENTPLUG_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs on stderr, JSON lines; stdout stays for what a command prints (`crd`).
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .json()
         .init();
     let settings = match eventplug_operator::settings::Settings::load(settings) {
@@ -108,7 +110,47 @@ fn run(settings: &std::path::Path) -> ExitCode {
             },
         };
         tracing::info!(namespaces = ?settings.policy.allowed_namespaces, "eventplug-operator running");
-        eventplug_operator::controller::run(client, settings, metrics, webhook, shutdown_signal()).await;
+        let Some(election) = settings.leader_election.clone() else {
+            eventplug_operator::controller::run(client, settings, metrics, webhook, shutdown_signal())
+                .await;
+            tracing::info!("eventplug-operator stopped");
+            return ExitCode::SUCCESS;
+        };
+        let identity = std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
+        let candidate =
+            eventplug_operator::leader::Candidate::new(client.clone(), election, identity);
+        tracing::info!(identity = candidate.identity(), "waiting to lead (the webhook is served meanwhile)");
+        tokio::select! {
+            () = candidate.acquire() => {}
+            () = shutdown_signal() => return ExitCode::SUCCESS,
+        }
+        tracing::info!(identity = candidate.identity(), "leading");
+        let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<String>();
+        let stop = async move {
+            tokio::select! {
+                () = shutdown_signal() => {}
+                why = lost_rx => {
+                    tracing::error!(why = why.unwrap_or_default(), "lost the lease: stopping");
+                }
+            }
+        };
+        let lost = std::sync::atomic::AtomicBool::new(false);
+        let holding = async {
+            let why = candidate.hold().await;
+            lost.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = lost_tx.send(why);
+            // Give the controller a moment to stop on its own before the process ends.
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        };
+        tokio::select! {
+            () = eventplug_operator::controller::run(client, settings, metrics, webhook, stop) => {}
+            () = holding => {}
+        }
+        if lost.load(std::sync::atomic::Ordering::SeqCst) {
+            // A restarted process campaigns again.
+            return ExitCode::FAILURE;
+        }
         tracing::info!("eventplug-operator stopped");
         ExitCode::SUCCESS
     })
@@ -242,6 +284,13 @@ async fn keep_ca(
             secret.namespace, secret.name
         )),
     }
+}
+
+/// This machine's host name (the pod's name in a pod), for the lease holder's identity.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "eventplug-operator".into())
 }
 
 /// SIGTERM or Ctrl-C.

@@ -30,6 +30,10 @@ pub struct Settings {
     /// Without it, a pod of a target can run unfiltered until the operator re-injects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookSettings>,
+    /// Leader election among replicas (a Lease): one reconciles, every one serves the webhook.
+    /// Without it, run one replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_election: Option<crate::leader::LeaderElection>,
 }
 
 /// Where the webhook is served and how the API server reaches it.
@@ -130,6 +134,9 @@ impl Settings {
                 ));
             }
         }
+        if let Some(election) = &settings.leader_election {
+            election.check()?;
+        }
         if settings.status_interval.0.is_zero() {
             return Err("statusInterval must be more than 0".into());
         }
@@ -159,6 +166,11 @@ registries: {'r:5000': {plainHttp: true}}
         )
         .unwrap_err();
         assert!(err.contains("https"), "{err}");
+        let err = Settings::parse(
+            "policy: {allowedNamespaces: [a]}\nsidecarImage: x\nleaderElection: {namespace: a, leaseDuration: 5s, renewInterval: 5s}\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("renewInterval"), "{err}");
         let err = Settings::parse("policy: {}\nsidecarImage: x\n").unwrap_err();
         assert!(err.contains("allowedNamespaces"), "{err}");
         let err =

@@ -56,6 +56,11 @@ impl Operator {
     }
 
     fn start(ns: &TestNamespace, sidecar_image: &str) -> Self {
+        Self::start_with(ns, sidecar_image, "")
+    }
+
+    /// Started with `extra` appended to the settings (YAML).
+    fn start_with(ns: &TestNamespace, sidecar_image: &str, extra: &str) -> Self {
         let binary = Self::binary();
         assert!(
             binary.is_file(),
@@ -77,7 +82,7 @@ metricsAddress: 127.0.0.1:0
 webhook:
   address: '{node_ip}:0'
   caSecret: {{namespace: {ns}, name: eventplug-webhook-ca}}
-",
+{extra}",
             ns = ns.name(),
             node_ip = ns.cluster().node_ip(),
         );
@@ -134,6 +139,24 @@ webhook:
             Ok(value) => value,
             Err(e) => panic!("{e}\n--- operator log:\n{}", self.log()),
         }
+    }
+
+    /// Waits until the operator's log has a line with `text`.
+    async fn wait_log(&self, text: &str, timeout: Duration) {
+        self.wait(
+            &format!("the operator to log {text:?}"),
+            timeout,
+            || async {
+                let log =
+                    std::fs::read_to_string(self.dir.0.join("operator.log")).unwrap_or_default();
+                if log.contains(text) {
+                    Ok(())
+                } else {
+                    Err("not yet".into())
+                }
+            },
+        )
+        .await;
     }
 
     /// The operator's log so far (for failure messages).
@@ -1103,4 +1126,128 @@ async fn a_fail_closed_plugin_without_its_module_stops_the_stream_until_it_can_r
         );
     }
     drop(operator);
+}
+
+#[tokio::test]
+async fn two_replicas_one_leads_and_the_other_takes_over() {
+    let ns = TestNamespace::create("operator-ha").await;
+    let images = EventplugImages::shared().await;
+    install_crds(
+        ns.client(),
+        vec![EventPlugin::crd(), EventPluginTarget::crd()],
+    )
+    .await;
+    let fluentd = Fluentd::start(ns.cluster().node_ip());
+    create_chart_inputs(&ns, &fluentd).await;
+    let deployments: Api<Deployment> = ns.api();
+    create(
+        &deployments,
+        &chart_deployment(APP, &images.event_handler, 0, 1, APP),
+    )
+    .await;
+    let (reference, _) = push(&ns, "ha", "v1", marking_plugin("ha")).await;
+    let election = format!(
+        "leaderElection: {{namespace: {}, leaseDuration: 4s, renewInterval: 1s}}\n",
+        ns.name()
+    );
+    let first = Operator::start_with(&ns, &images.sidecar, &election);
+    first
+        .wait_log(r#""message":"leading""#, Duration::from_secs(30))
+        .await;
+    let second = Operator::start_with(&ns, &images.sidecar, &election);
+    second
+        .wait_log("waiting to lead", Duration::from_secs(30))
+        .await;
+
+    let plugins: Api<EventPlugin> = ns.api();
+    let spec = |priority: i32| {
+        json!({
+            "module": {"reference": reference},
+            "target": {"deployment": APP},
+            "priority": priority
+        })
+    };
+    apply_plugin(&plugins, &event_plugin("ha", spec(0))).await;
+    wait_condition(
+        &plugins,
+        &first,
+        "ha",
+        "Injected",
+        "True",
+        None,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        !second.log().contains(r#""message":"leading""#),
+        "both replicas lead:\n{}",
+        second.log()
+    );
+
+    // The leader killed: the other takes the lease once it expires and goes on reconciling.
+    drop(first);
+    second
+        .wait_log(r#""message":"leading""#, Duration::from_secs(30))
+        .await;
+    apply_plugin(&plugins, &event_plugin("ha", spec(5))).await;
+    let generation = match plugins.get("ha").await {
+        Ok(p) => p.metadata.generation,
+        Err(e) => panic!("reading the EventPlugin: {e}"),
+    };
+    second
+        .wait(
+            "the new leader to reconcile the change",
+            Duration::from_secs(60),
+            || async {
+                let p = plugins.get("ha").await?;
+                let observed = p.status.as_ref().and_then(|s| s.observed_generation);
+                if observed == generation {
+                    Ok(())
+                } else {
+                    Err(format!("observed {observed:?} of {generation:?}").into())
+                }
+            },
+        )
+        .await;
+    // Its webhook answers for the target (its own address written into the configuration).
+    let pods: Api<Pod> = ns.api();
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let bare: Pod = object(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "bare-", "labels": {"app.kubernetes.io/name": APP}},
+        "spec": {"containers": [{"name": EVENT_HANDLER, "image": images.event_handler}]}}));
+    second
+        .wait(
+            "the new leader's webhook to refuse a pod without the sidecar",
+            Duration::from_secs(60),
+            || async {
+                match pods.create(&dry_run, &bare).await {
+                    Err(kube::Error::Api(status))
+                        if status.message.contains("no eventplug sidecar") =>
+                    {
+                        Ok(())
+                    }
+                    other => Err(format!("{other:?}").into()),
+                }
+            },
+        )
+        .await;
+    // Removed by the leader, so no configuration outlives the test.
+    if let Err(e) = plugins.delete("ha", &DeleteParams::default()).await {
+        panic!("deleting the EventPlugin: {e}");
+    }
+    second
+        .wait(
+            "the EventPlugin to be gone",
+            Duration::from_secs(60),
+            || async {
+                match plugins.get_opt("ha").await? {
+                    None => Ok(()),
+                    Some(_) => Err("still there".into()),
+                }
+            },
+        )
+        .await;
 }
