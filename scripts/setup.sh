@@ -43,5 +43,13 @@ if ! python3 -c 'import oras.version, sys; sys.exit(oras.version.__version__ != 
     || python3 -m pip install --quiet --break-system-packages oras==0.2.43
 fi
 
+# kubernetes-validate (PyPI): the operator's native-sidecar rendering checked against the schemas
+# of Kubernetes versions the test cluster does not run, offline, pinned.
+if [[ "$(kubernetes-validate --version 2>/dev/null)" != *"1.37.0"* ]]; then
+  echo "setup: installing kubernetes-validate==1.37.0 (pip)"
+  python3 -m pip install --quiet kubernetes-validate==1.37.0 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages kubernetes-validate==1.37.0
+fi
+
 command -v cargo >/dev/null || { echo "setup: cargo is missing: install the Rust toolchain (rustc 1.95)" >&2; exit 1; }
 echo "setup: ready"

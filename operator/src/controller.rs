@@ -93,6 +93,7 @@ pub struct Context {
     targets: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     metrics: Arc<Metrics>,
     webhook: Option<Webhook>,
+    native_sidecars: bool,
 }
 
 /// The admission webhook, when the settings ask for one: what the controller writes into each
@@ -127,6 +128,15 @@ pub async fn run(
         controller: FIELD_MANAGER.into(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    // Native sidecars from 1.29 on; before, the sidecar is the pod's first container.
+    let native_sidecars = match client.apiserver_version().await {
+        Ok(version) => inject::has_native_sidecars(&version.major, &version.minor),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the API server's version: the sidecar is injected as the first container");
+            false
+        }
+    };
+    tracing::info!(native_sidecars, "sidecar placement");
     let context = Arc::new(Context {
         client: client.clone(),
         resolver: Resolver::new(&settings),
@@ -137,6 +147,7 @@ pub async fn run(
         targets: Mutex::new(HashMap::new()),
         metrics,
         webhook,
+        native_sidecars,
     });
     let mut running = Vec::new();
     for (namespace, controller) in controllers {
@@ -963,6 +974,7 @@ async fn reconcile_target(
         cpu_request: sidecar.and_then(|s| s.cpu.as_deref()),
         cpu_limit: None,
         storage_without_volume,
+        native_sidecar: context.native_sidecars,
     };
     let applied = match apply_injection(&deployments, &deployment, inject::desired(&injection))
         .await
@@ -1506,7 +1518,7 @@ async fn apply_injection(
     // A pause of ours left by a failed resume or a restart is resumed now, whatever else happens.
     let left_paused = live.annotations().contains_key(PAUSED_ANNOTATION);
     let pause = !left_paused
-        && inject::sidecar_index(&template(live)).is_none()
+        && !inject::has_sidecar(&template(live))
         && live.spec.as_ref().and_then(|s| s.paused) != Some(true);
     let update = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
@@ -1600,7 +1612,7 @@ async fn remove_injection(namespace: &str, name: &str, context: &Context) -> Res
             field_manager: Some(FIELD_MANAGER.into()),
             ..PatchParams::default()
         };
-        if inject::sidecar_index(&pod).is_some() {
+        if inject::has_sidecar(&pod) {
             let container = discovery::event_handler_container(&live, None)
                 .ok()
                 .map(|c| c.name.clone());

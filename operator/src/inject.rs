@@ -76,6 +76,21 @@ pub struct Injection<'a> {
     /// event-handler's storage folder, when no volume of its container holds it (an emptyDir is
     /// mounted there so the cursor outlives a container restart).
     pub storage_without_volume: Option<&'a str>,
+    /// Render the sidecar as a native sidecar (an init container with `restartPolicy: Always`,
+    /// Kubernetes ≥ 1.29) rather than as the first container.
+    pub native_sidecar: bool,
+}
+
+/// Whether a server of this version runs native sidecars (1.29 and later).
+pub fn has_native_sidecars(major: &str, minor: &str) -> bool {
+    let number = |text: &str| -> u32 {
+        text.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap_or(0)
+    };
+    (number(major), number(minor)) >= (1, 29)
 }
 
 /// The certificate files of the sidecar's own volume: one projected Secret source per file, so
@@ -171,18 +186,42 @@ pub fn desired(injection: &Injection<'_>) -> Value {
             json!([{"name": "eventplug-storage", "mountPath": storage}]);
         volumes.push(json!({"name": "eventplug-storage", "emptyDir": {}}));
     }
+    // Native sidecar: an init container that keeps running; kubelet starts the next container
+    // once its postStart hook returned, as with the first container before 1.29.
+    let pod = if injection.native_sidecar {
+        let mut sidecar = sidecar;
+        sidecar["restartPolicy"] = json!("Always");
+        json!({"initContainers": [sidecar], "containers": [event_handler], "volumes": volumes})
+    } else {
+        json!({"containers": [sidecar, event_handler], "volumes": volumes})
+    };
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": target},
         "spec": {"template": {
             "metadata": {"labels": {TARGET_LABEL: target}},
-            "spec": {
-                "containers": [sidecar, event_handler],
-                "volumes": volumes,
-            }
+            "spec": pod
         }}
     })
+}
+
+/// Whether a pod template has the injected sidecar (either way).
+pub fn has_sidecar(pod: &PodSpec) -> bool {
+    sidecar_of(pod).is_some()
+}
+
+/// The injected sidecar of a pod: among its containers, or a native sidecar among its init
+/// containers.
+fn sidecar_of(pod: &PodSpec) -> Option<&k8s_openapi::api::core::v1::Container> {
+    pod.containers
+        .iter()
+        .find(|c| c.name == SIDECAR_CONTAINER)
+        .or_else(|| {
+            pod.init_containers.iter().flatten().find(|c| {
+                c.name == SIDECAR_CONTAINER && c.restart_policy.as_deref() == Some("Always")
+            })
+        })
 }
 
 /// The apply body that gives up every field the operator applied.
@@ -257,9 +296,18 @@ pub fn removal(pod: &PodSpec, container: Option<&str>) -> Value {
         .filter(|v| v.name.starts_with("eventplug-"))
         .map(|v| json!({"name": v.name, "$patch": "delete"}))
         .collect();
+    let mut spec = json!({"containers": containers, "volumes": volumes});
+    if pod
+        .init_containers
+        .iter()
+        .flatten()
+        .any(|c| c.name == SIDECAR_CONTAINER)
+    {
+        spec["initContainers"] = json!([{"name": SIDECAR_CONTAINER, "$patch": "delete"}]);
+    }
     json!({"spec": {"template": {
         "metadata": {"labels": {TARGET_LABEL: null}},
-        "spec": {"containers": containers, "volumes": volumes}
+        "spec": spec
     }}})
 }
 
@@ -281,7 +329,7 @@ pub fn storage_without_volume<'a>(
 /// sidecar's ingest port on loopback, as the last occurrence of each flag (the one kong uses).
 /// The reason when not.
 pub fn check_pod(pod: &PodSpec, container: &str, sessions: bool) -> Result<(), String> {
-    if !pod.containers.iter().any(|c| c.name == SIDECAR_CONTAINER) {
+    if sidecar_of(pod).is_none() {
         return Err(format!(
             "the pod has no {SIDECAR_CONTAINER} sidecar container: its events would reach fluentd unfiltered"
         ));
@@ -354,7 +402,42 @@ mod tests {
             cpu_request: None,
             cpu_limit: None,
             storage_without_volume: Some("/var/lib/teleport/plugins/event-handler/storage"),
+            native_sidecar: false,
         }
+    }
+
+    #[test]
+    fn from_1_29_the_sidecar_is_a_native_sidecar() {
+        assert!(!has_native_sidecars("1", "20"));
+        assert!(has_native_sidecars("1", "29"));
+        assert!(has_native_sidecars("1", "30+"));
+        assert!(has_native_sidecars("2", "0"));
+        let upstream = upstream(false);
+        let args = vec!["--fluentd-url=http://127.0.0.1:8888/test.log".to_string()];
+        let mut native = injection(&upstream, Some(&args));
+        native.native_sidecar = true;
+        let body = desired(&native);
+        let pod = &body["spec"]["template"]["spec"];
+        assert_eq!(pod["initContainers"][0]["name"], SIDECAR_CONTAINER);
+        assert_eq!(pod["initContainers"][0]["restartPolicy"], "Always");
+        assert_eq!(pod["containers"].as_array().map(Vec::len), Some(1));
+        let spec: PodSpec = serde_json::from_value(json!({
+            "initContainers": [{"name": "eventplug", "restartPolicy": "Always"}],
+            "containers": [{"name": "eh", "args": ["--fluentd-url=http://127.0.0.1:8888/a"]}]
+        }))
+        .expect("a pod spec");
+        assert_eq!(check_pod(&spec, "eh", false), Ok(()));
+        assert_eq!(
+            removal(&spec, Some("eh"))["spec"]["template"]["spec"]["initContainers"],
+            json!([{"name": "eventplug", "$patch": "delete"}])
+        );
+        // An init container that runs to completion is no sidecar.
+        let once: PodSpec = serde_json::from_value(json!({
+            "initContainers": [{"name": "eventplug"}],
+            "containers": [{"name": "eh", "args": ["--fluentd-url=http://127.0.0.1:8888/a"]}]
+        }))
+        .expect("a pod spec");
+        assert!(check_pod(&once, "eh", false).is_err());
     }
 
     #[test]

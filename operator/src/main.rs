@@ -91,6 +91,9 @@ fn run(settings: &std::path::Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!(%address, "metrics and health serving");
+        }
         let metrics = Arc::new(eventplug_operator::metrics::Metrics::new());
         tokio::spawn(eventplug_operator::metrics::serve(listener, metrics.clone()));
         let webhook = match &settings.webhook {

@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod event_handler;
+pub mod operator_process;
 
 use std::collections::BTreeMap;
 use std::error::Error as StdError;

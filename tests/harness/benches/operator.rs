@@ -1,0 +1,167 @@
+//! The operator at scale, on the test cluster with real pods (`cargo bench -p eventplug-harness
+//! --bench operator`; `scripts/bench-operator.sh` runs it with a release operator): 100
+//! EventPlugins over 10 event-handler Deployments (one pod each), beside 5,000 unrelated
+//! ConfigMaps in the same namespace. Measures the time from the last apply to every EventPlugin
+//! Ready (which includes each target's one rollout), the time for a config change of all 100 to
+//! be running in every sidecar, and the operator's memory. Prints; asserts nothing.
+
+use std::time::{Duration, Instant};
+
+use eventplug_harness::event_handler::{Fluentd, create, create_chart_inputs, install_crds};
+use eventplug_harness::operator_process::{
+    Operator, apply_plugin, chart_deployment, event_plugin, marking_plugin, push,
+};
+use eventplug_harness::{EventplugImages, TestNamespace};
+use eventplug_operator::crd::{EventPlugin, EventPluginTarget};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, CustomResourceExt};
+use serde_json::json;
+
+const TARGETS: usize = 10;
+const PER_TARGET: usize = 10;
+const UNRELATED: usize = 5_000;
+
+fn memory_of(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| "?".into())
+    };
+    format!("RSS {} (peak {})", field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Waits until every EventPlugin is Ready at its current generation; how long it took.
+async fn all_ready(plugins: &Api<EventPlugin>, operator: &Operator, since: Instant) -> Duration {
+    operator
+        .wait(
+            "every EventPlugin to be Ready",
+            Duration::from_secs(600),
+            || async {
+                let list = plugins.list(&ListParams::default()).await?;
+                let ready = list
+                    .items
+                    .iter()
+                    .filter(|p| {
+                        let status = p.status.as_ref();
+                        status.and_then(|s| s.observed_generation) == p.metadata.generation
+                            && status.is_some_and(|s| {
+                                s.conditions
+                                    .iter()
+                                    .any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                    })
+                    .count();
+                if ready == TARGETS * PER_TARGET {
+                    Ok(since.elapsed())
+                } else {
+                    Err(format!("{ready} of {} Ready", TARGETS * PER_TARGET).into())
+                }
+            },
+        )
+        .await
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        // `cargo test --benches` runs bench targets without --bench: nothing to measure then.
+        return;
+    }
+    let ns = TestNamespace::create("bench-operator").await;
+    let images = EventplugImages::shared().await;
+    install_crds(
+        ns.client(),
+        vec![EventPlugin::crd(), EventPluginTarget::crd()],
+    )
+    .await;
+    let fluentd = Fluentd::start(ns.cluster().node_ip());
+    create_chart_inputs(&ns, &fluentd).await;
+    let (reference, _) = push(&ns, "bench", "v1", marking_plugin("bench")).await;
+
+    let config_maps: Api<ConfigMap> = ns.api();
+    let started = Instant::now();
+    futures::stream::iter(0..UNRELATED)
+        .for_each_concurrent(16, |i| {
+            let config_maps = config_maps.clone();
+            async move {
+                let map: ConfigMap = serde_json::from_value(json!({
+                    "metadata": {"name": format!("unrelated-{i}")},
+                    "data": {"value": "x".repeat(200)}
+                }))
+                .unwrap_or_default();
+                if let Err(e) = config_maps.create(&PostParams::default(), &map).await {
+                    panic!("creating unrelated ConfigMap {i}: {e}");
+                }
+            }
+        })
+        .await;
+    eprintln!(
+        "{UNRELATED} unrelated ConfigMaps in {:?}",
+        started.elapsed()
+    );
+
+    let deployments: Api<Deployment> = ns.api();
+    for t in 0..TARGETS {
+        let name = format!("event-handler-{t}");
+        create(
+            &deployments,
+            &chart_deployment(
+                &name,
+                &images.event_handler,
+                1,
+                5,
+                "teleport-plugin-event-handler",
+            ),
+        )
+        .await;
+    }
+    let operator = Operator::start(&ns, &images.sidecar);
+    let plugins: Api<EventPlugin> = ns.api();
+    for t in 0..TARGETS {
+        for p in 0..PER_TARGET {
+            let spec = json!({
+                "module": {"reference": reference},
+                "target": {"deployment": format!("event-handler-{t}")},
+                "priority": p,
+                "config": {"round": 1},
+                "limits": {"memoryLimit": "8Mi", "concurrency": 1}
+            });
+            apply_plugin(&plugins, &event_plugin(&format!("p{t}-{p}"), spec)).await;
+        }
+    }
+    let applied = Instant::now();
+    let ready = all_ready(&plugins, &operator, applied).await;
+    println!(
+        "{} EventPlugins over {TARGETS} Deployments (one pod each, {UNRELATED} unrelated ConfigMaps): all Ready {ready:.1?} after the last apply",
+        TARGETS * PER_TARGET
+    );
+    println!("operator after Ready: {}", memory_of(operator.pid()));
+
+    // A config change of every plugin, live in every sidecar (no rollout).
+    for t in 0..TARGETS {
+        for p in 0..PER_TARGET {
+            let spec = json!({
+                "module": {"reference": reference},
+                "target": {"deployment": format!("event-handler-{t}")},
+                "priority": p,
+                "config": {"round": 2},
+                "limits": {"memoryLimit": "8Mi", "concurrency": 1}
+            });
+            apply_plugin(&plugins, &event_plugin(&format!("p{t}-{p}"), spec)).await;
+        }
+    }
+    let changed = Instant::now();
+    let live = all_ready(&plugins, &operator, changed).await;
+    println!(
+        "a config change of all {} running in every sidecar {live:.1?} after the last apply",
+        TARGETS * PER_TARGET
+    );
+    println!("operator at the end: {}", memory_of(operator.pid()));
+    println!("operator metrics:\n{}", operator.metrics().await);
+}
