@@ -820,7 +820,9 @@ async fn reconcile_target(
     let (rendered, config_text) = match rendered {
         Ok(r) => r,
         Err(problem) => {
+            // The running config stays; the pods still say what they run.
             outcome.injected = Err(problem);
+            outcome.pods = pod_reports(&deployment, owned_secret.as_ref(), context).await?;
             return Ok(TargetResult::Reconciled(outcome, plugin_results(&found)));
         }
     };
