@@ -9,17 +9,16 @@
 
 use std::time::{Duration, Instant};
 
-use eventplug_harness::event_handler::{Fluentd, create, create_chart_inputs, install_crds};
+use eventplug_harness::event_handler::create;
 use eventplug_harness::operator_process::{
-    Operator, apply_plugin, chart_deployment, event_plugin, marking_plugin, push,
+    Operator, apply_plugin, chart_deployment, event_plugin, marking_plugin, operator_scene, push,
 };
-use eventplug_harness::{EventplugImages, TestNamespace};
-use eventplug_operator::crd::{EventPlugin, EventPluginTarget};
+use eventplug_operator::crd::EventPlugin;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
 use kube::api::{ListParams, PostParams};
-use kube::{Api, CustomResourceExt};
 use serde_json::json;
 
 const TARGETS: usize = 10;
@@ -36,6 +35,22 @@ fn memory_of(pid: u32) -> String {
             .unwrap_or_else(|| "?".into())
     };
     format!("RSS {} (peak {})", field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Applies the 100 EventPlugins, ten per target, with config `{"round": round}`.
+async fn apply_all(plugins: &Api<EventPlugin>, reference: &str, round: u32) {
+    for t in 0..TARGETS {
+        for p in 0..PER_TARGET {
+            let spec = json!({
+                "module": {"reference": reference},
+                "target": {"deployment": format!("event-handler-{t}")},
+                "priority": p,
+                "config": {"round": round},
+                "limits": {"memoryLimit": "8Mi", "concurrency": 1, "timeout": "50ms", "maxWait": "500ms"}
+            });
+            apply_plugin(plugins, &event_plugin(&format!("p{t}-{p}"), spec)).await;
+        }
+    }
 }
 
 /// Waits until every EventPlugin is Ready at its current generation; how long it took.
@@ -75,15 +90,7 @@ async fn main() {
         // `cargo test --benches` runs bench targets without --bench: nothing to measure then.
         return;
     }
-    let ns = TestNamespace::create("bench-operator").await;
-    let images = EventplugImages::shared().await;
-    install_crds(
-        ns.client(),
-        vec![EventPlugin::crd(), EventPluginTarget::crd()],
-    )
-    .await;
-    let fluentd = Fluentd::start(ns.cluster().node_ip());
-    create_chart_inputs(&ns, &fluentd).await;
+    let (ns, images, _fluentd) = operator_scene("bench-operator").await;
     let (reference, _) = push(&ns, "bench", "v1", marking_plugin("bench")).await;
 
     let config_maps: Api<ConfigMap> = ns.api();
@@ -125,18 +132,7 @@ async fn main() {
     }
     let operator = Operator::start(&ns, &images.sidecar);
     let plugins: Api<EventPlugin> = ns.api();
-    for t in 0..TARGETS {
-        for p in 0..PER_TARGET {
-            let spec = json!({
-                "module": {"reference": reference},
-                "target": {"deployment": format!("event-handler-{t}")},
-                "priority": p,
-                "config": {"round": 1},
-                "limits": {"memoryLimit": "8Mi", "concurrency": 1, "timeout": "50ms", "maxWait": "500ms"}
-            });
-            apply_plugin(&plugins, &event_plugin(&format!("p{t}-{p}"), spec)).await;
-        }
-    }
+    apply_all(&plugins, &reference, 1).await;
     let applied = Instant::now();
     let ready = all_ready(&plugins, &operator, applied).await;
     println!(
@@ -146,18 +142,7 @@ async fn main() {
     println!("operator after Ready: {}", memory_of(operator.pid()));
 
     // A config change of every plugin, live in every sidecar (no rollout).
-    for t in 0..TARGETS {
-        for p in 0..PER_TARGET {
-            let spec = json!({
-                "module": {"reference": reference},
-                "target": {"deployment": format!("event-handler-{t}")},
-                "priority": p,
-                "config": {"round": 2},
-                "limits": {"memoryLimit": "8Mi", "concurrency": 1, "timeout": "50ms", "maxWait": "500ms"}
-            });
-            apply_plugin(&plugins, &event_plugin(&format!("p{t}-{p}"), spec)).await;
-        }
-    }
+    apply_all(&plugins, &reference, 2).await;
     let changed = Instant::now();
     let live = all_ready(&plugins, &operator, changed).await;
     println!(

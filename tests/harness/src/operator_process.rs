@@ -8,15 +8,34 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::event_handler::{EVENT_HANDLER, PLUGIN_DIR, object};
-use crate::{TestNamespace, try_wait_until};
+use crate::event_handler::{
+    EVENT_HANDLER, Fluentd, PLUGIN_DIR, create_chart_inputs, install_crds, object,
+};
+use crate::{EventplugImages, TestNamespace, try_wait_until};
 use eventplug_oci::{HostSettings, PushRequest, Reference, Registry, RegistrySettings};
-use eventplug_operator::crd::EventPlugin;
+use eventplug_operator::crd::{EventPlugin, EventPluginTarget};
 use eventplug_test_support::TempDir;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use kube::CustomResourceExt;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
+
+/// What every operator test starts from: a fresh namespace, the sidecar and event-handler images
+/// in the cluster's registry, the operator's CRDs, fluentd (nginx with mTLS on the bridge) and the
+/// chart's objects besides its Deployment.
+pub async fn operator_scene(prefix: &str) -> (TestNamespace, &'static EventplugImages, Fluentd) {
+    let ns = TestNamespace::create(prefix).await;
+    let images = EventplugImages::shared().await;
+    install_crds(
+        ns.client(),
+        vec![EventPlugin::crd(), EventPluginTarget::crd()],
+    )
+    .await;
+    let fluentd = Fluentd::start(ns.cluster().node_ip());
+    create_chart_inputs(&ns, &fluentd).await;
+    (ns, images, fluentd)
+}
 
 /// How long an EventPlugin may take to become Ready (one rollout, image pulls from the local
 /// registry, a status poll).

@@ -10,35 +10,25 @@
 use std::time::{Duration, Instant};
 
 use eventplug_harness::event_handler::{
-    APP, EVENT_HANDLER, Fluentd, PLUGIN_DIR, SIDECAR, create, create_chart_inputs, install_crds,
-    object, the_pod, uid, uid_of, wait_delivered,
+    APP, EVENT_HANDLER, PLUGIN_DIR, SIDECAR, create, object, the_pod, uid, uid_of, wait_delivered,
 };
 use eventplug_harness::operator_process::{
     Operator, READY, apply_plugin, chart_deployment, condition, containers, event_plugin,
-    marking_plugin, push, replica_sets, wait_condition,
+    marking_plugin, operator_scene, push, replica_sets, wait_condition,
 };
-use eventplug_harness::{EventplugImages, TestNamespace};
-use eventplug_operator::crd::{EventPlugin, EventPluginTarget};
+use eventplug_operator::crd::EventPlugin;
 use eventplug_operator::{inject, webhook};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
 use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
-use kube::{Api, CustomResourceExt, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 #[tokio::test]
 async fn an_event_plugin_is_injected_runs_changes_without_a_rollout_and_is_removed() {
     const N: usize = 20;
-    let ns = TestNamespace::create("operator").await;
-    let images = EventplugImages::shared().await;
-    install_crds(
-        ns.client(),
-        vec![EventPlugin::crd(), EventPluginTarget::crd()],
-    )
-    .await;
-    let fluentd = Fluentd::start(ns.cluster().node_ip());
-    create_chart_inputs(&ns, &fluentd).await;
+    let (ns, images, fluentd) = operator_scene("operator").await;
     let (annotate_ref, annotate_digest) =
         push(&ns, "annotate", "v1", marking_plugin("seen-by-annotate")).await;
     let (tag_ref, _) = push(&ns, "tag", "v1", marking_plugin("seen-by-tag")).await;
@@ -474,15 +464,7 @@ async fn an_event_plugin_is_injected_runs_changes_without_a_rollout_and_is_remov
 
 #[tokio::test]
 async fn bad_event_plugins_get_a_condition_naming_what_is_wrong_and_no_half_applied_deployment() {
-    let ns = TestNamespace::create("operator-bad").await;
-    let images = EventplugImages::shared().await;
-    install_crds(
-        ns.client(),
-        vec![EventPlugin::crd(), EventPluginTarget::crd()],
-    )
-    .await;
-    let fluentd = Fluentd::start(ns.cluster().node_ip());
-    create_chart_inputs(&ns, &fluentd).await;
+    let (ns, images, _fluentd) = operator_scene("operator-bad").await;
     let deployments: Api<Deployment> = ns.api();
     create(
         &deployments,
@@ -626,15 +608,7 @@ async fn bad_event_plugins_get_a_condition_naming_what_is_wrong_and_no_half_appl
 #[tokio::test]
 async fn a_fail_closed_plugin_without_its_module_stops_the_stream_until_it_can_run() {
     const N: usize = 10;
-    let ns = TestNamespace::create("operator-closed").await;
-    let images = EventplugImages::shared().await;
-    install_crds(
-        ns.client(),
-        vec![EventPlugin::crd(), EventPluginTarget::crd()],
-    )
-    .await;
-    let fluentd = Fluentd::start(ns.cluster().node_ip());
-    create_chart_inputs(&ns, &fluentd).await;
+    let (ns, images, fluentd) = operator_scene("operator-closed").await;
 
     // event-handler runs before any EventPlugin: its events reach fluentd as they are.
     let deployments: Api<Deployment> = ns.api();
@@ -799,15 +773,7 @@ async fn a_fail_closed_plugin_without_its_module_stops_the_stream_until_it_can_r
 
 #[tokio::test]
 async fn two_replicas_one_leads_and_the_other_takes_over() {
-    let ns = TestNamespace::create("operator-ha").await;
-    let images = EventplugImages::shared().await;
-    install_crds(
-        ns.client(),
-        vec![EventPlugin::crd(), EventPluginTarget::crd()],
-    )
-    .await;
-    let fluentd = Fluentd::start(ns.cluster().node_ip());
-    create_chart_inputs(&ns, &fluentd).await;
+    let (ns, images, _fluentd) = operator_scene("operator-ha").await;
     let deployments: Api<Deployment> = ns.api();
     create(
         &deployments,
