@@ -32,6 +32,8 @@ pub struct PodReport {
     pub name: String,
     /// Whether the pod is Ready.
     pub ready: bool,
+    /// The image of its sidecar, if it has one.
+    pub image: Option<String>,
     /// What its sidecar said at `/status`, or why it said nothing.
     pub status: Result<StatusReport, String>,
 }
@@ -64,6 +66,8 @@ pub struct TargetOutcome {
     pub chain: Vec<String>,
     /// The Deployment's pods, of every ReplicaSet.
     pub pods: Vec<PodReport>,
+    /// Why the target's sidecar keeps an older image than the operator's, while it does.
+    pub outdated: Option<String>,
 }
 
 impl TargetOutcome {
@@ -251,12 +255,15 @@ pub fn status(
             "no sidecar reports trouble",
         ),
     }
-    push(
-        "SidecarOutdated",
-        false,
-        "Current",
-        "every injected sidecar runs the operator's image",
-    );
+    match targets.iter().find_map(|(t, _)| t.outdated.as_ref()) {
+        Some(why) => push("SidecarOutdated", true, "Outdated", why),
+        None => push(
+            "SidecarOutdated",
+            false,
+            "Current",
+            "every injected sidecar runs the operator's image",
+        ),
+    }
     let ready = conditions.iter().take(3).all(|c| c.status == "True");
     let ready_message = conditions
         .iter()
@@ -325,6 +332,7 @@ mod tests {
     fn report(revision: u64, digest: &str, loaded: bool) -> StatusReport {
         StatusReport {
             api_version: eventplug_contract::API_VERSION.into(),
+            accepted_api_versions: Vec::new(),
             config_hash: "sha256:00".into(),
             generation: 1,
             revision,
@@ -353,6 +361,7 @@ mod tests {
             survives_pod_replacement: false,
             chain: Vec::new(),
             pods,
+            outdated: None,
         }
     }
 
@@ -365,6 +374,7 @@ mod tests {
 
     fn pod(name: &str, ready: bool, status: Result<StatusReport, String>) -> PodReport {
         PodReport {
+            image: None,
             name: name.into(),
             ready,
             status,

@@ -15,6 +15,7 @@ use crate::crd::{
     ConfigSource, EventPlugin, EventPluginSpec, EventPluginTarget, EventPluginTargetSpec,
 };
 use crate::discovery::{self, Found, SecretFile, Source, Upstream};
+use crate::identity;
 use crate::inject::{self, Injection};
 use crate::metrics::Metrics;
 use crate::modules;
@@ -94,6 +95,7 @@ pub struct Context {
     metrics: Arc<Metrics>,
     webhook: Option<Webhook>,
     native_sidecars: bool,
+    rollouts: crate::upgrade::Rollouts,
 }
 
 /// The admission webhook, when the settings ask for one: what the controller writes into each
@@ -148,6 +150,7 @@ pub async fn run(
         metrics,
         webhook,
         native_sidecars,
+        rollouts: crate::upgrade::Rollouts::default(),
     });
     let mut running = Vec::new();
     for (namespace, controller) in controllers {
@@ -407,10 +410,15 @@ async fn apply(plugin: &EventPlugin, context: &Context) -> Result<Action, Error>
         target_problem,
         plugin.status.as_ref(),
     );
+    // Ready and on the operator's sidecar image: looked at less often.
     let ready = status
         .conditions
         .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+        && !status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "SidecarOutdated" && c.status == "True");
     let unchanged = plugin
         .status
         .as_ref()
@@ -610,6 +618,7 @@ async fn reconcile_target(
                 survives_pod_replacement: false,
                 chain: Vec::new(),
                 pods: Vec::new(),
+                outdated: None,
             },
             HashMap::new(),
         ));
@@ -678,6 +687,7 @@ async fn reconcile_target(
             .map(|c| c.plugins.iter().map(|p| p.name.clone()).collect())
             .unwrap_or_default(),
         pods: Vec::new(),
+        outdated: None,
     };
     let upstream = if conflict {
         Err(Problem::new(
@@ -783,6 +793,54 @@ async fn reconcile_target(
                     .map_or("", |p| p.message.as_str())
             )
         });
+    // The config apiVersion every running sidecar reads (an older sidecar image reads an older
+    // one), so a config is never rendered that a running sidecar would refuse.
+    let pods_before = pod_reports(&deployment, owned_secret.as_ref(), context).await?;
+    let template = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .unwrap_or_default();
+    let template_image = inject::sidecar_of(&template).and_then(|c| c.image.clone());
+    let key = format!("{namespace}/{name}");
+    let choice = context.rollouts.choose(
+        crate::upgrade::Target {
+            key: &key,
+            template_image: template_image.as_deref(),
+            rolled_out: rolled_out(&deployment),
+            opted_in: deployment
+                .annotations()
+                .get(crate::upgrade::UPGRADE_ANNOTATION)
+                .is_some_and(|v| v == "true"),
+        },
+        &context.settings.sidecar_image,
+        context.settings.sidecar_upgrade,
+    );
+    outcome.outdated = choice.outdated.clone();
+    let sidecar_image = choice.image.clone();
+    // What the sidecars of the image the pods are to run read: their reports, or with none (no
+    // such pod answers yet) what is known of the image: the operator's own reads what this
+    // operator writes (or `sidecarConfigApiVersion`), an older one what was rendered for it.
+    let reads: Vec<Vec<&str>> = pods_before
+        .iter()
+        .filter(|p| p.image.as_deref() == Some(sidecar_image.as_str()))
+        .filter_map(|p| p.status.as_ref().ok())
+        .map(|r| r.reads())
+        .collect();
+    let unreported = if sidecar_image == context.settings.sidecar_image {
+        context
+            .settings
+            .sidecar_config_api_version
+            .as_deref()
+            .and_then(render::known_api_version)
+            .unwrap_or(eventplug_contract::API_VERSION)
+    } else {
+        running_config
+            .as_ref()
+            .and_then(|c| render::known_api_version(&c.api_version))
+            .unwrap_or_else(render::oldest_api_version)
+    };
+    let api_version = render::api_version_for(&reads, unreported);
     let render_at = |revision: u64| -> Result<(render::Rendered, String), Problem> {
         let mut rendered = render::render(
             revision,
@@ -796,6 +854,7 @@ async fn reconcile_target(
         if rendered.config.stop.is_none() {
             rendered.config.stop = unresolved_guard.clone();
         }
+        render::set_api_version(&mut rendered.config, api_version, namespace, name);
         let text = rendered
             .config
             .to_yaml()
@@ -856,7 +915,6 @@ async fn reconcile_target(
         .collect();
     // Modules a pod still runs stay beside the new ones until no pod runs them, so a sidecar that
     // restarts before it has the new config still finds its module.
-    let pods_before = pod_reports(&deployment, owned_secret.as_ref(), context).await?;
     let still_running = pods_before
         .iter()
         .filter_map(|p| p.status.as_ref().ok())
@@ -941,6 +999,14 @@ async fn reconcile_target(
                 == Some(&rendered.config.revision.to_string())
     });
     if !unchanged {
+        // The sidecar's identity, which reads the Secret, with every new config: a first
+        // injection, and a Role someone removed comes back with the next change.
+        let mut metadata = serde_json::to_value(owned_metadata("", &owner, None))
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        if let Some(m) = metadata.as_object_mut() {
+            m.remove("name");
+        }
+        identity::apply(client, namespace, name, &metadata, FIELD_MANAGER).await?;
         let body = typed_body(&secret, "v1", "Secret")?;
         secrets
             .patch(&inject::secret_name(name), &apply, &Patch::Apply(body))
@@ -969,7 +1035,7 @@ async fn reconcile_target(
     let injection = Injection {
         deployment: name,
         container: &container_name,
-        image: &context.settings.sidecar_image,
+        image: &sidecar_image,
         redirect_args,
         upstream: &upstream,
         memory_limit: inject::memory_limit(rendered.memory_limit),
@@ -1407,6 +1473,22 @@ fn on_persistent_volume(
         .is_some_and(|v| v.persistent_volume_claim.is_some())
 }
 
+/// Whether a Deployment has rolled out: its controller saw the current spec, and every replica is
+/// updated and Ready, with no pod of an older ReplicaSet left.
+fn rolled_out(deployment: &Deployment) -> bool {
+    let wanted = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    deployment.status.as_ref().is_some_and(|s| {
+        s.observed_generation >= deployment.metadata.generation
+            && s.updated_replicas.unwrap_or(0) == wanted
+            && s.ready_replicas.unwrap_or(0) == wanted
+            && s.replicas.unwrap_or(0) == wanted
+    })
+}
+
 /// The pods of the Deployment's current ReplicaSet, each with its sidecar's `/status`.
 async fn pod_reports(
     deployment: &Deployment,
@@ -1467,6 +1549,11 @@ async fn pod_reports(
             }
         };
         reports.push(PodReport {
+            image: pod
+                .spec
+                .as_ref()
+                .and_then(inject::sidecar_of)
+                .and_then(|c| c.image.clone()),
             name: pod.name_any(),
             ready,
             status: report,
@@ -1641,6 +1728,7 @@ async fn remove_injection(namespace: &str, name: &str, context: &Context) -> Res
             .delete(&inject::secret_name(name), &DeleteParams::default())
             .await,
     )?;
+    identity::delete(&context.client, namespace, name).await?;
     let config_maps: Api<ConfigMap> = Api::namespaced(context.client.clone(), namespace);
     for index in 0..modules::MODULE_CONFIG_MAPS {
         ignore_missing(

@@ -11,6 +11,7 @@
 //! injected pod"); each choice is explained there.
 
 use crate::discovery::{SecretFile, Upstream};
+use crate::identity;
 use crate::modules::MODULE_CONFIG_MAPS;
 use crate::render::{ADMIN_PORT, FLUENTD_CERTS_DIR, LISTEN_PORT, MODULES_DIR, STATUS_TOKEN_FILE};
 use eventplug_contract::ByteSize;
@@ -129,6 +130,7 @@ pub fn desired(injection: &Injection<'_>) -> Value {
         json!({"name": "eventplug-modules", "mountPath": MODULES_DIR, "readOnly": true}),
         json!({"name": "eventplug-admin", "mountPath": token_dir, "readOnly": true}),
         json!({"name": "eventplug-cache", "mountPath": CACHE_VOLUME_DIR}),
+        json!({"name": "eventplug-api-token", "mountPath": identity::TOKEN_DIR, "readOnly": true}),
     ];
     let certificates = certificate_sources(injection.upstream);
     let mut volumes = vec![
@@ -143,6 +145,8 @@ pub fn desired(injection: &Injection<'_>) -> Value {
             "secretName": secret_name(target), "defaultMode": 0o444,
             "items": [{"key": STATUS_TOKEN_KEY, "path": STATUS_TOKEN_KEY}]}}),
         json!({"name": "eventplug-cache", "emptyDir": {}}),
+        json!({"name": "eventplug-api-token", "secret": {
+            "secretName": identity::token_secret_name(target), "defaultMode": 0o444}}),
     ];
     if !certificates.is_empty() {
         sidecar_mounts.push(json!({"name": "eventplug-fluentd-cert", "mountPath": FLUENTD_CERTS_DIR, "readOnly": true}));
@@ -213,7 +217,7 @@ pub fn has_sidecar(pod: &PodSpec) -> bool {
 
 /// The injected sidecar of a pod: among its containers, or a native sidecar among its init
 /// containers.
-fn sidecar_of(pod: &PodSpec) -> Option<&k8s_openapi::api::core::v1::Container> {
+pub fn sidecar_of(pod: &PodSpec) -> Option<&k8s_openapi::api::core::v1::Container> {
     pod.containers
         .iter()
         .find(|c| c.name == SIDECAR_CONTAINER)

@@ -72,7 +72,8 @@ fn run(settings: &std::path::Path) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let client = match kube::Client::try_default().await {
+        let metrics = Arc::new(eventplug_operator::metrics::Metrics::new());
+        let client = match counted_client(metrics.clone()).await {
             Ok(client) => client,
             Err(error) => {
                 eprintln!(
@@ -94,7 +95,6 @@ fn run(settings: &std::path::Path) -> ExitCode {
         if let Ok(address) = listener.local_addr() {
             tracing::info!(%address, "metrics and health serving");
         }
-        let metrics = Arc::new(eventplug_operator::metrics::Metrics::new());
         tokio::spawn(eventplug_operator::metrics::serve(listener, metrics.clone()));
         let webhook = match &settings.webhook {
             None => None,
@@ -310,4 +310,22 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         () = terminate => {}
     }
+}
+
+/// A client for the API server of the environment (in a pod: its service account; outside:
+/// `$KUBECONFIG`) that counts its requests in `metrics`.
+async fn counted_client(
+    metrics: Arc<eventplug_operator::metrics::Metrics>,
+) -> Result<kube::Client, kube::Error> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(kube::Error::InferConfig)?;
+    let count =
+        tower::util::MapRequestLayer::new(move |request: http::Request<kube::client::Body>| {
+            metrics.api_request(request.method());
+            request
+        });
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&count)
+        .build())
 }

@@ -20,9 +20,16 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+/// `{method}` of a request to the API server.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabel {
+    method: String,
+}
+
 /// The operator's metrics.
 pub struct Metrics {
     registry: Registry,
+    api_requests: Family<MethodLabel, Counter>,
     reconciles: Counter,
     failures: Family<ReasonLabel, Counter>,
     duration: Histogram,
@@ -39,6 +46,12 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let reconciles = Counter::default();
+        let api_requests = Family::<MethodLabel, Counter>::default();
+        registry.register(
+            "eventplug_operator_api_requests",
+            "Requests to the Kubernetes API server, by HTTP method (a watch counts once, when it starts)",
+            api_requests.clone(),
+        );
         let failures = Family::<ReasonLabel, Counter>::default();
         let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
         registry.register(
@@ -58,6 +71,7 @@ impl Metrics {
         );
         Self {
             registry,
+            api_requests,
             reconciles,
             failures,
             duration,
@@ -68,6 +82,15 @@ impl Metrics {
     pub fn reconciled(&self, took: Duration) {
         self.reconciles.inc();
         self.duration.observe(took.as_secs_f64());
+    }
+
+    /// One request to the API server was sent.
+    pub fn api_request(&self, method: &http::Method) {
+        self.api_requests
+            .get_or_create(&MethodLabel {
+                method: method.as_str().to_string(),
+            })
+            .inc();
     }
 
     /// One reconcile failed.

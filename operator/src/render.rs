@@ -10,8 +10,8 @@ use crate::crd::{EventPluginSpec, EventPluginTargetSpec};
 use crate::discovery::Upstream;
 use crate::policy::{Policy, Refusal};
 use eventplug_contract::{
-    AdminConfig, ByteSize, DeliveryConfig, FailurePolicy, ListenConfig, Mode, PluginSettings,
-    SidecarConfig, UpstreamConfig,
+    AdminConfig, ByteSize, DeliveryConfig, FailurePolicy, KubernetesSource, ListenConfig, Mode,
+    PluginSettings, SidecarConfig, SourceConfig, UpstreamConfig,
 };
 use std::path::PathBuf;
 
@@ -52,6 +52,59 @@ pub struct Rendered {
     pub memory_limit: ByteSize,
     /// EventPlugins left out, with why.
     pub refused: Vec<(String, Refusal)>,
+}
+
+/// The config `apiVersion` to render for a target: the newest this operator writes that every
+/// reporting sidecar reads (`reads`: one list per sidecar of the image the pods are to run), or,
+/// with no report (no such sidecar runs yet, or none answers), `unreported`.
+pub fn api_version_for(reads: &[Vec<&str>], unreported: &'static str) -> &'static str {
+    let known = eventplug_contract::ACCEPTED_API_VERSIONS;
+    if reads.is_empty() {
+        return unreported;
+    }
+    known
+        .iter()
+        .find(|version| reads.iter().all(|r| r.contains(version)))
+        .copied()
+        .unwrap_or_else(|| oldest_api_version())
+}
+
+/// The oldest config `apiVersion` this operator writes.
+pub fn oldest_api_version() -> &'static str {
+    eventplug_contract::ACCEPTED_API_VERSIONS
+        .last()
+        .copied()
+        .unwrap_or(eventplug_contract::API_VERSION)
+}
+
+/// A config `apiVersion` this operator writes, by name.
+pub fn known_api_version(name: &str) -> Option<&'static str> {
+    eventplug_contract::ACCEPTED_API_VERSIONS
+        .iter()
+        .find(|v| **v == name)
+        .copied()
+}
+
+/// Gives `config` the `apiVersion` chosen for the target, with what that version adds: from
+/// v1alpha2 the sidecar also follows its config Secret through the API (`source.kubernetes`).
+pub fn set_api_version(
+    config: &mut SidecarConfig,
+    api_version: &str,
+    namespace: &str,
+    target: &str,
+) {
+    config.api_version = api_version.to_string();
+    config.source =
+        (api_version != eventplug_contract::API_VERSION_V1ALPHA1).then(|| SourceConfig {
+            kubernetes: KubernetesSource {
+                namespace: namespace.to_string(),
+                secret: crate::inject::secret_name(target),
+                key: crate::inject::CONFIG_KEY.to_string(),
+                module_config_maps: (0..crate::modules::MODULE_CONFIG_MAPS)
+                    .map(|i| crate::inject::modules_config_map_name(target, i))
+                    .collect(),
+            },
+        });
 }
 
 /// The file a module of `digest` is at in the sidecar.
@@ -172,6 +225,7 @@ pub fn render(
         logging: eventplug_contract::LoggingConfig {
             format: eventplug_contract::LogFormat::Json,
         },
+        source: None,
     };
     config.check().map_err(|e| e.to_string())?;
     Ok(Rendered {
@@ -207,6 +261,44 @@ fn plugin_settings(plugin: &PluginInput<'_>) -> PluginSettings {
 mod tests {
     use super::*;
     use crate::discovery::{Found, SecretFile, Source};
+    use eventplug_contract::{API_VERSION_V1ALPHA1 as V1, API_VERSION_V1ALPHA2 as V2};
+
+    #[test]
+    fn the_newest_version_every_sidecar_reads_is_rendered() {
+        // Every sidecar reads both: the newest.
+        assert_eq!(api_version_for(&[vec![V2, V1], vec![V2, V1]], V1), V2);
+        // One sidecar of the previous release (it reports only the version it runs): the older.
+        assert_eq!(api_version_for(&[vec![V2, V1], vec![V1]], V2), V1);
+        // No sidecar answers: what the caller knows of the image.
+        assert_eq!(api_version_for(&[], V1), V1);
+        assert_eq!(api_version_for(&[], V2), V2);
+        // Nothing in common with what this operator writes: the oldest it writes.
+        assert_eq!(api_version_for(&[vec!["eventplug.dev/v0"]], V2), V1);
+        assert_eq!(known_api_version(V1), Some(V1));
+        assert_eq!(known_api_version("eventplug.dev/v0"), None);
+    }
+
+    #[test]
+    fn v1alpha2_follows_the_secret_through_the_api_and_v1alpha1_does_not() {
+        let rendered =
+            render(7, "ns", &upstream(), None, &[], &Policy::default()).expect("renders");
+        let mut config = rendered.config;
+        set_api_version(&mut config, V2, "ns", "eh");
+        let source = config.source.as_ref().expect("a source");
+        assert_eq!(source.kubernetes.secret, "eh-eventplug");
+        assert_eq!(source.kubernetes.namespace, "ns");
+        assert_eq!(
+            source.kubernetes.module_config_maps.len(),
+            crate::modules::MODULE_CONFIG_MAPS
+        );
+        config.check().expect("valid v1alpha2");
+        set_api_version(&mut config, V1, "ns", "eh");
+        assert!(config.source.is_none());
+        config.check().expect("valid v1alpha1");
+        // What a sidecar of the previous release reads: no `source` key in the text at all.
+        let text = config.to_yaml().expect("yaml");
+        assert!(!text.contains("source"), "{text}");
+    }
 
     fn upstream() -> Upstream {
         let found = |value: &str| Found {

@@ -16,6 +16,16 @@ pub struct Settings {
     pub policy: Policy,
     /// The sidecar image injected beside event-handler.
     pub sidecar_image: String,
+    /// How a new `sidecarImage` reaches targets already injected: `paced` (default: one target at
+    /// a time, each rolled out and Ready before the next) or `manual` (only targets annotated
+    /// `eventplug.dev/upgrade-sidecar: "true"`, paced).
+    #[serde(default)]
+    pub sidecar_upgrade: crate::upgrade::SidecarUpgrade,
+    /// The newest config `apiVersion` `sidecarImage` reads, when it is an older release than the
+    /// operator (default: the newest this operator writes). Running sidecars report what they
+    /// read and are always given a version they do; this is for pods not started yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar_config_api_version: Option<String>,
     /// How to reach registries, by `host[:port]`; a host not listed is HTTPS with the system roots.
     #[serde(default)]
     pub registries: BTreeMap<String, RegistryAccess>,
@@ -137,6 +147,16 @@ impl Settings {
         if let Some(election) = &settings.leader_election {
             election.check()?;
         }
+        if let Some(version) = settings
+            .sidecar_config_api_version
+            .as_deref()
+            .filter(|v| crate::render::known_api_version(v).is_none())
+        {
+            return Err(format!(
+                "sidecarConfigApiVersion `{version}` is not a config apiVersion this operator writes ({})",
+                eventplug_contract::ACCEPTED_API_VERSIONS.join(", ")
+            ));
+        }
         if settings.status_interval.0.is_zero() {
             return Err("statusInterval must be more than 0".into());
         }
@@ -179,5 +199,18 @@ registries: {'r:5000': {plainHttp: true}}
         let err = Settings::parse("policy: {allowedNamespaces: [a]}\nsidecarImage: x\nimage: y\n")
             .unwrap_err();
         assert!(err.contains("image"), "{err}");
+        let err = Settings::parse(
+            "policy: {allowedNamespaces: [a]}\nsidecarImage: x\nsidecarConfigApiVersion: eventplug.dev/v0\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("sidecarConfigApiVersion"), "{err}");
+        let upgrade = Settings::parse(
+            "policy: {allowedNamespaces: [a]}\nsidecarImage: x\nsidecarUpgrade: manual\nsidecarConfigApiVersion: eventplug.dev/v1alpha1\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            upgrade.sidecar_upgrade,
+            crate::upgrade::SidecarUpgrade::Manual
+        );
     }
 }

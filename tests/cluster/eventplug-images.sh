@@ -6,6 +6,9 @@
 #                    /etc/eventplug/config.yaml` by default, module cache in
 #                    /var/cache/eventplug/modules (mount an emptyDir at /var/cache/eventplug: the
 #                    cache makes its folder private, which it cannot do to a volume's root);
+#   - sidecar-previous: the same, with EVENTPLUG_READ_API_VERSIONS=eventplug.dev/v1alpha1 in
+#                    its environment: a sidecar that reads the config versions the previous
+#                    release reads, for upgrade tests (an operator N against a sidecar N−1);
 #   - event-handler: the event-handler stand-in (tests/stand-ins/event-handler, a static Go
 #                    binary) at /usr/local/bin/teleport-plugin, where the official chart runs it.
 # Tags are derived from the contents (the binary and its libraries; the stand-in's sources and
@@ -96,6 +99,7 @@ build_sidecar() {
   SIDECAR_TAG="$(_sidecar_tag)"
   SIDECAR_LAYOUT="$IMAGE_CACHE/sidecar-$SIDECAR_TAG/oci"
   SIDECAR_IMAGE="$REGISTRY/eventplug/sidecar:$SIDECAR_TAG"
+  SIDECAR_PREVIOUS_IMAGE="$REGISTRY/eventplug/sidecar-previous:$SIDECAR_TAG"
   [[ -f "$SIDECAR_LAYOUT/complete" ]] && return 0
   local started=$SECONDS work lib
   mkdir -p "$IMAGE_CACHE/sidecar-$SIDECAR_TAG"
@@ -127,6 +131,9 @@ build_sidecar() {
     --config.entrypoint /usr/local/bin/eventplug \
     --config.cmd serve --config.cmd --config --config.cmd /etc/eventplug/config.yaml \
     --config.exposedports 8888/tcp --config.exposedports 9090/tcp
+  # The previous release's config reading, on the same layers.
+  umoci config --image "$work/oci:sidecar" --tag sidecar-previous \
+    --config.env "EVENTPLUG_READ_API_VERSIONS=eventplug.dev/v1alpha1"
   umoci gc --layout "$work/oci"
   _install_layout "$work/oci" "$SIDECAR_LAYOUT"
   rm -rf --one-file-system "$work"
@@ -185,6 +192,7 @@ case "${1:-push}" in
     build_sidecar
     build_event_handler
     _push "$SIDECAR_LAYOUT" sidecar "$SIDECAR_IMAGE"
+    _push "$SIDECAR_LAYOUT" sidecar-previous "$SIDECAR_PREVIOUS_IMAGE"
     _push "$STANDIN_LAYOUT" event-handler "$STANDIN_IMAGE"
     ;;
   *)
@@ -193,4 +201,5 @@ case "${1:-push}" in
     ;;
 esac
 echo "sidecar=$SIDECAR_IMAGE"
+echo "sidecar-previous=$SIDECAR_PREVIOUS_IMAGE"
 echo "event-handler=$STANDIN_IMAGE"

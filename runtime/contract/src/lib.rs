@@ -21,10 +21,11 @@ pub use duration::{Duration, MAX_DURATION};
 pub use parse::from_yaml;
 pub use plugin::{FailurePolicy, MAX_NAME_BYTES, Mode, PluginLimits, PluginSettings};
 pub use sidecar::{
-    ACCEPTED_API_VERSIONS, API_VERSION, AdminConfig, DEFAULT_ADMIN_ADDRESS, DeliveryConfig,
-    EVENT_HANDLER_TIMEOUT, EmptySection, KIND, ListenConfig, LogFormat, LoggingConfig,
-    MAX_INSTANCES, MIN_RELOAD_INTERVAL, PoisonPolicy, RegistriesConfig, RegistryHost,
-    SidecarConfig, UpstreamConfig, url_path,
+    ACCEPTED_API_VERSIONS, API_VERSION, API_VERSION_V1ALPHA1, API_VERSION_V1ALPHA2, AdminConfig,
+    DEFAULT_ADMIN_ADDRESS, DeliveryConfig, EVENT_HANDLER_TIMEOUT, EmptySection, KIND,
+    KubernetesSource, ListenConfig, LogFormat, LoggingConfig, MAX_INSTANCES, MIN_RELOAD_INTERVAL,
+    PoisonPolicy, RegistriesConfig, RegistryHost, SidecarConfig, SourceConfig, UpstreamConfig,
+    url_path,
 };
 pub use status::{PluginStatus, StatusReport};
 pub use validation::ValidationError;

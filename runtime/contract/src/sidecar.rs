@@ -6,11 +6,16 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// The config `apiVersion` this sidecar writes and reads.
-pub const API_VERSION: &str = "eventplug.dev/v1alpha1";
-/// The versions this sidecar reads. v1alpha1 is the first; when the next version comes, the one
-/// before it stays in this list, so an operator and a sidecar one version apart work together.
-pub const ACCEPTED_API_VERSIONS: &[&str] = &[API_VERSION];
+/// The first config `apiVersion`.
+pub const API_VERSION_V1ALPHA1: &str = "eventplug.dev/v1alpha1";
+/// v1alpha1 and `source` (the sidecar reads its config through the Kubernetes API too).
+pub const API_VERSION_V1ALPHA2: &str = "eventplug.dev/v1alpha2";
+/// The config `apiVersion` this sidecar writes: the newest it reads.
+pub const API_VERSION: &str = API_VERSION_V1ALPHA2;
+/// The versions this sidecar reads, newest first. When a version comes, the one before it stays
+/// in this list, so an operator and a sidecar one version apart work together: the operator
+/// renders the newest version every running sidecar of a target reports reading.
+pub const ACCEPTED_API_VERSIONS: &[&str] = &[API_VERSION_V1ALPHA2, API_VERSION_V1ALPHA1];
 /// The config `kind`.
 pub const KIND: &str = "SidecarConfig";
 
@@ -70,6 +75,37 @@ pub struct SidecarConfig {
     /// Logging.
     #[serde(default)]
     pub logging: LoggingConfig,
+    /// Where newer copies of this config come from besides its file (v1alpha2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceConfig>,
+}
+
+/// Where newer copies of the config come from besides its file (which stays the start-up and
+/// fallback source): the operator sets it so a change reaches the sidecar in about a second,
+/// not when kubelet next refreshes the mounted file (a minute or more).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SourceConfig {
+    /// The Kubernetes objects the config and the plugin modules are read from, with the pod's
+    /// service-account token.
+    pub kubernetes: KubernetesSource,
+}
+
+/// The Kubernetes objects a sidecar reads (get and watch on exactly these names is all its
+/// service account may do).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubernetesSource {
+    /// Their namespace (the pod's).
+    pub namespace: String,
+    /// The Secret holding the config, watched.
+    pub secret: String,
+    /// The Secret's key holding the config.
+    pub key: String,
+    /// The ConfigMaps holding module chunks (`<digest>.wasm.<n>`), read when a module the config
+    /// names is not among the mounted files.
+    #[serde(default)]
+    pub module_config_maps: Vec<String>,
 }
 
 fn is_zero(value: &u64) -> bool {
@@ -346,9 +382,14 @@ impl SidecarConfig {
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-        let mut config =
-            Self::parse(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse_relative_to(&text, path.parent().unwrap_or(Path::new(".")))
+            .map_err(|e| format!("config {}: {e}", path.display()))
+    }
+
+    /// Parses and checks config text whose relative module and certificate paths are relative to
+    /// `base` (the folder of the file it came from, or stands for).
+    pub fn parse_relative_to(text: &str, base: &Path) -> Result<Self, ValidationError> {
+        let mut config = Self::parse(text)?;
         let rebase = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -404,6 +445,26 @@ impl SidecarConfig {
                     ACCEPTED_API_VERSIONS.join(", ")
                 ),
             ));
+        }
+        if self.source.is_some() && self.api_version == API_VERSION_V1ALPHA1 {
+            return Err(ValidationError::at(
+                "source",
+                format!(
+                    "needs apiVersion {API_VERSION_V1ALPHA2} (this config says {API_VERSION_V1ALPHA1})"
+                ),
+            ));
+        }
+        if let Some(source) = &self.source {
+            let k = &source.kubernetes;
+            for (key, value) in [
+                ("source.kubernetes.namespace", &k.namespace),
+                ("source.kubernetes.secret", &k.secret),
+                ("source.kubernetes.key", &k.key),
+            ] {
+                if value.is_empty() {
+                    return Err(ValidationError::at(key, "must not be empty"));
+                }
+            }
         }
         if self.kind != KIND {
             return Err(ValidationError::at(
@@ -740,7 +801,7 @@ mod tests {
 
     /// Every documented key (docs/sidecar.md), set to a value other than its default.
     const EVERY_KEY: &str = r#"
-apiVersion: eventplug.dev/v1alpha1
+apiVersion: eventplug.dev/v1alpha2
 kind: SidecarConfig
 revision: 42
 listen:
@@ -806,7 +867,26 @@ teleport: {}
 alerts: {}
 logging:
   format: json
+source:
+  kubernetes:
+    namespace: teleport
+    secret: eh-eventplug
+    key: config.yaml
+    moduleConfigMaps: [eh-eventplug-modules-0, eh-eventplug-modules-1]
 "#;
+
+    #[test]
+    fn source_needs_v1alpha2_and_names_its_objects() {
+        let v1 = EVERY_KEY.replace("eventplug.dev/v1alpha2", "eventplug.dev/v1alpha1");
+        let err = SidecarConfig::parse(&v1).unwrap_err().to_string();
+        assert!(err.contains("source") && err.contains("v1alpha2"), "{err}");
+        let empty = EVERY_KEY.replace("secret: eh-eventplug", "secret: ''");
+        let err = SidecarConfig::parse(&empty).unwrap_err().to_string();
+        assert!(err.contains("source.kubernetes.secret"), "{err}");
+        // The previous version still reads as before.
+        let config = SidecarConfig::parse(MINIMAL).expect("v1alpha1 reads");
+        assert_eq!(config.api_version, API_VERSION_V1ALPHA1);
+    }
 
     #[test]
     fn every_documented_key_renders_and_parses_back_to_the_same_value() {

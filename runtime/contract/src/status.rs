@@ -28,6 +28,10 @@ pub struct PluginStatus {
 pub struct StatusReport {
     /// The `apiVersion` of the config running.
     pub api_version: String,
+    /// The config `apiVersion`s this sidecar reads, newest first (empty from a sidecar older
+    /// than this field: it reads `api_version`).
+    #[serde(default)]
+    pub accepted_api_versions: Vec<String>,
     /// `sha256:<hex>` of the config file's bytes.
     pub config_hash: String,
     /// Configs applied since start (1 for the first).
@@ -53,6 +57,21 @@ pub struct StatusReport {
     pub version: String,
 }
 
+impl StatusReport {
+    /// The config `apiVersion`s this sidecar reads (a report from before the list: the version of
+    /// the config it runs).
+    pub fn reads(&self) -> Vec<&str> {
+        if self.accepted_api_versions.is_empty() {
+            vec![self.api_version.as_str()]
+        } else {
+            self.accepted_api_versions
+                .iter()
+                .map(String::as_str)
+                .collect()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,6 +80,7 @@ mod tests {
     fn the_report_reads_back_from_its_json() {
         let report = StatusReport {
             api_version: crate::API_VERSION.into(),
+            accepted_api_versions: vec![crate::API_VERSION.into()],
             config_hash: "sha256:00".into(),
             generation: 3,
             revision: 7,

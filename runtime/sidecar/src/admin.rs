@@ -121,6 +121,7 @@ async fn handle(
                 return refusal.response();
             }
             let mut report = live.status();
+            report.accepted_api_versions = sidecar.reads().to_vec();
             if let Some(refusal) = sidecar.upstream_refusal() {
                 report.ready = false;
                 report.upstream_refused = Some(refusal);

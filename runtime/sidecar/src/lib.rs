@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+mod api_source;
 mod connection;
 mod effects;
 mod ingest;
@@ -53,18 +54,44 @@ pub struct Sidecar {
     cache: Arc<VerdictCache>,
     draining: AtomicBool,
     config_path: PathBuf,
+    /// The copy of the config (and its modules) read through the Kubernetes API.
+    mirror: api_source::Mirror,
+    /// The config `apiVersion`s this sidecar reads.
+    reads: Vec<String>,
+    /// Where the API source runs, once a config asks for it.
+    runtime: tokio::runtime::Handle,
+    /// The API source followed (the first a config names; a change takes effect at the next start).
+    following: Mutex<Option<eventplug_contract::KubernetesSource>>,
+    /// Notified when the API source copied a new config.
+    changed: Arc<tokio::sync::Notify>,
     fingerprint: Mutex<String>,
     /// Set while the upstream refuses the sidecar itself (401, 403, 404); cleared by its next 200
     /// or a new upstream client.
     upstream_refusal: Mutex<Option<String>>,
 }
 
-/// What identifies the config on disk: the file's bytes, and the size and time of every file it
-/// names (plugin modules, and the upstream certificates, which a Secret update rotates).
-fn fingerprint(config_path: &Path, config: Option<&SidecarConfig>) -> String {
-    let mut text = std::fs::read(config_path)
-        .map(|b| module_digest(&b))
-        .unwrap_or_default();
+/// The environment variable that limits the config `apiVersion`s a sidecar reads (comma
+/// separated, each one it knows): to rehearse an upgrade with a sidecar that reads what the
+/// previous release reads.
+pub const READ_API_VERSIONS_ENV: &str = "EVENTPLUG_READ_API_VERSIONS";
+
+/// What identifies the config on disk: the bytes of the file and of the API source's copy, and
+/// the size and time of every file it names (plugin modules, and the upstream certificates, which
+/// a Secret update rotates).
+fn fingerprint(
+    sources: &[PathBuf],
+    mirror_modules: &Path,
+    config: Option<&SidecarConfig>,
+) -> String {
+    let mut text = sources
+        .iter()
+        .map(|path| {
+            std::fs::read(path)
+                .map(|b| module_digest(&b))
+                .unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join("|");
     let Some(config) = config else { return text };
     let upstream = &config.upstream;
     let files = config.plugins.iter().map(|p| &p.module).chain(
@@ -77,7 +104,12 @@ fn fingerprint(config_path: &Path, config: Option<&SidecarConfig>) -> String {
         .plugins
         .iter()
         .filter(|p| !p.module.exists())
-        .flat_map(|p| module_source::chunk_files(&p.module))
+        .flat_map(|p| {
+            let mirrored = p.module.file_name().map(|name| mirror_modules.join(name));
+            let mut files = module_source::chunk_files(&p.module);
+            files.extend(mirrored.iter().flat_map(|m| module_source::chunk_files(m)));
+            files
+        })
         .collect();
     for file in files.chain(chunks.iter()) {
         if let Ok(meta) = std::fs::metadata(file) {
@@ -105,9 +137,19 @@ impl Sidecar {
         config_path: &Path,
         runtime: &tokio::runtime::Handle,
     ) -> Result<Arc<Self>, String> {
-        let config = SidecarConfig::load(config_path)?;
         let engine =
             PluginEngine::new(EngineSettings::with_default_cache()).map_err(|e| e.to_string())?;
+        let mirror = api_source::Mirror::new(
+            engine
+                .settings()
+                .cache_dir
+                .as_deref()
+                .map(|d| d.join("api"))
+                .unwrap_or_else(|| std::env::temp_dir().join("eventplug-api")),
+        );
+        let reads = read_api_versions(std::env::var(READ_API_VERSIONS_ENV).ok().as_deref())?;
+        let (config, _, _) =
+            load_newest(&[config_path.to_path_buf(), mirror.config_file()], &reads)?;
         let cache = Arc::new(VerdictCache::new(
             config.delivery.verdict_cache_entries,
             config.delivery.verdict_cache_ttl.get(),
@@ -132,12 +174,35 @@ impl Sidecar {
             cache,
             draining: AtomicBool::new(false),
             config_path: config_path.to_path_buf(),
+            mirror,
+            reads,
+            runtime: runtime.clone(),
+            following: Mutex::new(None),
+            changed: Arc::new(tokio::sync::Notify::new()),
             fingerprint: Mutex::new(String::new()),
             upstream_refusal: Mutex::new(None),
         });
-        let print = fingerprint(config_path, Some(&config));
-        sidecar.apply(config, print)?;
+        let (config, print, hash, source) = sidecar.load()?;
+        sidecar.apply(config, print, hash, source)?;
         Ok(sidecar)
+    }
+
+    /// The config files, mounted first, then the API source's copy.
+    fn sources(&self) -> [PathBuf; 2] {
+        [self.config_path.clone(), self.mirror.config_file()]
+    }
+
+    /// The newest valid config of the sources, its fingerprint, its hash and which source it
+    /// came from (`file` or `api`).
+    fn load(&self) -> Result<(SidecarConfig, String, String, &'static str), String> {
+        let (config, path, hash) = load_newest(&self.sources(), &self.reads)?;
+        let print = fingerprint(&self.sources(), &self.mirror.modules_dir(), Some(&config));
+        let source = if path == self.config_path {
+            "file"
+        } else {
+            "api"
+        };
+        Ok((config, print, hash, source))
     }
 
     /// The current state.
@@ -160,6 +225,11 @@ impl Sidecar {
             .unwrap_or_else(|p| p.into_inner()) = reason;
     }
 
+    /// The config `apiVersion`s this sidecar reads, newest first.
+    pub fn reads(&self) -> &[String] {
+        &self.reads
+    }
+
     /// Whether SIGTERM was received.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
@@ -169,14 +239,17 @@ impl Sidecar {
     /// applied; an invalid config is reported and the running one kept.
     pub fn reload_if_changed(&self) -> Result<bool, String> {
         let current = self.live();
-        let print = fingerprint(&self.config_path, Some(&current.config));
+        let print = fingerprint(
+            &self.sources(),
+            &self.mirror.modules_dir(),
+            Some(&current.config),
+        );
         if *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) == print {
             return Ok(false);
         }
-        let outcome = SidecarConfig::load(&self.config_path).and_then(|config| {
-            let print = fingerprint(&self.config_path, Some(&config));
-            self.apply(config, print)
-        });
+        let outcome = self
+            .load()
+            .and_then(|(config, print, hash, source)| self.apply(config, print, hash, source));
         match &outcome {
             Ok(()) => self.metrics.reload("applied"),
             Err(error) => {
@@ -189,8 +262,24 @@ impl Sidecar {
         outcome.map(|()| true)
     }
 
-    fn apply(&self, config: SidecarConfig, print: String) -> Result<(), String> {
+    fn apply(
+        &self,
+        config: SidecarConfig,
+        print: String,
+        hash: String,
+        source: &'static str,
+    ) -> Result<(), String> {
         let previous = self.live();
+        if previous.generation > 0
+            && config.revision == previous.config.revision
+            && hash == previous.config_hash
+            && previous.statuses.iter().all(|s| s.loaded)
+        {
+            // The same config from the other source (the API's copy, then kubelet's), every plugin
+            // of it loaded: nothing to do.
+            *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) = print;
+            return Ok(());
+        }
         if previous.generation > 0 && config.revision < previous.config.revision {
             return Err(format!(
                 "config revision {} is older than the running revision {}: not applied",
@@ -226,9 +315,11 @@ impl Sidecar {
             );
         }
         let running: Vec<_> = previous.pipeline.plugins().cloned().collect();
+        let mirror_modules = self.mirror.modules_dir();
         let sources = module_source::ModuleSources::new(
             &config.registries,
             self.engine.settings().cache_dir.as_deref(),
+            Some(&mirror_modules),
         );
         let applied = plugin_set::apply(
             &self.engine,
@@ -319,9 +410,7 @@ impl Sidecar {
         let live = Live {
             plugin_names: live::plugin_names(&pipeline),
             routes: Routes::new(&config)?,
-            config_hash: std::fs::read(&self.config_path)
-                .map(|b| module_digest(&b))
-                .unwrap_or_default(),
+            config_hash: hash,
             config,
             generation,
             pipeline,
@@ -336,11 +425,114 @@ impl Sidecar {
         self.metrics
             .module_cache_bytes
             .set(i64::try_from(self.engine.disk_cache_bytes()).unwrap_or(i64::MAX));
-        tracing::info!(generation, config_hash = %live.config_hash, ready = live.blocked.is_none(), "config applied");
+        tracing::info!(generation, revision = live.config.revision, config_hash = %live.config_hash, ready = live.blocked.is_none(), "config applied");
+        self.follow(live.config.source.as_ref());
+        self.metrics
+            .configs_applied
+            .get_or_create(&metrics::SourceLabel { source })
+            .inc();
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
         *self.fingerprint.lock().unwrap_or_else(|p| p.into_inner()) = print;
         Ok(())
     }
+}
+
+impl Sidecar {
+    /// Starts the API source the first time a config names one.
+    fn follow(&self, source: Option<&eventplug_contract::SourceConfig>) {
+        let Some(source) = source else { return };
+        let mut following = self.following.lock().unwrap_or_else(|p| p.into_inner());
+        match &*following {
+            Some(running) if *running != source.kubernetes => {
+                tracing::warn!("source.kubernetes changes take effect at the next start");
+            }
+            Some(_) => {}
+            None => {
+                *following = Some(source.kubernetes.clone());
+                self.runtime.spawn(api_source::follow(
+                    source.kubernetes.clone(),
+                    self.mirror.clone(),
+                    self.changed.clone(),
+                ));
+            }
+        }
+    }
+}
+
+/// The config `apiVersion`s a sidecar reads: every one it knows, or those `limit` names.
+fn read_api_versions(limit: Option<&str>) -> Result<Vec<String>, String> {
+    let known = eventplug_contract::ACCEPTED_API_VERSIONS;
+    let Some(limit) = limit.filter(|l| !l.trim().is_empty()) else {
+        return Ok(known.iter().map(|v| v.to_string()).collect());
+    };
+    let mut reads = Vec::new();
+    for version in limit.split(',').map(str::trim) {
+        if !known.contains(&version) {
+            return Err(format!(
+                "{READ_API_VERSIONS_ENV}: `{version}` is not a config apiVersion this sidecar knows ({})",
+                known.join(", ")
+            ));
+        }
+        reads.push(version.to_string());
+    }
+    Ok(reads)
+}
+
+/// The newest config of `sources` by `revision` (a later source wins a tie), with the source it
+/// came from and the sha256 of its bytes. A missing or invalid source is passed over while another
+/// is valid; when none is, the first one's error is returned.
+fn load_newest(
+    sources: &[PathBuf],
+    reads: &[String],
+) -> Result<(SidecarConfig, PathBuf, String), String> {
+    // Every source is a copy of the first: relative paths are relative to its folder.
+    let base = sources
+        .first()
+        .and_then(|p| p.parent())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let mut newest: Option<(SidecarConfig, PathBuf, String)> = None;
+    let mut first_error = None;
+    for (index, path) in sources.iter().enumerate() {
+        let loaded = std::fs::read(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|bytes| {
+                let text = String::from_utf8(bytes.clone())
+                    .map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
+                let config = SidecarConfig::parse_relative_to(&text, &base)
+                    .map_err(|e| format!("config {}: {e}", path.display()))?;
+                if !reads.contains(&config.api_version) {
+                    return Err(format!(
+                        "{}: apiVersion `{}` is not one this sidecar reads ({}; {READ_API_VERSIONS_ENV} limits them)",
+                        path.display(),
+                        config.api_version,
+                        reads.join(", ")
+                    ));
+                }
+                Ok((config, module_digest(&bytes)))
+            });
+        match loaded {
+            Ok((config, hash)) => {
+                if newest
+                    .as_ref()
+                    .is_none_or(|(best, _, _)| config.revision >= best.revision)
+                {
+                    newest = Some((config, path.clone(), hash));
+                }
+            }
+            // The API source's copy is optional: its absence is no error.
+            Err(_) if index > 0 && !path.exists() => {}
+            Err(error) => {
+                if first_error.is_none() {
+                    first_error = Some(error.clone());
+                }
+                if index > 0 {
+                    tracing::warn!(%error, "the API source's copy of the config is refused");
+                }
+            }
+        }
+    }
+    newest.ok_or_else(|| first_error.unwrap_or_else(|| "no config".into()))
 }
 
 /// What the upstream client is made of: its settings and the certificate files' size and time.
@@ -541,12 +733,87 @@ async fn accept_failed(error: &std::io::Error) {
 async fn reload_loop(sidecar: Arc<Sidecar>) {
     loop {
         let interval = sidecar.live().config.delivery.reload_interval;
-        tokio::time::sleep(interval.get()).await;
+        tokio::select! {
+            () = tokio::time::sleep(interval.get()) => {}
+            () = sidecar.changed.notified() => {}
+        }
         let checking = sidecar.clone();
         match tokio::task::spawn_blocking(move || checking.reload_if_changed()).await {
             Ok(Ok(true)) => tracing::info!("config reloaded"),
             Ok(Ok(false)) | Ok(Err(_)) => {}
             Err(error) => tracing::error!(%error, "reload task failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "kind: SidecarConfig\nupstream:\n  auditUrl: http://127.0.0.1:9/a.log\n";
+
+    fn config(api_version: &str, revision: u64) -> String {
+        format!("apiVersion: {api_version}\nrevision: {revision}\n{CONFIG}")
+    }
+
+    fn files(dir: &Path, file: Option<&str>, api: Option<&str>) -> Vec<PathBuf> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir.join("api")).expect("dir");
+        let paths = vec![dir.join("config.yaml"), dir.join("api/config.yaml")];
+        for (path, text) in paths.iter().zip([file, api]) {
+            if let Some(text) = text {
+                std::fs::write(path, text).expect("write");
+            }
+        }
+        paths
+    }
+
+    #[test]
+    fn the_newer_source_wins_and_neither_goes_back() {
+        let dir = std::env::temp_dir().join(format!("eventplug-sources-{}", std::process::id()));
+        let reads = read_api_versions(None).expect("all");
+        let v2 = eventplug_contract::API_VERSION_V1ALPHA2;
+        // The API's copy is newer: it wins.
+        let paths = files(&dir, Some(&config(v2, 3)), Some(&config(v2, 4)));
+        let (config_4, from, _) = load_newest(&paths, &reads).expect("loads");
+        assert_eq!((config_4.revision, from), (4, paths[1].clone()));
+        // kubelet's copy is newer (the API copy is from before a restart): it wins.
+        let paths = files(&dir, Some(&config(v2, 5)), Some(&config(v2, 4)));
+        let (config_5, from, _) = load_newest(&paths, &reads).expect("loads");
+        assert_eq!((config_5.revision, from), (5, paths[0].clone()));
+        // No API copy: the file. A broken API copy: the file, too.
+        let paths = files(&dir, Some(&config(v2, 5)), None);
+        assert_eq!(load_newest(&paths, &reads).expect("loads").0.revision, 5);
+        let paths = files(&dir, Some(&config(v2, 5)), Some("apiVersion: [oops"));
+        assert_eq!(load_newest(&paths, &reads).expect("loads").0.revision, 5);
+        // A broken file and no API copy: the file's error.
+        let paths = files(&dir, Some("kind: nothing"), None);
+        let error = load_newest(&paths, &reads).expect_err("nothing valid");
+        assert!(error.contains("config.yaml"), "{error}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_sidecar_limited_to_v1alpha1_refuses_v1alpha2() {
+        let dir = std::env::temp_dir().join(format!("eventplug-versions-{}", std::process::id()));
+        let v1 = eventplug_contract::API_VERSION_V1ALPHA1;
+        let v2 = eventplug_contract::API_VERSION_V1ALPHA2;
+        let reads = read_api_versions(Some(v1)).expect("known");
+        assert_eq!(reads, [v1]);
+        let paths = files(&dir, Some(&config(v2, 1)), None);
+        let error = load_newest(&paths, &reads).expect_err("refused");
+        assert!(error.contains("not one this sidecar reads"), "{error}");
+        let paths = files(&dir, Some(&config(v1, 1)), None);
+        assert_eq!(
+            load_newest(&paths, &reads)
+                .expect("reads v1alpha1")
+                .0
+                .api_version,
+            v1
+        );
+        let unknown = read_api_versions(Some("eventplug.dev/v9")).expect_err("unknown");
+        assert!(unknown.contains(READ_API_VERSIONS_ENV), "{unknown}");
+        assert_eq!(read_api_versions(None).expect("all"), [v2, v1]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

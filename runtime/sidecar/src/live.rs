@@ -101,6 +101,7 @@ impl Live {
     pub fn status(&self) -> StatusReport {
         StatusReport {
             api_version: self.config.api_version.clone(),
+            accepted_api_versions: Vec::new(),
             config_hash: self.config_hash.clone(),
             generation: self.generation,
             revision: self.config.revision,

@@ -109,6 +109,13 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+/// `{source}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    /// `file` (the mounted config) or `api` (the copy read through the Kubernetes API).
+    pub source: &'static str,
+}
+
 /// `{kind, mode}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EffectLabels {
@@ -183,6 +190,8 @@ pub struct Metrics {
     pub effect_deliveries: Family<EffectDeliveryLabels, Counter>,
     /// Config reloads by outcome.
     pub reloads: Family<OutcomeLabel, Counter>,
+    /// Configs applied, by the source they were read from.
+    pub configs_applied: Family<SourceLabel, Counter>,
     /// 1 when a plugin's configured version runs, 0 when it failed to load.
     pub plugin_loaded: Family<PluginDigestLabels, Gauge>,
     /// Configs applied since start.
@@ -280,6 +289,11 @@ impl Metrics {
             reloads: add.metric(
                 "eventplug_reloads",
                 "Config reloads by outcome",
+                Family::default(),
+            ),
+            configs_applied: add.metric(
+                "eventplug_configs_applied",
+                "Configs applied, by the source they were read from (file: the mounted config; api: the copy read through the Kubernetes API)",
                 Family::default(),
             ),
             plugin_loaded: add.metric(

@@ -15,6 +15,8 @@ pub struct ModuleSources {
     credentials_error: Option<String>,
     /// Where modules delivered in chunks are joined.
     joined: std::path::PathBuf,
+    /// Where chunks read through the Kubernetes API are kept (`api_source`).
+    mirror: Option<std::path::PathBuf>,
 }
 
 /// The most chunks one module is delivered in.
@@ -22,7 +24,12 @@ const MAX_CHUNKS: usize = 256;
 
 impl ModuleSources {
     /// Sources for `config`; the cache defaults to `oci/` in the engine's module cache folder.
-    pub fn new(config: &RegistriesConfig, engine_cache: Option<&Path>) -> Self {
+    /// Chunks missing from a module's folder are looked for in `mirror` too.
+    pub fn new(
+        config: &RegistriesConfig,
+        engine_cache: Option<&Path>,
+        mirror: Option<&Path>,
+    ) -> Self {
         let (credentials, credentials_error) = match &config.pull_secret {
             None => (Credentials::anonymous(), None),
             Some(path) => match Credentials::from_path(path) {
@@ -51,6 +58,7 @@ impl ModuleSources {
             .unwrap_or_else(|| std::env::temp_dir().join("eventplug-joined"));
         Self {
             joined,
+            mirror: mirror.map(Path::to_path_buf),
             registry: Registry::new(RegistrySettings {
                 hosts,
                 credentials,
@@ -102,14 +110,21 @@ impl ModuleSources {
 
     /// A module file that is not there but whose chunks are (`<file>.0`, `<file>.1`, …: the
     /// operator's module ConfigMaps, each under the API server's object size limit, mounted into
-    /// one folder): joined in order, checked against the pinned `digest` (required for chunks), and
-    /// loaded from the joined copy. Any other module is unchanged.
+    /// one folder, or copied through the API into the mirror folder): joined in order, checked
+    /// against the pinned `digest` (required for chunks), and loaded from the joined copy. The
+    /// mounted chunks are tried first, then the mirror's. Any other module is unchanged.
     fn join_chunks<'a>(
         &self,
         settings: &'a PluginSettings,
     ) -> Result<Cow<'a, PluginSettings>, String> {
-        let first = chunk_path(&settings.module, 0);
-        if settings.module.exists() || !first.exists() {
+        if settings.module.exists() {
+            return Ok(Cow::Borrowed(settings));
+        }
+        let candidates: Vec<std::path::PathBuf> = std::iter::once(settings.module.clone())
+            .chain(self.mirror_path(&settings.module))
+            .filter(|module| chunk_path(module, 0).exists())
+            .collect();
+        if candidates.is_empty() {
             return Ok(Cow::Borrowed(settings));
         }
         let digest = settings.digest.as_deref().ok_or_else(|| {
@@ -118,34 +133,36 @@ impl ModuleSources {
                 settings.module.display()
             )
         })?;
-        let chunks = chunk_files(&settings.module);
-        if chunks.len() > MAX_CHUNKS {
-            return Err(format!(
-                "module {} comes in more than {MAX_CHUNKS} chunks",
-                settings.module.display()
-            ));
+        let mut failure = String::new();
+        for module in &candidates {
+            match join_module(module, digest) {
+                Ok(bytes) => {
+                    return self.keep_joined(settings, &digest.to_ascii_lowercase(), &bytes);
+                }
+                Err(error) if failure.is_empty() => failure = error,
+                Err(_) => {}
+            }
         }
-        let mut bytes = Vec::new();
-        for chunk in &chunks {
-            let part = std::fs::read(chunk)
-                .map_err(|error| format!("cannot read {}: {error}", chunk.display()))?;
-            bytes.extend_from_slice(&part);
-        }
-        let joined_digest = eventplug_runtime::engine::module_digest(&bytes);
-        if !joined_digest.eq_ignore_ascii_case(digest) {
-            // A ConfigMap update in flight shows old and new chunks side by side: the next reload
-            // sees them settled.
-            return Err(format!(
-                "the chunks of module {} join to {joined_digest}, not the pinned {digest} (an update may be in flight; it is tried again at the next reload)",
-                settings.module.display()
-            ));
-        }
+        Err(failure)
+    }
+
+    /// Where the mirror keeps the chunks of `module`.
+    fn mirror_path(&self, module: &Path) -> Option<std::path::PathBuf> {
+        Some(self.mirror.as_ref()?.join(module.file_name()?))
+    }
+
+    fn keep_joined<'a>(
+        &self,
+        settings: &'a PluginSettings,
+        joined_digest: &str,
+        bytes: &[u8],
+    ) -> Result<Cow<'a, PluginSettings>, String> {
         private_dir(&self.joined)?;
         let path = self
             .joined
             .join(format!("{}.wasm", joined_digest.replace(':', "-")));
         let partial = path.with_extension("partial");
-        std::fs::write(&partial, &bytes)
+        std::fs::write(&partial, bytes)
             .and_then(|()| std::fs::rename(&partial, &path))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         let mut joined = settings.clone();
@@ -154,9 +171,36 @@ impl ModuleSources {
     }
 }
 
+/// The bytes of the module delivered as `module` in chunks, when they join to `digest`.
+pub(crate) fn join_module(module: &Path, digest: &str) -> Result<Vec<u8>, String> {
+    let chunks = chunk_files(module);
+    if chunks.len() > MAX_CHUNKS {
+        return Err(format!(
+            "module {} comes in more than {MAX_CHUNKS} chunks",
+            module.display()
+        ));
+    }
+    let mut bytes = Vec::new();
+    for chunk in &chunks {
+        let part = std::fs::read(chunk)
+            .map_err(|error| format!("cannot read {}: {error}", chunk.display()))?;
+        bytes.extend_from_slice(&part);
+    }
+    let joined_digest = eventplug_runtime::engine::module_digest(&bytes);
+    if !joined_digest.eq_ignore_ascii_case(digest) {
+        // A ConfigMap update in flight shows old and new chunks side by side: the next reload
+        // sees them settled.
+        return Err(format!(
+            "the chunks of module {} join to {joined_digest}, not the pinned {digest} (an update may be in flight; it is tried again at the next reload)",
+            module.display()
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Creates `dir` readable by this user only, or checks that it is: joined modules are executable
 /// code, so no one else may place or swap files there.
-fn private_dir(dir: &Path) -> Result<(), String> {
+pub(crate) fn private_dir(dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     let refuse = |why: String| format!("cannot keep joined modules in {}: {why}", dir.display());
     match std::fs::DirBuilder::new()

@@ -312,6 +312,10 @@ pub struct EventplugImages {
     /// The sidecar: the release `eventplug` binary, running as uid/gid 65532, `eventplug serve
     /// --config /etc/eventplug/config.yaml` by default.
     pub sidecar: String,
+    /// The same sidecar limited to the config apiVersions the previous release reads
+    /// (`EVENTPLUG_READ_API_VERSIONS=eventplug.dev/v1alpha1` in the image's environment): the
+    /// N−1 sidecar of upgrade tests.
+    pub sidecar_previous: String,
     /// The event-handler stand-in at `/usr/local/bin/teleport-plugin`, as the official chart runs
     /// event-handler.
     pub event_handler: String,
@@ -377,6 +381,7 @@ impl EventplugImages {
         };
         Ok(EventplugImages {
             sidecar: name("sidecar")?,
+            sidecar_previous: name("sidecar-previous")?,
             event_handler: name("event-handler")?,
         })
     }

@@ -10,14 +10,15 @@
 use std::time::{Duration, Instant};
 
 use eventplug_harness::event_handler::{
-    APP, EVENT_HANDLER, PLUGIN_DIR, SIDECAR, create, object, the_pod, uid, uid_of, wait_delivered,
+    APP, EVENT_HANDLER, PLUGIN_DIR, SIDECAR, admin_get, create, object, pod_ip, the_pod, uid,
+    uid_of, wait_delivered,
 };
 use eventplug_harness::operator_process::{
     Operator, READY, apply_plugin, chart_deployment, condition, containers, event_plugin,
     marking_plugin, operator_scene, push, replica_sets, wait_condition,
 };
 use eventplug_operator::crd::EventPlugin;
-use eventplug_operator::{inject, webhook};
+use eventplug_operator::{identity, inject, webhook};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
@@ -186,6 +187,109 @@ async fn an_event_plugin_is_injected_runs_changes_without_a_rollout_and_is_remov
     eprintln!(
         "EventPlugin Ready {ready_after:?} after the Deployment was scaled up (one pod start); a second plugin running in the same pod {live_after:?} after it was applied"
     );
+
+    // The change came through the API (the sidecar follows its Secret with its own token), not
+    // kubelet's refresh of the mounted file; the token is the sidecar's alone.
+    let pods: Api<Pod> = ns.api();
+    let running = match pods.get(&pod).await {
+        Ok(p) => p,
+        Err(e) => panic!("reading pod {pod}: {e}"),
+    };
+    let (code, metrics) = match admin_get(&pod_ip(&running), "/metrics", None).await {
+        Ok(answer) => answer,
+        Err(e) => panic!("the sidecar's /metrics: {e}"),
+    };
+    assert_eq!(code, 200, "{metrics}");
+    let from_api = metrics
+        .lines()
+        .find(|l| l.starts_with(r#"eventplug_configs_applied_total{source="api"}"#))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        from_api >= 1,
+        "no config was applied from the API source:\n{metrics}"
+    );
+    let spec = running.spec.clone().unwrap_or_default();
+    let token_mount = |container: &str| -> Option<String> {
+        spec.containers
+            .iter()
+            .find(|c| c.name == container)
+            .and_then(|c| c.volume_mounts.as_ref())
+            .and_then(|m| m.iter().find(|m| m.mount_path == identity::TOKEN_DIR))
+            .map(|m| m.name.clone())
+    };
+    assert_eq!(token_mount(SIDECAR).as_deref(), Some("eventplug-api-token"));
+    assert_ne!(
+        token_mount(EVENT_HANDLER).as_deref(),
+        Some("eventplug-api-token")
+    );
+    let account = identity::service_account_name(APP);
+    let secrets: Api<Secret> = ns.api();
+    match secrets.get(&identity::token_secret_name(APP)).await {
+        Ok(token) => assert_eq!(
+            token
+                .annotations()
+                .get("kubernetes.io/service-account.name"),
+            Some(&account)
+        ),
+        Err(e) => panic!("the sidecar's token Secret: {e}"),
+    }
+    // The operator counts what it asks of the API server.
+    let operator_metrics = operator.metrics().await;
+    let count = |method: &str| -> u64 {
+        operator_metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "eventplug_operator_api_requests_total{{method=\"{method}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        count("GET") > 0 && count("PATCH") > 0,
+        "API requests not counted:\n{operator_metrics}"
+    );
+    // Its Role: the target's config Secret and module ConfigMaps by name, nothing else (asked of
+    // the API server's own authorizer, as the sidecar's ServiceAccount).
+    let subject = format!("system:serviceaccount:{}:{account}", ns.name());
+    let can = |verb: &str, resource: &str| -> bool {
+        let output = std::process::Command::new("kubectl")
+            .args([
+                "auth",
+                "can-i",
+                verb,
+                resource,
+                "-n",
+                ns.name(),
+                "--as",
+                &subject,
+            ])
+            .output();
+        match output {
+            Ok(o) => String::from_utf8_lossy(&o.stdout).trim() == "yes",
+            Err(e) => panic!("kubectl auth can-i: {e}"),
+        }
+    };
+    let config_secret = format!("secret/{}", inject::secret_name(APP));
+    let modules_0 = format!("configmap/{}", inject::modules_config_map_name(APP, 0));
+    assert!(can("get", &config_secret) && can("watch", &config_secret));
+    assert!(can("get", &modules_0));
+    for (verb, resource) in [
+        (
+            "get",
+            format!("secret/{}", identity::token_secret_name(APP)),
+        ),
+        ("list", "secrets".to_string()),
+        ("update", config_secret.clone()),
+        ("get", "configmap/unrelated".to_string()),
+        ("get", "pods".to_string()),
+    ] {
+        assert!(!can(verb, &resource), "the sidecar may {verb} {resource}");
+    }
 
     // The webhook: a pod of the target without the sidecar is refused, naming why; a pod of no
     // target is not (both as dry runs: admission runs, nothing is created).
@@ -885,4 +989,184 @@ async fn two_replicas_one_leads_and_the_other_takes_over() {
             },
         )
         .await;
+}
+
+/// The sidecar image of a Deployment's pod template.
+fn sidecar_image(deployment: &Deployment) -> Option<String> {
+    deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.iter().find(|c| c.name == SIDECAR))
+        .and_then(|c| c.image.clone())
+}
+
+/// The `apiVersion` of the config the operator rendered for target `name`.
+async fn rendered_api_version(ns: &eventplug_harness::TestNamespace, name: &str) -> String {
+    let secrets: Api<Secret> = ns.api();
+    let secret = match secrets.get(&inject::secret_name(name)).await {
+        Ok(s) => s,
+        Err(e) => panic!("the config Secret of {name}: {e}"),
+    };
+    let text = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(inject::CONFIG_KEY))
+        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+        .unwrap_or_default();
+    match eventplug_contract::SidecarConfig::parse(&text) {
+        Ok(config) => config.api_version,
+        Err(e) => panic!("the config of {name} does not parse: {e}\n{text}"),
+    }
+}
+
+#[tokio::test]
+async fn an_upgraded_operator_renders_what_older_sidecars_read_and_rolls_one_target_at_a_time() {
+    const N: usize = 5;
+    let (ns, images, fluentd) = operator_scene("operator-upgrade").await;
+    let (reference, _) = push(&ns, "mark", "v1", marking_plugin("marked")).await;
+    let deployments: Api<Deployment> = ns.api();
+    let targets = ["eh-a", "eh-b"];
+    for target in targets {
+        create(
+            &deployments,
+            &chart_deployment(target, &images.event_handler, 0, N, APP),
+        )
+        .await;
+    }
+    let plugins: Api<EventPlugin> = ns.api();
+    let v1 = eventplug_contract::API_VERSION_V1ALPHA1;
+    let v2 = eventplug_contract::API_VERSION_V1ALPHA2;
+
+    // The previous release: its sidecar reads v1alpha1 only, and its operator rendered that.
+    let previous = Operator::start_with(
+        &ns,
+        &images.sidecar_previous,
+        &format!("sidecarConfigApiVersion: {v1}\n"),
+    );
+    for target in targets {
+        apply_plugin(
+            &plugins,
+            &event_plugin(
+                &format!("mark-{target}"),
+                json!({"module": {"reference": reference}, "target": {"deployment": target}}),
+            ),
+        )
+        .await;
+    }
+    // Scaled up once injected, so that no pod ever ran without the plugin.
+    for target in targets {
+        wait_condition(
+            &plugins,
+            &previous,
+            &format!("mark-{target}"),
+            "Injected",
+            "True",
+            None,
+            READY,
+        )
+        .await;
+        let scale = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": target}, "spec": {"replicas": 1}});
+        if let Err(e) = deployments
+            .patch(
+                target,
+                &PatchParams::apply("eventplug-tests").force(),
+                &Patch::Apply(scale),
+            )
+            .await
+        {
+            panic!("scaling {target} to 1: {e}");
+        }
+    }
+    for target in targets {
+        wait_condition(
+            &plugins,
+            &previous,
+            &format!("mark-{target}"),
+            "Ready",
+            "True",
+            None,
+            READY,
+        )
+        .await;
+        assert_eq!(rendered_api_version(&ns, target).await, v1);
+    }
+    drop(previous);
+
+    // This release's operator: one target rolls to its sidecar image while the other keeps the
+    // older one, says so, and is still given the config version its sidecars read.
+    let operator = Operator::start(&ns, &images.sidecar);
+    let (first, second) = operator
+        .wait(
+            "one target rolling while the other waits its turn",
+            READY,
+            || async {
+                let mut images_now = Vec::new();
+                for target in targets {
+                    images_now.push(sidecar_image(&deployments.get(target).await?));
+                }
+                let rolled: Vec<usize> = (0..2)
+                    .filter(|i| images_now[*i].as_deref() == Some(images.sidecar.as_str()))
+                    .collect();
+                let [first] = rolled[..] else {
+                    return Err(format!("sidecar images {images_now:?}").into());
+                };
+                let second = 1 - first;
+                let waiting = plugins.get(&format!("mark-{}", targets[second])).await?;
+                match condition(&waiting, "SidecarOutdated") {
+                    Some(("True", "Outdated", message)) if message.contains("waiting for") => {
+                        Ok((targets[first], targets[second]))
+                    }
+                    other => Err(format!("{} SidecarOutdated {other:?}", targets[second]).into()),
+                }
+            },
+        )
+        .await;
+    assert_eq!(
+        sidecar_image(&deployments.get(second).await.unwrap_or_default()).as_deref(),
+        Some(images.sidecar_previous.as_str()),
+        "{second} rolled before its turn"
+    );
+    assert_eq!(
+        rendered_api_version(&ns, second).await,
+        v1,
+        "{second}'s older sidecars were given a config they do not read"
+    );
+
+    // Then the other; at the end both run this release's sidecar on the newest config version.
+    for target in [first, second] {
+        let name = format!("mark-{target}");
+        operator
+            .wait(
+                &format!("{name} Ready on the new sidecar image"),
+                READY,
+                || async {
+                    let plugin = plugins.get(&name).await?;
+                    match (
+                        condition(&plugin, "Ready"),
+                        condition(&plugin, "SidecarOutdated"),
+                    ) {
+                        (Some(("True", _, _)), Some(("False", _, _))) => Ok(()),
+                        other => Err(format!("Ready, SidecarOutdated: {other:?}").into()),
+                    }
+                },
+            )
+            .await;
+        assert_eq!(rendered_api_version(&ns, target).await, v2);
+        assert_eq!(
+            sidecar_image(&deployments.get(target).await.unwrap_or_default()).as_deref(),
+            Some(images.sidecar.as_str())
+        );
+    }
+    // Every event that reached fluentd went through the plugin, before, during and after.
+    let received = fluentd.nginx.wait_received(2 * N);
+    assert!(received.len() >= 2 * N, "{received:#?}");
+    for (_, body) in &received {
+        assert!(
+            body.contains(r#""marked":"yes""#),
+            "an event passed unmarked: {body}"
+        );
+    }
+    drop(operator);
 }
