@@ -636,10 +636,21 @@ async fn reconcile_target(
         .and_then(|text| SidecarConfig::parse(&text).ok());
     let mut running_chunks: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut current_maps: Vec<Option<BTreeMap<String, Vec<u8>>>> = Vec::new();
+    // The module ConfigMaps in one request: the operator labels what it owns. One without the
+    // labels (not the operator's) counts as absent and is written, labels and all.
+    let mut owned_maps: HashMap<String, ConfigMap> = config_maps
+        .list(&ListParams::default().labels(&format!(
+            "{MANAGED_LABEL}={FIELD_MANAGER},{}={name}",
+            inject::TARGET_LABEL
+        )))
+        .await?
+        .items
+        .into_iter()
+        .map(|map| (map.name_any(), map))
+        .collect();
     for index in 0..modules::MODULE_CONFIG_MAPS {
-        let map = config_maps
-            .get_opt(&inject::modules_config_map_name(name, index))
-            .await?
+        let map = owned_maps
+            .remove(&inject::modules_config_map_name(name, index))
             // Only a map owned by this Deployment counts as current: one left from a Deployment
             // of the same name is written again (with the new owner).
             .filter(|map| owned_by(map.owner_references(), &deployment))
@@ -812,22 +823,37 @@ async fn reconcile_target(
                 .annotations()
                 .get(crate::upgrade::UPGRADE_ANNOTATION)
                 .is_some_and(|v| v == "true"),
+            failed: rollout_failed(&deployment),
         },
         &context.settings.sidecar_image,
         context.settings.sidecar_upgrade,
     );
     outcome.outdated = choice.outdated.clone();
     let sidecar_image = choice.image.clone();
-    // What the sidecars of the image the pods are to run read: their reports, or with none (no
-    // such pod answers yet) what is known of the image: the operator's own reads what this
-    // operator writes (or `sidecarConfigApiVersion`), an older one what was rendered for it.
-    let reads: Vec<Vec<&str>> = pods_before
+    let own_image = sidecar_image == context.settings.sidecar_image;
+    // The operator's own image follows its config through the API (with its own token), unless
+    // the settings say it is an older release that reads only v1alpha1.
+    let follows_api = own_image
+        && context.settings.sidecar_config_api_version.as_deref()
+            != Some(eventplug_contract::API_VERSION_V1ALPHA1);
+    // The version every running sidecar reads: their reports, or with none (no pod answers yet)
+    // what is known of the image: the operator's own reads what this operator writes (or
+    // `sidecarConfigApiVersion`), an older one what was rendered for it. While a pod says
+    // nothing (one of an older ReplicaSet during a rollout, one not Ready) nothing newer than the
+    // running config is rendered: that pod must still read it.
+    let mut reads: Vec<Vec<&str>> = pods_before
         .iter()
-        .filter(|p| p.image.as_deref() == Some(sidecar_image.as_str()))
         .filter_map(|p| p.status.as_ref().ok())
         .map(|r| r.reads())
         .collect();
-    let unreported = if sidecar_image == context.settings.sidecar_image {
+    let rendered_before = running_config
+        .as_ref()
+        .and_then(|c| render::known_api_version(&c.api_version));
+    let unheard = pods_before.iter().any(|p| p.status.is_err());
+    if unheard && template_image.is_some() {
+        reads.extend(rendered_before.map(|v| vec![v]));
+    }
+    let unreported = if own_image {
         context
             .settings
             .sidecar_config_api_version
@@ -835,10 +861,7 @@ async fn reconcile_target(
             .and_then(render::known_api_version)
             .unwrap_or(eventplug_contract::API_VERSION)
     } else {
-        running_config
-            .as_ref()
-            .and_then(|c| render::known_api_version(&c.api_version))
-            .unwrap_or_else(render::oldest_api_version)
+        rendered_before.unwrap_or_else(render::oldest_api_version)
     };
     let api_version = render::api_version_for(&reads, unreported);
     let render_at = |revision: u64| -> Result<(render::Rendered, String), Problem> {
@@ -854,7 +877,13 @@ async fn reconcile_target(
         if rendered.config.stop.is_none() {
             rendered.config.stop = unresolved_guard.clone();
         }
-        render::set_api_version(&mut rendered.config, api_version, namespace, name);
+        render::set_api_version(
+            &mut rendered.config,
+            api_version,
+            follows_api,
+            namespace,
+            name,
+        );
         let text = rendered
             .config
             .to_yaml()
@@ -998,15 +1027,23 @@ async fn reconcile_target(
             && current.annotations().get(REVISION_ANNOTATION)
                 == Some(&rendered.config.revision.to_string())
     });
-    if !unchanged {
-        // The sidecar's identity, which reads the Secret, with every new config: a first
-        // injection, and a Role someone removed comes back with the next change.
+    let has_token_volume = template
+        .volumes
+        .iter()
+        .flatten()
+        .any(|v| v.name == inject::API_TOKEN_VOLUME);
+    if follows_api && (!unchanged || !has_token_volume) {
+        // The sidecar's identity, which reads the Secret: when its token first goes into the
+        // pod, and with every new config (a Role someone removed comes back with the next
+        // change).
         let mut metadata = serde_json::to_value(owned_metadata("", &owner, None))
             .map_err(|e| Error::Internal(e.to_string()))?;
         if let Some(m) = metadata.as_object_mut() {
             m.remove("name");
         }
         identity::apply(client, namespace, name, &metadata, FIELD_MANAGER).await?;
+    }
+    if !unchanged {
         let body = typed_body(&secret, "v1", "Secret")?;
         secrets
             .patch(&inject::secret_name(name), &apply, &Patch::Apply(body))
@@ -1043,6 +1080,7 @@ async fn reconcile_target(
         cpu_limit: None,
         storage_without_volume,
         native_sidecar: context.native_sidecars,
+        api_token: follows_api,
     };
     let applied = match apply_injection(&deployments, &deployment, inject::desired(&injection))
         .await
@@ -1473,6 +1511,22 @@ fn on_persistent_volume(
         .is_some_and(|v| v.persistent_volume_claim.is_some())
 }
 
+/// Whether a Deployment's rollout failed: its `Progressing` condition is False with
+/// `ProgressDeadlineExceeded`.
+fn rollout_failed(deployment: &Deployment) -> bool {
+    deployment
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| {
+            c.iter().any(|c| {
+                c.type_ == "Progressing"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+            })
+        })
+}
+
 /// Whether a Deployment has rolled out: its controller saw the current spec, and every replica is
 /// updated and Ready, with no pod of an older ReplicaSet left.
 fn rolled_out(deployment: &Deployment) -> bool {
@@ -1679,6 +1733,7 @@ async fn drop_webhook_scope(namespace: &str, name: &str, context: &Context) -> R
 
 /// Takes the injection and the owned objects away from a target no EventPlugin selects.
 async fn remove_injection(namespace: &str, name: &str, context: &Context) -> Result<(), Error> {
+    context.rollouts.release(&format!("{namespace}/{name}"));
     let deployments: Api<Deployment> = Api::namespaced(context.client.clone(), namespace);
     let live = deployments.get_opt(name).await?;
     let ours = live.filter(|d| {

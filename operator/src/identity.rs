@@ -5,9 +5,9 @@
 //! on the target's config Secret and get on its module ConfigMaps, by name, and nothing else.
 //!
 //! A token Secret, not a TokenRequest: the Secret is filled by the token controller on every
-//! server from 1.20 to today's (later releases still fill Secrets created this way), and a
-//! rotation is a Secret update kubelet delivers. Every object carries an owner reference to the
-//! Deployment, so deleting the Deployment collects them.
+//! server from 1.20 to today's (later releases still fill Secrets created this way). The trade is
+//! a long-lived token that does not rotate by itself; it goes with the target. Every object
+//! carries an owner reference to the Deployment, so deleting the Deployment collects them.
 
 use crate::inject;
 use crate::modules::MODULE_CONFIG_MAPS;
@@ -76,15 +76,17 @@ pub fn objects(target: &str, metadata: &Value) -> Vec<(&'static str, Value)> {
     ]
 }
 
-fn api(client: &Client, namespace: &str, kind: &str) -> Api<DynamicObject> {
-    let (group, version, plural) = match kind {
-        "ServiceAccount" => ("", "v1", "serviceaccounts"),
-        "Secret" => ("", "v1", "secrets"),
-        "Role" => ("rbac.authorization.k8s.io", "v1", "roles"),
-        _ => ("rbac.authorization.k8s.io", "v1", "rolebindings"),
-    };
+/// The API of an object of [`objects`], from its own `apiVersion` and `kind`.
+fn api(client: &Client, namespace: &str, body: &Value) -> Api<DynamicObject> {
+    let kind = body["kind"].as_str().unwrap_or_default();
+    let (group, version) = body["apiVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .rsplit_once('/')
+        .unwrap_or(("", "v1"));
+    let plural = format!("{}s", kind.to_ascii_lowercase());
     let resource =
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), &plural);
     Api::namespaced_with(client.clone(), namespace, &resource)
 }
 
@@ -97,12 +99,12 @@ pub async fn apply(
     field_manager: &str,
 ) -> Result<(), kube::Error> {
     let params = PatchParams::apply(field_manager).force();
-    for (kind, body) in objects(target, metadata) {
+    for (_, body) in objects(target, metadata) {
         let name = body["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
             .to_string();
-        api(client, namespace, kind)
+        api(client, namespace, &body)
             .patch(&name, &params, &Patch::Apply(body))
             .await?;
     }
@@ -111,12 +113,12 @@ pub async fn apply(
 
 /// Deletes the target's identity objects (those already gone are no error).
 pub async fn delete(client: &Client, namespace: &str, target: &str) -> Result<(), kube::Error> {
-    for (kind, body) in objects(target, &json!({})) {
+    for (_, body) in objects(target, &json!({})) {
         let name = body["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
             .to_string();
-        match api(client, namespace, kind)
+        match api(client, namespace, &body)
             .delete(&name, &DeleteParams::default())
             .await
         {

@@ -80,7 +80,14 @@ pub struct Injection<'a> {
     /// Render the sidecar as a native sidecar (an init container with `restartPolicy: Always`,
     /// Kubernetes ≥ 1.29) rather than as the first container.
     pub native_sidecar: bool,
+    /// Mount the target's own ServiceAccount token into the sidecar (`identity`), for a sidecar
+    /// image that follows its config through the API. Left out for an older image kept by a paced
+    /// upgrade, so its pod template does not change.
+    pub api_token: bool,
 }
+
+/// The volume of the sidecar's API token.
+pub const API_TOKEN_VOLUME: &str = "eventplug-api-token";
 
 /// Whether a server of this version runs native sidecars (1.29 and later).
 pub fn has_native_sidecars(major: &str, minor: &str) -> bool {
@@ -130,7 +137,6 @@ pub fn desired(injection: &Injection<'_>) -> Value {
         json!({"name": "eventplug-modules", "mountPath": MODULES_DIR, "readOnly": true}),
         json!({"name": "eventplug-admin", "mountPath": token_dir, "readOnly": true}),
         json!({"name": "eventplug-cache", "mountPath": CACHE_VOLUME_DIR}),
-        json!({"name": "eventplug-api-token", "mountPath": identity::TOKEN_DIR, "readOnly": true}),
     ];
     let certificates = certificate_sources(injection.upstream);
     let mut volumes = vec![
@@ -145,9 +151,16 @@ pub fn desired(injection: &Injection<'_>) -> Value {
             "secretName": secret_name(target), "defaultMode": 0o444,
             "items": [{"key": STATUS_TOKEN_KEY, "path": STATUS_TOKEN_KEY}]}}),
         json!({"name": "eventplug-cache", "emptyDir": {}}),
-        json!({"name": "eventplug-api-token", "secret": {
-            "secretName": identity::token_secret_name(target), "defaultMode": 0o444}}),
     ];
+    if injection.api_token {
+        sidecar_mounts.push(
+            json!({"name": API_TOKEN_VOLUME, "mountPath": identity::TOKEN_DIR, "readOnly": true}),
+        );
+        // Optional: without the Secret (deleted by hand) the pod still starts, and the sidecar
+        // reads its config from the mounted file only.
+        volumes.push(json!({"name": API_TOKEN_VOLUME, "secret": {
+            "secretName": identity::token_secret_name(target), "defaultMode": 0o444, "optional": true}}));
+    }
     if !certificates.is_empty() {
         sidecar_mounts.push(json!({"name": "eventplug-fluentd-cert", "mountPath": FLUENTD_CERTS_DIR, "readOnly": true}));
         volumes.push(json!({"name": "eventplug-fluentd-cert", "projected": {"defaultMode": 0o444, "sources": certificates}}));
@@ -407,6 +420,7 @@ mod tests {
             cpu_limit: None,
             storage_without_volume: Some("/var/lib/teleport/plugins/event-handler/storage"),
             native_sidecar: false,
+            api_token: true,
         }
     }
 

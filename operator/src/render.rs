@@ -86,25 +86,27 @@ pub fn known_api_version(name: &str) -> Option<&'static str> {
 }
 
 /// Gives `config` the `apiVersion` chosen for the target, with what that version adds: from
-/// v1alpha2 the sidecar also follows its config Secret through the API (`source.kubernetes`).
+/// v1alpha2 the sidecar also follows its config Secret through the API (`source.kubernetes`)
+/// when `follows_api` (its pod has the token for it).
 pub fn set_api_version(
     config: &mut SidecarConfig,
     api_version: &str,
+    follows_api: bool,
     namespace: &str,
     target: &str,
 ) {
     config.api_version = api_version.to_string();
-    config.source =
-        (api_version != eventplug_contract::API_VERSION_V1ALPHA1).then(|| SourceConfig {
-            kubernetes: KubernetesSource {
-                namespace: namespace.to_string(),
-                secret: crate::inject::secret_name(target),
-                key: crate::inject::CONFIG_KEY.to_string(),
-                module_config_maps: (0..crate::modules::MODULE_CONFIG_MAPS)
-                    .map(|i| crate::inject::modules_config_map_name(target, i))
-                    .collect(),
-            },
-        });
+    let follows = follows_api && api_version != eventplug_contract::API_VERSION_V1ALPHA1;
+    config.source = follows.then(|| SourceConfig {
+        kubernetes: KubernetesSource {
+            namespace: namespace.to_string(),
+            secret: crate::inject::secret_name(target),
+            key: crate::inject::CONFIG_KEY.to_string(),
+            module_config_maps: (0..crate::modules::MODULE_CONFIG_MAPS)
+                .map(|i| crate::inject::modules_config_map_name(target, i))
+                .collect(),
+        },
+    });
 }
 
 /// The file a module of `digest` is at in the sidecar.
@@ -283,7 +285,9 @@ mod tests {
         let rendered =
             render(7, "ns", &upstream(), None, &[], &Policy::default()).expect("renders");
         let mut config = rendered.config;
-        set_api_version(&mut config, V2, "ns", "eh");
+        set_api_version(&mut config, V2, false, "ns", "eh");
+        assert!(config.source.is_none(), "no token, no API source");
+        set_api_version(&mut config, V2, true, "ns", "eh");
         let source = config.source.as_ref().expect("a source");
         assert_eq!(source.kubernetes.secret, "eh-eventplug");
         assert_eq!(source.kubernetes.namespace, "ns");
@@ -292,7 +296,7 @@ mod tests {
             crate::modules::MODULE_CONFIG_MAPS
         );
         config.check().expect("valid v1alpha2");
-        set_api_version(&mut config, V1, "ns", "eh");
+        set_api_version(&mut config, V1, true, "ns", "eh");
         assert!(config.source.is_none());
         config.check().expect("valid v1alpha1");
         // What a sidecar of the previous release reads: no `source` key in the text at all.

@@ -39,10 +39,17 @@ pub struct Choice {
     pub outdated: Option<String>,
 }
 
-/// The one target rolling to a new image, and since when.
+/// The one target rolling to a new image, since when, and whether its rollout failed.
 #[derive(Debug, Default)]
 pub struct Rollouts {
-    rolling: Mutex<Option<(String, Instant)>>,
+    rolling: Mutex<Option<Turn>>,
+}
+
+#[derive(Debug)]
+struct Turn {
+    key: String,
+    since: Instant,
+    failed: bool,
 }
 
 /// A target, as the pacing sees it.
@@ -56,6 +63,9 @@ pub struct Target<'a> {
     pub rolled_out: bool,
     /// Whether it is annotated for an upgrade (`sidecarUpgrade: manual`).
     pub opted_in: bool,
+    /// Whether its rollout failed (`ProgressDeadlineExceeded`): the next targets wait for a fix
+    /// rather than receive an image that does not come up.
+    pub failed: bool,
 }
 
 impl Rollouts {
@@ -73,7 +83,10 @@ impl Rollouts {
         now: Instant,
     ) -> Choice {
         let mut rolling = self.rolling.lock().unwrap_or_else(|p| p.into_inner());
-        let mine = rolling.as_ref().is_some_and(|(k, _)| k == target.key);
+        if let Some(turn) = rolling.as_mut().filter(|t| t.key == target.key) {
+            turn.failed = target.failed;
+        }
+        let mine = rolling.as_ref().is_some_and(|t| t.key == target.key);
         let current = Choice {
             image: wanted.to_string(),
             outdated: None,
@@ -94,22 +107,43 @@ impl Rollouts {
             };
         }
         match rolling.as_ref() {
-            Some((other, since))
-                if other != target.key && now.duration_since(*since) < ROLLOUT_DEADLINE =>
+            Some(turn) if turn.key != target.key && turn.failed => Choice {
+                image: old.to_string(),
+                outdated: Some(format!(
+                    "the sidecar runs {old}, the operator's is {wanted}: the upgrade is halted, the rollout of {} failed (fix the image or roll it back)",
+                    turn.key
+                )),
+            },
+            Some(turn)
+                if turn.key != target.key && now.duration_since(turn.since) < ROLLOUT_DEADLINE =>
             {
                 Choice {
                     image: old.to_string(),
                     outdated: Some(format!(
-                        "the sidecar runs {old}, the operator's is {wanted}: waiting for {other} to finish rolling (one target at a time)"
+                        "the sidecar runs {old}, the operator's is {wanted}: waiting for {} to finish rolling (one target at a time)",
+                        turn.key
                     )),
                 }
             }
             _ => {
                 if !mine {
-                    *rolling = Some((target.key.to_string(), now));
+                    *rolling = Some(Turn {
+                        key: target.key.to_string(),
+                        since: now,
+                        failed: target.failed,
+                    });
                 }
                 current
             }
+        }
+    }
+
+    /// Gives the turn back when `key` holds it (the target was removed, or could not be
+    /// patched): the next target need not wait out the deadline.
+    pub fn release(&self, key: &str) {
+        let mut rolling = self.rolling.lock().unwrap_or_else(|p| p.into_inner());
+        if rolling.as_ref().is_some_and(|t| t.key == key) {
+            *rolling = None;
         }
     }
 }
@@ -124,6 +158,7 @@ mod tests {
             template_image: image,
             rolled_out,
             opted_in: false,
+            failed: false,
         }
     }
 
@@ -171,6 +206,34 @@ mod tests {
         assert_eq!(b.image, "v1");
         let later = start + ROLLOUT_DEADLINE;
         let b = rollouts.choose_at(target("ns/b", Some("v1"), true), "v2", paced, later);
+        assert_eq!(b.image, "v2");
+    }
+
+    #[test]
+    fn a_failed_rollout_halts_the_upgrade_and_a_released_turn_passes_on() {
+        let rollouts = Rollouts::default();
+        let paced = SidecarUpgrade::Paced;
+        let start = Instant::now();
+        let mut a = target("ns/a", Some("v1"), false);
+        rollouts.choose_at(a, "v2", paced, start);
+        a.template_image = Some("v2");
+        a.failed = true;
+        rollouts.choose_at(a, "v2", paced, start);
+        // Halted, even past the deadline.
+        let b = rollouts.choose_at(
+            target("ns/b", Some("v1"), true),
+            "v2",
+            paced,
+            start + 2 * ROLLOUT_DEADLINE,
+        );
+        assert_eq!(b.image, "v1");
+        assert!(
+            b.outdated.as_deref().is_some_and(|m| m.contains("halted")),
+            "{b:?}"
+        );
+        // a removed: its turn is given back.
+        rollouts.release("ns/a");
+        let b = rollouts.choose_at(target("ns/b", Some("v1"), true), "v2", paced, start);
         assert_eq!(b.image, "v2");
     }
 

@@ -116,6 +116,7 @@ fn injected(native: bool) -> Value {
         cpu_limit: None,
         storage_without_volume: inject::storage_without_volume(&pod, APP, &storage),
         native_sidecar: native,
+        api_token: true,
     });
     let mut merged = chart;
     let template = &mut merged["spec"]["template"];

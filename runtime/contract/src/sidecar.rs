@@ -86,13 +86,13 @@ pub struct SidecarConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SourceConfig {
-    /// The Kubernetes objects the config and the plugin modules are read from, with the pod's
-    /// service-account token.
+    /// The Kubernetes objects the config and the plugin modules are read from, with the token at
+    /// the standard service-account path (in an injected pod: the sidecar's own ServiceAccount's).
     pub kubernetes: KubernetesSource,
 }
 
-/// The Kubernetes objects a sidecar reads (get and watch on exactly these names is all its
-/// service account may do).
+/// The Kubernetes objects a sidecar reads (get, list and watch on exactly these names is all its
+/// ServiceAccount may do).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct KubernetesSource {

@@ -1,5 +1,6 @@
 //! The config's second source (`source.kubernetes`): the operator's Secret, watched through the
-//! Kubernetes API with the pod's own service-account token, and the module ConfigMaps, read when
+//! Kubernetes API with the token mounted into the sidecar (the operator mounts the sidecar's own
+//! ServiceAccount's, never event-handler's), and the module ConfigMaps, read when
 //! the config names a module the pod does not hold yet. A change so reaches the sidecar within
 //! about a second, not at kubelet's next refresh of the mounted files (a minute or more).
 //!
@@ -29,6 +30,11 @@ impl Mirror {
     /// A mirror kept in `dir`.
     pub fn new(dir: PathBuf) -> Self {
         Self { dir }
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The config copied from the Secret.
@@ -62,14 +68,23 @@ pub async fn follow(source: KubernetesSource, mirror: Mirror, changed: Arc<Notif
         .default_backoff()
         .boxed();
     tracing::info!(namespace = %source.namespace, secret = %source.secret, "following the config through the Kubernetes API");
-    while let Some(event) = events.next().await {
+    // A version that could not be copied (a module ConfigMap not complete yet, a failed read) is
+    // tried again every few seconds until it is, or a newer version replaces it.
+    let mut pending: Option<Secret> = None;
+    loop {
+        let event = tokio::select! {
+            event = events.next() => event,
+            () = tokio::time::sleep(RETRY), if pending.is_some() => {
+                if let Some(secret) = pending.take() {
+                    pending = try_copy(&source, secret, &config_maps, &mirror, &changed).await;
+                }
+                continue;
+            }
+        };
+        let Some(event) = event else { break };
         match event {
             Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) => {
-                if let Err(error) = copy(&source, &secret, &config_maps, &mirror).await {
-                    tracing::warn!(%error, secret = %source.secret, "source.kubernetes: this version of the config was not copied; the running config stays");
-                    continue;
-                }
-                changed.notify_one();
+                pending = try_copy(&source, secret, &config_maps, &mirror, &changed).await;
             }
             Ok(watcher::Event::Delete(_)) => {
                 tracing::warn!(secret = %source.secret, "source.kubernetes: the config Secret was deleted; the running config stays");
@@ -78,6 +93,29 @@ pub async fn follow(source: KubernetesSource, mirror: Mirror, changed: Arc<Notif
             Err(error) => {
                 tracing::warn!(%error, secret = %source.secret, "source.kubernetes: watching the config Secret failed; retrying (the running config stays)");
             }
+        }
+    }
+}
+
+/// How long a version that could not be copied waits before it is tried again.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// Copies `secret` and wakes the reload; gives it back when it could not be copied.
+async fn try_copy(
+    source: &KubernetesSource,
+    secret: Secret,
+    config_maps: &Api<ConfigMap>,
+    mirror: &Mirror,
+    changed: &Notify,
+) -> Option<Secret> {
+    match copy(source, &secret, config_maps, mirror).await {
+        Ok(()) => {
+            changed.notify_one();
+            None
+        }
+        Err(error) => {
+            tracing::warn!(%error, secret = %source.secret, "source.kubernetes: this version of the config was not copied yet; trying again (the running config stays)");
+            Some(secret)
         }
     }
 }
@@ -107,7 +145,9 @@ async fn copy(
         if !missing.is_empty() {
             fetch_modules(source, config_maps, mirror, &missing).await?;
         }
+        write_atomically(&mirror.config_file(), &bytes)?;
         prune(&mirror.modules_dir(), &wanted);
+        return Ok(());
     }
     write_atomically(&mirror.config_file(), &bytes)
 }

@@ -75,15 +75,9 @@ pub struct Sidecar {
 /// previous release reads.
 pub const READ_API_VERSIONS_ENV: &str = "EVENTPLUG_READ_API_VERSIONS";
 
-/// What identifies the config on disk: the bytes of the file and of the API source's copy, and
-/// the size and time of every file it names (plugin modules, and the upstream certificates, which
-/// a Secret update rotates).
-fn fingerprint(
-    sources: &[PathBuf],
-    mirror_modules: &Path,
-    config: Option<&SidecarConfig>,
-) -> String {
-    let mut text = sources
+/// The digests of the config sources' bytes, as one text.
+fn source_digests(sources: &[PathBuf]) -> String {
+    sources
         .iter()
         .map(|path| {
             std::fs::read(path)
@@ -91,7 +85,15 @@ fn fingerprint(
                 .unwrap_or_default()
         })
         .collect::<Vec<_>>()
-        .join("|");
+        .join("|")
+}
+
+/// What identifies the config on disk: the digests of the sources' bytes (`source_digests`,
+/// taken before they are read, so a copy written meanwhile is seen at the next check), and the
+/// size and time of every file the config names (plugin modules, and the upstream certificates,
+/// which a Secret update rotates).
+fn fingerprint(digests: String, mirror_modules: &Path, config: Option<&SidecarConfig>) -> String {
+    let mut text = digests;
     let Some(config) = config else { return text };
     let upstream = &config.upstream;
     let files = config.plugins.iter().map(|p| &p.module).chain(
@@ -148,8 +150,7 @@ impl Sidecar {
                 .unwrap_or_else(|| std::env::temp_dir().join("eventplug-api")),
         );
         let reads = read_api_versions(std::env::var(READ_API_VERSIONS_ENV).ok().as_deref())?;
-        let (config, _, _) =
-            load_newest(&[config_path.to_path_buf(), mirror.config_file()], &reads)?;
+        let (config, _, _) = load_newest(&[config_path.to_path_buf()], &reads)?;
         let cache = Arc::new(VerdictCache::new(
             config.delivery.verdict_cache_entries,
             config.delivery.verdict_cache_ttl.get(),
@@ -187,16 +188,34 @@ impl Sidecar {
         Ok(sidecar)
     }
 
-    /// The config files, mounted first, then the API source's copy.
-    fn sources(&self) -> [PathBuf; 2] {
-        [self.config_path.clone(), self.mirror.config_file()]
+    /// The config files: the mounted one, and the API source's copy once a config asked for the
+    /// API source (never before: a file nobody asked for is not a config) and while its folder
+    /// is private to this user.
+    fn sources(&self) -> Vec<PathBuf> {
+        let mut sources = vec![self.config_path.clone()];
+        let following = self
+            .following
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        if following {
+            match module_source::private_dir(self.mirror.dir()) {
+                Ok(()) => sources.push(self.mirror.config_file()),
+                Err(error) => {
+                    tracing::warn!(%error, "the API source's copy is not read");
+                }
+            }
+        }
+        sources
     }
 
     /// The newest valid config of the sources, its fingerprint, its hash and which source it
     /// came from (`file` or `api`).
     fn load(&self) -> Result<(SidecarConfig, String, String, &'static str), String> {
-        let (config, path, hash) = load_newest(&self.sources(), &self.reads)?;
-        let print = fingerprint(&self.sources(), &self.mirror.modules_dir(), Some(&config));
+        let sources = self.sources();
+        let digests = source_digests(&sources);
+        let (config, path, hash) = load_newest(&sources, &self.reads)?;
+        let print = fingerprint(digests, &self.mirror.modules_dir(), Some(&config));
         let source = if path == self.config_path {
             "file"
         } else {
@@ -240,7 +259,7 @@ impl Sidecar {
     pub fn reload_if_changed(&self) -> Result<bool, String> {
         let current = self.live();
         let print = fingerprint(
-            &self.sources(),
+            source_digests(&self.sources()),
             &self.mirror.modules_dir(),
             Some(&current.config),
         );

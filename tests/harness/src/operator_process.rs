@@ -415,3 +415,28 @@ pub async fn replica_sets(ns: &TestNamespace, name: &str) -> Vec<String> {
         Err(e) => panic!("listing ReplicaSets: {e}"),
     }
 }
+
+/// Deletes every EventPlugin of the namespace and waits until the operator has let them go (their
+/// finalizers), so the test namespace can be deleted after the operator stops.
+pub async fn remove_all_plugins(api: &Api<EventPlugin>, operator: &Operator) {
+    if let Err(e) = api
+        .delete_collection(&kube::api::DeleteParams::default(), &ListParams::default())
+        .await
+    {
+        panic!("deleting the EventPlugins: {e}");
+    }
+    operator
+        .wait(
+            "the operator to let every EventPlugin go",
+            Duration::from_secs(120),
+            || async {
+                let left = api.list(&ListParams::default()).await?;
+                if left.items.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{} left", left.items.len()).into())
+                }
+            },
+        )
+        .await;
+}

@@ -15,7 +15,7 @@ use eventplug_harness::event_handler::{
 };
 use eventplug_harness::operator_process::{
     Operator, READY, apply_plugin, chart_deployment, condition, containers, event_plugin,
-    marking_plugin, operator_scene, push, replica_sets, wait_condition,
+    marking_plugin, operator_scene, push, remove_all_plugins, replica_sets, wait_condition,
 };
 use eventplug_operator::crd::EventPlugin;
 use eventplug_operator::{identity, inject, webhook};
@@ -151,6 +151,26 @@ async fn an_event_plugin_is_injected_runs_changes_without_a_rollout_and_is_remov
         );
     }
     let sets = replica_sets(&ns, APP).await;
+    let pods: Api<Pod> = ns.api();
+    let running = match pods.get(&pod).await {
+        Ok(p) => p,
+        Err(e) => panic!("reading pod {pod}: {e}"),
+    };
+    let applied_from_api = || async {
+        let (code, metrics) = match admin_get(&pod_ip(&running), "/metrics", None).await {
+            Ok(answer) => answer,
+            Err(e) => panic!("the sidecar's /metrics: {e}"),
+        };
+        assert_eq!(code, 200, "{metrics}");
+        let count = metrics
+            .lines()
+            .find(|l| l.starts_with(r#"eventplug_configs_applied_total{source="api"}"#))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        (count, metrics)
+    };
+    let (from_api_before, _) = applied_from_api().await;
 
     let added = Instant::now();
     // A second plugin: applied through the config, no new ReplicaSet, same pod.
@@ -190,25 +210,10 @@ async fn an_event_plugin_is_injected_runs_changes_without_a_rollout_and_is_remov
 
     // The change came through the API (the sidecar follows its Secret with its own token), not
     // kubelet's refresh of the mounted file; the token is the sidecar's alone.
-    let pods: Api<Pod> = ns.api();
-    let running = match pods.get(&pod).await {
-        Ok(p) => p,
-        Err(e) => panic!("reading pod {pod}: {e}"),
-    };
-    let (code, metrics) = match admin_get(&pod_ip(&running), "/metrics", None).await {
-        Ok(answer) => answer,
-        Err(e) => panic!("the sidecar's /metrics: {e}"),
-    };
-    assert_eq!(code, 200, "{metrics}");
-    let from_api = metrics
-        .lines()
-        .find(|l| l.starts_with(r#"eventplug_configs_applied_total{source="api"}"#))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse::<u64>().ok())
-        .unwrap_or(0);
+    let (from_api, metrics) = applied_from_api().await;
     assert!(
-        from_api >= 1,
-        "no config was applied from the API source:\n{metrics}"
+        from_api > from_api_before,
+        "the plugin-set change was not applied from the API source ({from_api_before} before, {from_api} after):\n{metrics}"
     );
     let spec = running.spec.clone().unwrap_or_default();
     let token_mount = |container: &str| -> Option<String> {
@@ -872,6 +877,7 @@ async fn a_fail_closed_plugin_without_its_module_stops_the_stream_until_it_can_r
             "an event reached fluentd without the redactor: {body}"
         );
     }
+    remove_all_plugins(&plugins, &operator).await;
     drop(operator);
 }
 
@@ -1093,6 +1099,10 @@ async fn an_upgraded_operator_renders_what_older_sidecars_read_and_rolls_one_tar
         assert_eq!(rendered_api_version(&ns, target).await, v1);
     }
     drop(previous);
+    let sets_before = [
+        replica_sets(&ns, targets[0]).await,
+        replica_sets(&ns, targets[1]).await,
+    ];
 
     // This release's operator: one target rolls to its sidecar image while the other keeps the
     // older one, says so, and is still given the config version its sidecars read.
@@ -1133,22 +1143,32 @@ async fn an_upgraded_operator_renders_what_older_sidecars_read_and_rolls_one_tar
         v1,
         "{second}'s older sidecars were given a config they do not read"
     );
+    let waiting = usize::from(second == targets[1]);
+    assert_eq!(
+        replica_sets(&ns, second).await,
+        sets_before[waiting],
+        "{second}'s pod template changed while it waited its turn"
+    );
 
     // Then the other; at the end both run this release's sidecar on the newest config version.
     for target in [first, second] {
         let name = format!("mark-{target}");
         operator
             .wait(
-                &format!("{name} Ready on the new sidecar image"),
+                &format!("{name} Ready on the new sidecar image with a v1alpha2 config"),
                 READY,
                 || async {
                     let plugin = plugins.get(&name).await?;
+                    let version = rendered_api_version(&ns, target).await;
                     match (
                         condition(&plugin, "Ready"),
                         condition(&plugin, "SidecarOutdated"),
                     ) {
-                        (Some(("True", _, _)), Some(("False", _, _))) => Ok(()),
-                        other => Err(format!("Ready, SidecarOutdated: {other:?}").into()),
+                        (Some(("True", _, _)), Some(("False", _, _))) if version == v2 => Ok(()),
+                        other => Err(format!(
+                            "Ready, SidecarOutdated: {other:?}; config {version}"
+                        )
+                        .into()),
                     }
                 },
             )
@@ -1168,5 +1188,6 @@ async fn an_upgraded_operator_renders_what_older_sidecars_read_and_rolls_one_tar
             "an event passed unmarked: {body}"
         );
     }
+    remove_all_plugins(&plugins, &operator).await;
     drop(operator);
 }
