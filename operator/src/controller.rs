@@ -636,16 +636,21 @@ async fn reconcile_target(
         .and_then(|text| SidecarConfig::parse(&text).ok());
     let mut running_chunks: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut current_maps: Vec<Option<BTreeMap<String, Vec<u8>>>> = Vec::new();
-    // The module ConfigMaps in one request: the operator labels what it owns. One without the
-    // labels (not the operator's) counts as absent and is written, labels and all.
-    let mut owned_maps: HashMap<String, ConfigMap> = config_maps
-        .list(&ListParams::default().labels(&format!(
-            "{MANAGED_LABEL}={FIELD_MANAGER},{}={name}",
-            inject::TARGET_LABEL
-        )))
+    // The module ConfigMaps, read side by side. (One LIST by label would be one request, but the
+    // API server filters a label LIST by reading every ConfigMap of the namespace: with 5,000
+    // unrelated ones it made each reconcile four times slower.)
+    let mut owned_maps: HashMap<String, ConfigMap> =
+        futures::future::try_join_all((0..modules::MODULE_CONFIG_MAPS).map(|index| {
+            let config_maps = config_maps.clone();
+            async move {
+                config_maps
+                    .get_opt(&inject::modules_config_map_name(name, index))
+                    .await
+            }
+        }))
         .await?
-        .items
         .into_iter()
+        .flatten()
         .map(|map| (map.name_any(), map))
         .collect();
     for index in 0..modules::MODULE_CONFIG_MAPS {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use eventplug_harness::event_handler::create;
 use eventplug_harness::operator_process::{
     Operator, apply_plugin, chart_deployment, event_plugin, marking_plugin, operator_scene, push,
+    remove_all_plugins,
 };
 use eventplug_operator::crd::EventPlugin;
 use futures::StreamExt;
@@ -150,5 +151,20 @@ async fn main() {
         TARGETS * PER_TARGET
     );
     println!("operator at the end: {}", memory_of(operator.pid()));
-    println!("operator metrics:\n{}", operator.metrics().await);
+    let metrics = operator.metrics().await;
+    let total = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let requests = total("eventplug_operator_api_requests_total");
+    let reconciles = total("eventplug_operator_reconciles_total");
+    println!(
+        "API requests: {requests} for {reconciles} reconciles ({:.1} per reconcile)",
+        requests / reconciles.max(1.0)
+    );
+    println!("operator metrics:\n{metrics}");
+    remove_all_plugins(&plugins, &operator).await;
 }
