@@ -13,6 +13,7 @@ use eventplug_harness::event_handler::{
     APP, EVENT_HANDLER, PLUGIN_DIR, SIDECAR, admin_get, create, object, pod_ip, the_pod, uid,
     uid_of, wait_delivered,
 };
+use eventplug_harness::kill_container;
 use eventplug_harness::operator_process::{
     Operator, READY, apply_plugin, chart_deployment, condition, containers, event_plugin,
     marking_plugin, operator_scene, push, remove_all_plugins, replica_sets, wait_condition,
@@ -21,6 +22,7 @@ use eventplug_operator::crd::EventPlugin;
 use eventplug_operator::{identity, inject, webhook};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
 use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -261,40 +263,81 @@ async fn an_event_plugin_is_injected_runs_changes_without_a_rollout_and_is_remov
     // Its Role: the target's config Secret and module ConfigMaps by name, nothing else (asked of
     // the API server's own authorizer, as the sidecar's ServiceAccount).
     let subject = format!("system:serviceaccount:{}:{account}", ns.name());
-    let can = |verb: &str, resource: &str| -> bool {
-        let output = std::process::Command::new("kubectl")
-            .args([
-                "auth",
-                "can-i",
-                verb,
-                resource,
-                "-n",
-                ns.name(),
-                "--as",
-                &subject,
-            ])
-            .output();
-        match output {
-            Ok(o) => String::from_utf8_lossy(&o.stdout).trim() == "yes",
-            Err(e) => panic!("kubectl auth can-i: {e}"),
+    let reviews: Api<SubjectAccessReview> = Api::all(ns.client().clone());
+    let can = |verb: &'static str, resource: &'static str, name: Option<String>| {
+        let reviews = reviews.clone();
+        let review: SubjectAccessReview = object(json!({
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": {"user": subject, "resourceAttributes": {
+                "namespace": ns.name(), "verb": verb, "resource": resource, "name": name}}
+        }));
+        async move {
+            match reviews.create(&PostParams::default(), &review).await {
+                Ok(answer) => answer.status.is_some_and(|s| s.allowed),
+                Err(e) => panic!("a SubjectAccessReview of {verb} {resource}: {e}"),
+            }
         }
     };
-    let config_secret = format!("secret/{}", inject::secret_name(APP));
-    let modules_0 = format!("configmap/{}", inject::modules_config_map_name(APP, 0));
-    assert!(can("get", &config_secret) && can("watch", &config_secret));
-    assert!(can("get", &modules_0));
-    for (verb, resource) in [
-        (
-            "get",
-            format!("secret/{}", identity::token_secret_name(APP)),
-        ),
-        ("list", "secrets".to_string()),
-        ("update", config_secret.clone()),
-        ("get", "configmap/unrelated".to_string()),
-        ("get", "pods".to_string()),
-    ] {
-        assert!(!can(verb, &resource), "the sidecar may {verb} {resource}");
+    let config_secret = Some(inject::secret_name(APP));
+    let modules_0 = Some(inject::modules_config_map_name(APP, 0));
+    for verb in ["get", "list", "watch"] {
+        assert!(
+            can(verb, "secrets", config_secret.clone()).await,
+            "the sidecar may not {verb} its config Secret"
+        );
     }
+    assert!(can("get", "configmaps", modules_0).await);
+    for (verb, resource, name) in [
+        ("get", "secrets", Some(identity::token_secret_name(APP))),
+        ("list", "secrets", None),
+        ("update", "secrets", config_secret.clone()),
+        ("get", "configmaps", Some("unrelated".to_string())),
+        ("get", "pods", None),
+    ] {
+        assert!(
+            !can(verb, resource, name.clone()).await,
+            "the sidecar may {verb} {resource} {name:?}"
+        );
+    }
+
+    // The sidecar killed (SIGKILL through containerd, as a crash or the OOM killer): kubelet
+    // restarts it in the same pod, it comes back with both plugins at the rendered revision, and
+    // the EventPlugins are Ready again without a rollout.
+    if let Err(e) = kill_container(ns.cluster(), &pods, &pod, SIDECAR, "SIGKILL").await {
+        panic!("killing the sidecar: {e}");
+    }
+    operator
+        .wait(
+            "the killed sidecar to be restarted and Ready",
+            Duration::from_secs(120),
+            || async {
+                let p = pods.get(&pod).await?;
+                let sidecar = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .and_then(|c| c.iter().find(|c| c.name == SIDECAR).cloned());
+                match sidecar {
+                    Some(c) if c.restart_count >= 1 && c.ready => Ok(()),
+                    other => Err(format!(
+                        "sidecar restarts {:?}, ready {:?}",
+                        other.as_ref().map(|c| c.restart_count),
+                        other.as_ref().map(|c| c.ready)
+                    )
+                    .into()),
+                }
+            },
+        )
+        .await;
+    for name in ["annotate", "tag"] {
+        wait_condition(&plugins, &operator, name, "Ready", "True", None, READY).await;
+    }
+    assert_eq!(the_pod(&ns).await, pod, "the kill replaced the pod");
+    assert_eq!(
+        replica_sets(&ns, APP).await,
+        sets,
+        "the kill rolled the Deployment"
+    );
 
     // The webhook: a pod of the target without the sidecar is refused, naming why; a pod of no
     // target is not (both as dry runs: admission runs, nothing is created).
