@@ -138,44 +138,55 @@ async fn copy(
     // An invalid config is still copied: the reload refuses it and says why, as for the file.
     if let Ok(config) = SidecarConfig::parse(text) {
         let wanted = wanted_modules(&config);
-        let missing: Vec<&(String, String)> = wanted
+        let missing: Vec<&Wanted> = wanted
             .iter()
-            .filter(|(file, digest)| !held(&config, mirror, file, digest))
+            .filter(|module| !held(module, mirror))
             .collect();
         if !missing.is_empty() {
             fetch_modules(source, config_maps, mirror, &missing).await?;
         }
         write_atomically(&mirror.config_file(), &bytes)?;
-        prune(&mirror.modules_dir(), &wanted);
+        let files: Vec<&str> = wanted.iter().map(|w| w.file.as_str()).collect();
+        prune(&mirror.modules_dir(), &files);
         return Ok(());
     }
     write_atomically(&mirror.config_file(), &bytes)
 }
 
-/// The chunked modules of `config`: their file names and pinned digests.
-fn wanted_modules(config: &SidecarConfig) -> Vec<(String, String)> {
+/// A module file a config names, possibly delivered in chunks.
+struct Wanted {
+    /// Its file name (the chunks are `<file>.<n>`).
+    file: String,
+    /// Its pinned digest.
+    digest: String,
+    /// Where the config names it (the mounted folder).
+    mounted: std::path::PathBuf,
+}
+
+/// The file modules of `config` with a pinned digest.
+fn wanted_modules(config: &SidecarConfig) -> Vec<Wanted> {
     config
         .plugins
         .iter()
         .filter(|p| p.oci_reference().is_none())
         .filter_map(|p| {
-            let file = p.module.file_name()?.to_str()?.to_string();
-            Some((file, p.digest.clone()?))
+            Some(Wanted {
+                file: p.module.file_name()?.to_str()?.to_string(),
+                digest: p.digest.clone()?,
+                mounted: p.module.clone(),
+            })
         })
         .collect()
 }
 
-/// Whether the module `file` with `digest` joins from the mount or the mirror.
-fn held(config: &SidecarConfig, mirror: &Mirror, file: &str, digest: &str) -> bool {
-    let mounted = config
-        .plugins
-        .iter()
-        .find(|p| p.module.file_name().and_then(|n| n.to_str()) == Some(file))
-        .map(|p| p.module.clone());
-    mounted
-        .into_iter()
-        .chain([mirror.modules_dir().join(file)])
-        .any(|module| module.exists() || join_module(&module, digest).is_ok())
+/// Whether `module` is there, whole or joining from its chunks, in the mount or the mirror.
+fn held(module: &Wanted, mirror: &Mirror) -> bool {
+    [
+        module.mounted.clone(),
+        mirror.modules_dir().join(&module.file),
+    ]
+    .iter()
+    .any(|path| path.exists() || join_module(path, &module.digest).is_ok())
 }
 
 /// Reads the module ConfigMaps and copies the chunks of the `missing` modules.
@@ -183,7 +194,7 @@ async fn fetch_modules(
     source: &KubernetesSource,
     config_maps: &Api<ConfigMap>,
     mirror: &Mirror,
-    missing: &[&(String, String)],
+    missing: &[&Wanted],
 ) -> Result<(), String> {
     let dir = mirror.modules_dir();
     private_dir(&dir)?;
@@ -198,13 +209,13 @@ async fn fetch_modules(
         for (key, value) in data {
             if missing
                 .iter()
-                .any(|(file, _)| chunk_of(&key) == Some(file.as_str()))
+                .any(|module| chunk_of(&key) == Some(module.file.as_str()))
             {
                 write_atomically(&dir.join(&key), &value.0)?;
             }
         }
     }
-    for (file, digest) in missing {
+    for Wanted { file, digest, .. } in missing.iter().copied() {
         join_module(&dir.join(file), digest)
             .map_err(|e| format!("module {file} is not complete in the module ConfigMaps: {e}"))?;
     }
@@ -222,7 +233,7 @@ fn chunk_of(key: &str) -> Option<&str> {
 }
 
 /// Removes mirrored chunks of modules the config no longer names.
-fn prune(dir: &Path, wanted: &[(String, String)]) {
+fn prune(dir: &Path, wanted: &[&str]) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -231,7 +242,7 @@ fn prune(dir: &Path, wanted: &[(String, String)]) {
         let keep = name
             .to_str()
             .and_then(chunk_of)
-            .is_some_and(|file| wanted.iter().any(|(w, _)| w == file));
+            .is_some_and(|file| wanted.contains(&file));
         if !keep {
             let _ = std::fs::remove_file(entry.path());
         }
@@ -267,7 +278,7 @@ mod tests {
         for key in ["a.wasm.0", "a.wasm.1", "b.wasm.0", "stray"] {
             std::fs::write(dir.join(key), b"x").expect("write");
         }
-        prune(&dir, &[("a.wasm".into(), "sha256:00".into())]);
+        prune(&dir, &["a.wasm"]);
         let mut left: Vec<String> = std::fs::read_dir(&dir)
             .expect("dir")
             .flatten()
