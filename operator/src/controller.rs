@@ -623,10 +623,12 @@ async fn reconcile_target(
             HashMap::new(),
         ));
     }
-    let target_settings = Api::<EventPluginTarget>::namespaced(client.clone(), namespace)
-        .get_opt(name)
-        .await?
-        .map(|t| t.spec);
+    let target_settings = context.settings.sidecar_defaults.apply(
+        Api::<EventPluginTarget>::namespaced(client.clone(), namespace)
+            .get_opt(name)
+            .await?
+            .map(|t| t.spec),
+    );
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let owned_secret = secrets.get_opt(&inject::secret_name(name)).await?;
@@ -1082,7 +1084,7 @@ async fn reconcile_target(
         upstream: &upstream,
         memory_limit: inject::memory_limit(rendered.memory_limit),
         cpu_request: sidecar.and_then(|s| s.cpu.as_deref()),
-        cpu_limit: None,
+        cpu_limit: context.settings.sidecar_defaults.cpu_limit.as_deref(),
         storage_without_volume,
         native_sidecar: context.native_sidecars,
         api_token: follows_api,

@@ -47,12 +47,21 @@ fn main() -> ExitCode {
 fn run(settings: &std::path::Path) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("EVENTPLUG_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Logs on stderr, JSON lines; stdout stays for what a command prints (`crd`).
-    tracing_subscriber::fmt()
+    // Logs on stderr, JSON lines unless EVENTPLUG_LOG_FORMAT=text; stdout stays for what a
+    // command prints (`crd`).
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .json()
-        .init();
+        .with_writer(std::io::stderr);
+    match std::env::var("EVENTPLUG_LOG_FORMAT").as_deref() {
+        Ok("text") => logs.init(),
+        Ok("json") | Err(_) => logs.json().init(),
+        Ok(other) => {
+            eprintln!(
+                "eventplug-operator: EVENTPLUG_LOG_FORMAT={other:?} is not a log format: use json or text"
+            );
+            return ExitCode::FAILURE;
+        }
+    }
     let settings = match eventplug_operator::settings::Settings::load(settings) {
         Ok(settings) => settings,
         Err(error) => {

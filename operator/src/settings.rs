@@ -2,6 +2,7 @@
 //! team: the policy, the sidecar image, how to reach the registries modules come from, and how often
 //! running sidecars are asked what they run.
 
+use crate::crd::EventPluginTargetSpec;
 use crate::policy::Policy;
 use eventplug_contract::{Duration, ValidationError};
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,9 @@ pub struct Settings {
     /// read and are always given a version they do; this is for pods not started yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sidecar_config_api_version: Option<String>,
+    /// What a target gets where its EventPluginTarget says nothing (or it has none).
+    #[serde(default)]
+    pub sidecar_defaults: SidecarDefaults,
     /// How to reach registries, by `host[:port]`; a host not listed is HTTPS with the system roots.
     #[serde(default)]
     pub registries: BTreeMap<String, RegistryAccess>,
@@ -44,6 +48,66 @@ pub struct Settings {
     /// Without it, run one replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader_election: Option<crate::leader::LeaderElection>,
+}
+
+/// The platform's defaults for every target's sidecar; an EventPluginTarget's own values win.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct SidecarDefaults {
+    /// The sidecar container's CPU request (Kubernetes quantity; default `10m`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// Its CPU limit (default: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_limit: Option<String>,
+    /// Memory above what its plugins need (default: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_headroom: Option<eventplug_contract::ByteSize>,
+    /// The poison policy (default: the sidecar's, `quarantine`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poison_policy: Option<eventplug_contract::PoisonPolicy>,
+    /// Failed attempts of one event before the poison policy applies (default: the sidecar's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poison_attempts: Option<u32>,
+    /// The largest event body accepted (default: the sidecar's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<eventplug_contract::ByteSize>,
+}
+
+impl SidecarDefaults {
+    /// The target's settings with these defaults where it says nothing.
+    pub fn apply(&self, target: Option<EventPluginTargetSpec>) -> Option<EventPluginTargetSpec> {
+        if *self == Self::default() {
+            return target;
+        }
+        let mut spec = target.unwrap_or_default();
+        spec.poison_policy = spec.poison_policy.or(self.poison_policy);
+        spec.poison_attempts = spec.poison_attempts.or(self.poison_attempts);
+        spec.max_body_bytes = spec.max_body_bytes.or(self.max_body_bytes);
+        if self.cpu.is_some() || self.memory_headroom.is_some() {
+            let sidecar = spec.sidecar.get_or_insert_with(Default::default);
+            sidecar.cpu = sidecar.cpu.take().or_else(|| self.cpu.clone());
+            sidecar.memory_headroom = sidecar.memory_headroom.or(self.memory_headroom);
+        }
+        Some(spec)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        for (key, value) in [("cpu", &self.cpu), ("cpuLimit", &self.cpu_limit)] {
+            if let Some(value) = value {
+                let number = value.strip_suffix('m').unwrap_or(value);
+                if number.is_empty() || number.parse::<f64>().is_err() {
+                    return Err(format!(
+                        "sidecarDefaults.{key}: {value:?} is not a CPU quantity (`100m`, `0.5`, `1`)"
+                    ));
+                }
+            }
+        }
+        if self.poison_attempts == Some(0) {
+            return Err("sidecarDefaults.poisonAttempts: must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 /// Where the webhook is served and how the API server reaches it.
@@ -160,6 +224,7 @@ impl Settings {
         if settings.status_interval.0.is_zero() {
             return Err("statusInterval must be more than 0".into());
         }
+        settings.sidecar_defaults.check()?;
         Ok(settings)
     }
 }
@@ -167,6 +232,74 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sidecar_defaults_fill_what_a_target_leaves_unsaid_and_refuse_bad_quantities() {
+        let settings = Settings::parse(
+            "policy: {allowedNamespaces: [a]}
+sidecarImage: x
+sidecarDefaults: {cpu: 20m, cpuLimit: '1', memoryHeadroom: 32Mi, poisonPolicy: block, poisonAttempts: 3, maxBodyBytes: 1Mi}
+",
+        )
+        .expect("valid settings");
+        let defaults = &settings.sidecar_defaults;
+        let none = defaults.apply(None).expect("defaults make a target spec");
+        assert_eq!(
+            none.poison_policy,
+            Some(eventplug_contract::PoisonPolicy::Block)
+        );
+        assert_eq!(none.poison_attempts, Some(3));
+        assert_eq!(
+            none.max_body_bytes,
+            Some(eventplug_contract::ByteSize(1 << 20))
+        );
+        let sidecar = none.sidecar.expect("sidecar resources");
+        assert_eq!(sidecar.cpu.as_deref(), Some("20m"));
+        assert_eq!(
+            sidecar.memory_headroom,
+            Some(eventplug_contract::ByteSize(32 << 20))
+        );
+        let own = EventPluginTargetSpec {
+            poison_attempts: Some(9),
+            sidecar: Some(crate::crd::SidecarResources {
+                cpu: Some("300m".into()),
+                memory_headroom: None,
+            }),
+            ..Default::default()
+        };
+        let merged = defaults.apply(Some(own)).expect("a target spec");
+        assert_eq!(
+            merged.poison_attempts,
+            Some(9),
+            "the target's own value wins"
+        );
+        assert_eq!(
+            merged.poison_policy,
+            Some(eventplug_contract::PoisonPolicy::Block)
+        );
+        let sidecar = merged.sidecar.expect("sidecar resources");
+        assert_eq!(sidecar.cpu.as_deref(), Some("300m"));
+        assert_eq!(
+            sidecar.memory_headroom,
+            Some(eventplug_contract::ByteSize(32 << 20))
+        );
+        assert_eq!(
+            SidecarDefaults::default().apply(None),
+            None,
+            "no defaults, no target spec"
+        );
+
+        let err = Settings::parse(
+            "policy: {allowedNamespaces: [a]}\nsidecarImage: x\nsidecarDefaults: {cpuLimit: lots}\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("sidecarDefaults.cpuLimit"), "{err}");
+        let err = Settings::parse(
+            "policy: {allowedNamespaces: [a]}\nsidecarImage: x\nsidecarDefaults: {poisonAttempts: 0}\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("poisonAttempts"), "{err}");
+    }
 
     #[test]
     fn settings_read_with_defaults_and_refuse_what_would_do_nothing() {

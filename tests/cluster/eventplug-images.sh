@@ -1,26 +1,28 @@
 #!/usr/bin/env bash
-# eventplug's own images for the test cluster, built without a container daemon from files on
-# this machine (nothing is pulled from anywhere), in images.sh's way (umoci, skopeo):
-#   - sidecar:       the `eventplug` binary (release build) with the glibc libraries it links,
-#                    run as uid/gid 65532 (`nonroot`); `eventplug serve --config
-#                    /etc/eventplug/config.yaml` by default, module cache in
-#                    /var/cache/eventplug/modules (mount an emptyDir at /var/cache/eventplug: the
-#                    cache makes its folder private, which it cannot do to a volume's root);
-#   - sidecar-previous: the same, with EVENTPLUG_READ_API_VERSIONS=eventplug.dev/v1alpha1 in
-#                    its environment: a sidecar that reads the config versions the previous
+# eventplug's images for the test cluster, built without a container daemon from files on this
+# machine (nothing is pulled from anywhere):
+#   - sidecar, operator: the product images, exactly as users build them: images/rootfs.sh makes
+#                    the root filesystem from the release binary, and buildah (vfs storage, no
+#                    daemon) builds images/<image>.Dockerfile (`FROM scratch`) on it, with the
+#                    OCI annotations (source, version, revision, licenses);
+#   - sidecar-previous: the sidecar's layers with EVENTPLUG_READ_API_VERSIONS=eventplug.dev/v1alpha1
+#                    in its environment: a sidecar that reads the config versions the previous
 #                    release reads, for upgrade tests (an operator N against a sidecar N−1);
 #   - event-handler: the event-handler stand-in (tests/stand-ins/event-handler, a static Go
-#                    binary) at /usr/local/bin/teleport-plugin, where the official chart runs it.
-# Tags are derived from the contents (the binary and its libraries; the stand-in's sources and
-# the Go toolchain), so a changed binary gets a new name. Layouts are cached under
-# ~/.cache/eventplug/images/<image>-<tag>/ (the newest three of each image are kept).
+#                    binary) at /usr/local/bin/teleport-plugin, where the official chart runs it
+#                    (a test image, made with umoci).
+# Tags are derived from the contents (the binary and its libraries, the Dockerfile and scripts;
+# the stand-in's sources and the Go toolchain), so a changed binary gets a new name. Layouts are
+# cached under ~/.cache/eventplug/images/<image>-<tag>/ (the newest three of each image are kept).
 #
 #   eventplug-images.sh [push]   build what is missing, push what the registry lacks, print
-#                                `sidecar=<image>` and `event-handler=<image>` (stdout)
+#                                `sidecar=<image>`, `sidecar-previous=…`, `operator=…` and
+#                                `event-handler=…` (stdout)
 #   eventplug-images.sh build    only build the layouts (no registry needed)
 #
 # EVENTPLUG_BIN names the eventplug binary (default: $CARGO_TARGET_DIR/release/eventplug, built
-# with `cargo build --release -p eventplug`). The registry is the test cluster's
+# with `cargo build --release -p eventplug`), EVENTPLUG_OPERATOR_RELEASE_BIN the operator's
+# (default: …/release/eventplug-operator). The registry is the test cluster's
 # (tests/cluster/cluster.sh up).
 set -euo pipefail
 
@@ -30,6 +32,9 @@ CACHE_ROOT="${EVENTPLUG_CLUSTER_CACHE_DIR:-$HOME/.cache/eventplug}"
 REGISTRY="${EVENTPLUG_CLUSTER_REGISTRY:-198.18.0.1:5000}"
 IMAGE_CACHE="$CACHE_ROOT/images"
 EVENTPLUG_BIN="${EVENTPLUG_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/eventplug}"
+OPERATOR_BIN="${EVENTPLUG_OPERATOR_RELEASE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/eventplug-operator}"
+# The images' org.opencontainers.image.source.
+IMAGE_SOURCE="${EVENTPLUG_IMAGE_SOURCE:-https://github.com/eventplug/eventplug}"
 STANDIN="$ROOT/tests/stand-ins/event-handler"
 # The sidecar's user, as distroless images name it.
 NONROOT=65532
@@ -45,8 +50,12 @@ _libraries() {
   ldd "$1" | awk '/=> \// {print $3} /^\t\// {print $1}' | sort -u
 }
 
-_sidecar_tag() {
-  { cat "$HERE/eventplug-images.sh" "$EVENTPLUG_BIN"; _libraries "$EVENTPLUG_BIN" | xargs cat; } | sha256sum | cut -c1-12
+# A product image's tag comes from what is in it and how it is built.
+_product_tag() { # IMAGE BINARY
+  {
+    cat "$HERE/eventplug-images.sh" "$ROOT/images/rootfs.sh" "$ROOT/images/$1.Dockerfile" "$2"
+    _libraries "$2" | xargs cat
+  } | sha256sum | cut -c1-12
 }
 
 # The stand-in's tag comes from what it is built from, so it is built only when that changes.
@@ -70,7 +79,7 @@ _check_binary() {
   [[ -z "$newer" ]] || log "warning: $newer is newer than $EVENTPLUG_BIN; the image holds the older build (rebuild: cargo build --release -p eventplug)"
 }
 
-_base_rootfs() { # DIR: the folders and users every image here has
+_base_rootfs() { # DIR: the folders and users of the stand-in's image
   local dir=$1
   mkdir -p "$dir/etc" "$dir/tmp" "$dir/usr/local/bin" "$dir/proc" "$dir/sys" "$dir/dev"
   chmod 1777 "$dir/tmp"
@@ -94,52 +103,67 @@ _prune() { # NAME
   done
 }
 
-build_sidecar() {
-  _check_binary
-  SIDECAR_TAG="$(_sidecar_tag)"
-  SIDECAR_LAYOUT="$IMAGE_CACHE/sidecar-$SIDECAR_TAG/oci"
-  SIDECAR_IMAGE="$REGISTRY/eventplug/sidecar:$SIDECAR_TAG"
-  SIDECAR_PREVIOUS_IMAGE="$REGISTRY/eventplug/sidecar-previous:$SIDECAR_TAG"
-  [[ -f "$SIDECAR_LAYOUT/complete" ]] && return 0
-  local started=$SECONDS work lib
-  mkdir -p "$IMAGE_CACHE/sidecar-$SIDECAR_TAG"
-  work="$(mktemp -d "$IMAGE_CACHE/sidecar-$SIDECAR_TAG/work.XXXXXX")"
+# The image annotations (and labels) every product image carries.
+_annotations() {
+  local version revision
+  version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -n1)"
+  revision="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
+  BUILD_ARGS=(--build-arg "VERSION=$version" --build-arg "REVISION=$revision" --build-arg "SOURCE=$IMAGE_SOURCE")
+  ANNOTATIONS=(
+    --annotation "org.opencontainers.image.source=$IMAGE_SOURCE"
+    --annotation "org.opencontainers.image.version=$version"
+    --annotation "org.opencontainers.image.revision=$revision"
+    --annotation "org.opencontainers.image.licenses=Apache-2.0"
+  )
+}
+
+# Builds images/<image>.Dockerfile with buildah (no daemon) on the root filesystem images/rootfs.sh
+# makes from BINARY, into an OCI layout tagged <image>. Sets LAYOUT.
+_build_product() { # IMAGE BINARY TAG
+  local image=$1 binary=$2 tag=$3 started=$SECONDS work
+  LAYOUT="$IMAGE_CACHE/$image-$tag/oci"
+  [[ -f "$LAYOUT/complete" ]] && return 0
+  command -v buildah >/dev/null || die "buildah is missing: apt-get install buildah (or run scripts/setup.sh)"
+  mkdir -p "$IMAGE_CACHE/$image-$tag"
+  work="$(mktemp -d "$IMAGE_CACHE/$image-$tag/work.XXXXXX")"
   # shellcheck disable=SC2064
   trap "rm -rf --one-file-system '$work'" EXIT
-  _base_rootfs "$work/rootfs"
-  # Line tables are left out (symbols stay, so a backtrace still names functions): a third of
-  # the size, and the image is what a pod pulls.
-  objcopy --strip-debug "$EVENTPLUG_BIN" "$work/rootfs/usr/local/bin/eventplug"
-  # The binary links glibc dynamically (ldd): the libraries go in at the paths ldd resolved.
-  for lib in $(_libraries "$EVENTPLUG_BIN"); do
-    mkdir -p "$work/rootfs$(dirname "$lib")"
-    cp -L "$lib" "$work/rootfs$lib"
-  done
-  mkdir -p "$work/rootfs/etc/eventplug" "$work/rootfs/var/cache/eventplug" "$work/rootfs/home/nonroot"
-  chown "$NONROOT:$NONROOT" "$work/rootfs/var/cache/eventplug" "$work/rootfs/home/nonroot"
-  chmod 0700 "$work/rootfs/var/cache/eventplug"
-  # It runs in the root filesystem it is given: the libraries resolve and it starts.
-  if [[ $EUID -eq 0 ]]; then
-    chroot --userspec="$NONROOT:$NONROOT" "$work/rootfs" /usr/local/bin/eventplug --version >/dev/null ||
-      die "the sidecar binary does not run in its image's root filesystem (a library missing?)"
-  fi
-  umoci init --layout "$work/oci"
-  umoci new --image "$work/oci:sidecar"
-  umoci insert --image "$work/oci:sidecar" "$work/rootfs" /
-  umoci config --image "$work/oci:sidecar" --config.workingdir / --config.user "$NONROOT:$NONROOT" \
-    --config.env PATH=/usr/local/bin --config.env EVENTPLUG_CACHE_DIR=/var/cache/eventplug/modules \
-    --config.entrypoint /usr/local/bin/eventplug \
-    --config.cmd serve --config.cmd --config --config.cmd /etc/eventplug/config.yaml \
-    --config.exposedports 8888/tcp --config.exposedports 9090/tcp
-  # The previous release's config reading, on the same layers.
-  umoci config --image "$work/oci:sidecar" --tag sidecar-previous \
-    --config.env "EVENTPLUG_READ_API_VERSIONS=eventplug.dev/v1alpha1"
-  umoci gc --layout "$work/oci"
-  _install_layout "$work/oci" "$SIDECAR_LAYOUT"
+  bash "$ROOT/images/rootfs.sh" "$image" "$binary" "$work/context"
+  _annotations
+  local name="localhost/eventplug-build/$image:$tag"
+  buildah --storage-driver vfs bud --quiet --format oci --layers=false \
+    "${BUILD_ARGS[@]}" "${ANNOTATIONS[@]}" \
+    -f "$ROOT/images/$image.Dockerfile" -t "$name" "$work/context" >/dev/null
+  buildah --storage-driver vfs push --quiet "$name" "oci:$work/oci:$image" >/dev/null
+  buildah --storage-driver vfs rmi "$name" >/dev/null
+  _install_layout "$work/oci" "$LAYOUT"
   rm -rf --one-file-system "$work"
   trap - EXIT
-  _prune sidecar
-  log "built the sidecar image (tag $SIDECAR_TAG) in $((SECONDS - started))s"
+  _prune "$image"
+  log "built the $image image (tag $tag) with buildah in $((SECONDS - started))s"
+}
+
+build_sidecar() {
+  _check_binary
+  SIDECAR_TAG="$(_product_tag sidecar "$EVENTPLUG_BIN")"
+  SIDECAR_IMAGE="$REGISTRY/eventplug/sidecar:$SIDECAR_TAG"
+  SIDECAR_PREVIOUS_IMAGE="$REGISTRY/eventplug/sidecar-previous:$SIDECAR_TAG"
+  _build_product sidecar "$EVENTPLUG_BIN" "$SIDECAR_TAG"
+  SIDECAR_LAYOUT=$LAYOUT
+  # The previous release's config reading, on the same layers (a test image, tagged beside).
+  if ! umoci stat --image "$SIDECAR_LAYOUT:sidecar-previous" >/dev/null 2>&1; then
+    umoci config --image "$SIDECAR_LAYOUT:sidecar" --tag sidecar-previous \
+      --config.env "EVENTPLUG_READ_API_VERSIONS=eventplug.dev/v1alpha1"
+  fi
+}
+
+build_operator() {
+  [[ -x "$OPERATOR_BIN" ]] ||
+    die "$OPERATOR_BIN is not there: build it with \`cargo build --release -p eventplug-operator\` (or set EVENTPLUG_OPERATOR_RELEASE_BIN)"
+  OPERATOR_TAG="$(_product_tag operator "$OPERATOR_BIN")"
+  OPERATOR_IMAGE="$REGISTRY/eventplug/operator:$OPERATOR_TAG"
+  _build_product operator "$OPERATOR_BIN" "$OPERATOR_TAG"
+  OPERATOR_LAYOUT=$LAYOUT
 }
 
 build_event_handler() {
@@ -186,13 +210,16 @@ _push() { # LAYOUT REF IMAGE: unless the registry has it
 case "${1:-push}" in
   build)
     build_sidecar
+    build_operator
     build_event_handler
     ;;
   push)
     build_sidecar
+    build_operator
     build_event_handler
     _push "$SIDECAR_LAYOUT" sidecar "$SIDECAR_IMAGE"
     _push "$SIDECAR_LAYOUT" sidecar-previous "$SIDECAR_PREVIOUS_IMAGE"
+    _push "$OPERATOR_LAYOUT" operator "$OPERATOR_IMAGE"
     _push "$STANDIN_LAYOUT" event-handler "$STANDIN_IMAGE"
     ;;
   *)
@@ -202,4 +229,5 @@ case "${1:-push}" in
 esac
 echo "sidecar=$SIDECAR_IMAGE"
 echo "sidecar-previous=$SIDECAR_PREVIOUS_IMAGE"
+echo "operator=$OPERATOR_IMAGE"
 echo "event-handler=$STANDIN_IMAGE"

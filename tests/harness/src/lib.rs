@@ -18,8 +18,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod demo;
 pub mod event_handler;
 pub mod operator_process;
+pub mod operator_release;
 
 use std::collections::BTreeMap;
 use std::error::Error as StdError;
@@ -316,6 +318,9 @@ pub struct EventplugImages {
     /// (`EVENTPLUG_READ_API_VERSIONS=eventplug.dev/v1alpha1` in the image's environment): the
     /// N−1 sidecar of upgrade tests.
     pub sidecar_previous: String,
+    /// The operator: the release `eventplug-operator` binary, as `charts/eventplug-operator`
+    /// runs it.
+    pub operator: String,
     /// The event-handler stand-in at `/usr/local/bin/teleport-plugin`, as the official chart runs
     /// event-handler.
     pub event_handler: String,
@@ -328,7 +333,8 @@ impl EventplugImages {
     /// registry, once per test process, starting the cluster first if needed.
     ///
     /// The sidecar image holds `$EVENTPLUG_BIN`, by default the release build in the target
-    /// folder: `cargo build --release -p eventplug` first (`scripts/test.sh` does).
+    /// folder, and the operator image the release `eventplug-operator`: `cargo build --release -p
+    /// eventplug -p eventplug-operator` first (`scripts/test.sh` does).
     ///
     /// # Panics
     /// When the cluster cannot start or an image cannot be built or pushed, with the reason.
@@ -382,6 +388,7 @@ impl EventplugImages {
         Ok(EventplugImages {
             sidecar: name("sidecar")?,
             sidecar_previous: name("sidecar-previous")?,
+            operator: name("operator")?,
             event_handler: name("event-handler")?,
         })
     }
@@ -393,6 +400,7 @@ pub struct TestNamespace {
     name: String,
     client: Client,
     cluster: &'static Cluster,
+    keep: bool,
 }
 
 impl TestNamespace {
@@ -410,13 +418,53 @@ impl TestNamespace {
 
     /// Like [`TestNamespace::create`], but returns the reason instead of panicking.
     pub async fn try_create(prefix: &str) -> Result<TestNamespace, HarnessError> {
-        let cluster = match tokio::task::spawn_blocking(Cluster::try_shared).await {
-            Ok(Ok(cluster)) => cluster,
-            Ok(Err(reason)) => return Err(HarnessError::Cluster(reason.to_owned())),
-            Err(e) => return Err(HarnessError::Cluster(format!("starting it panicked: {e}"))),
-        };
+        Self::try_create_named(unique_name(prefix), false).await
+    }
+
+    /// The namespace `name`, made afresh (an earlier one of that name deleted first, and waited
+    /// for) and kept when dropped: for the demo, whose objects stay for the user to look at.
+    pub async fn recreate_kept(name: &str) -> Result<TestNamespace, HarnessError> {
+        let cluster = shared_cluster().await?;
         let client = cluster.client().await?;
-        let name = unique_name(prefix);
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        if namespaces.get_opt(name).await.ok().flatten().is_some() {
+            // EventPlugins first, while the operator runs and can let them go; then its release.
+            release_plugins(&client, name).await;
+            let _ = Command::new("python3")
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../chart/release.py"))
+                .args(["uninstall", "eventplug-operator", name])
+                .env("KUBECONFIG", cluster.kubeconfig())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        match namespaces.delete(name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => {
+                return Err(HarnessError::Api {
+                    what: format!("deleting the earlier namespace {name}"),
+                    source,
+                });
+            }
+        }
+        try_wait_until(
+            &format!("the earlier namespace {name} to be gone"),
+            Duration::from_secs(180),
+            || async {
+                match namespaces.get_opt(name).await? {
+                    None => Ok(()),
+                    Some(_) => Err("still terminating".into()),
+                }
+            },
+        )
+        .await?;
+        Self::try_create_named(name.to_owned(), true).await
+    }
+
+    async fn try_create_named(name: String, keep: bool) -> Result<TestNamespace, HarnessError> {
+        let cluster = shared_cluster().await?;
+        let client = cluster.client().await?;
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let namespace = Namespace {
             metadata: ObjectMeta {
@@ -440,6 +488,7 @@ impl TestNamespace {
             name,
             client,
             cluster,
+            keep,
         };
         // Pods are refused in a namespace until its `default` service account has a token.
         let accounts: Api<ServiceAccount> = ns.api();
@@ -485,6 +534,9 @@ impl TestNamespace {
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         if std::thread::panicking() && std::env::var(KEEP_FAILED_ENV).as_deref() == Ok("1") {
             eprintln!(
                 "keeping namespace {} of the failed test (kubectl --kubeconfig {} -n {} get all)",
@@ -518,6 +570,53 @@ impl Drop for TestNamespace {
             Ok(Ok(())) => {}
             Ok(Err(e)) => eprintln!("could not delete test namespace {}: {e}", self.name),
             Err(_) => eprintln!("deleting test namespace {} panicked", self.name),
+        }
+    }
+}
+
+/// The shared cluster, started (off the async runtime's threads) when it is not up.
+async fn shared_cluster() -> Result<&'static Cluster, HarnessError> {
+    match tokio::task::spawn_blocking(Cluster::try_shared).await {
+        Ok(Ok(cluster)) => Ok(cluster),
+        Ok(Err(reason)) => Err(HarnessError::Cluster(reason.to_owned())),
+        Err(e) => Err(HarnessError::Cluster(format!("starting it panicked: {e}"))),
+    }
+}
+
+/// Deletes the EventPlugins of `namespace` and waits a minute for an operator to let them go;
+/// strips the finalizers of those still there (their operator is gone).
+async fn release_plugins(client: &Client, namespace: &str) {
+    use eventplug_operator::crd::EventPlugin;
+    let plugins: Api<EventPlugin> = Api::namespaced(client.clone(), namespace);
+    let _ = plugins
+        .delete_collection(&DeleteParams::default(), &kube::api::ListParams::default())
+        .await;
+    let gone = try_wait_until(
+        &format!("the EventPlugins of {namespace} to be let go"),
+        Duration::from_secs(60),
+        || async {
+            let left = plugins.list(&kube::api::ListParams::default()).await?;
+            if left.items.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{} left", left.items.len()).into())
+            }
+        },
+    )
+    .await;
+    if gone.is_ok() {
+        return;
+    }
+    if let Ok(left) = plugins.list(&kube::api::ListParams::default()).await {
+        for plugin in left.items {
+            let name = plugin.metadata.name.unwrap_or_default();
+            let _ = plugins
+                .patch(
+                    &name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+                )
+                .await;
         }
     }
 }
