@@ -14,6 +14,7 @@ LABEL org.opencontainers.image.title="eventplug operator" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY rootfs/ /
+COPY --chown=65532:65532 rootfs/home/ /home/
 ENV PATH=/usr/local/bin \
     SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 USER 65532:65532

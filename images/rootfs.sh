@@ -56,9 +56,13 @@ case "$image" in
     mkdir -p "$rootfs/etc/eventplug-operator"
     ;;
 esac
-chown -R 0:0 "$rootfs" 2>/dev/null || true
-chown "$NONROOT:$NONROOT" "$rootfs/home/nonroot"
-[[ "$image" != sidecar ]] || chown "$NONROOT:$NONROOT" "$rootfs/var/cache/eventplug"
+# Ownership is the Dockerfile's (`COPY --chown` for the folders the user writes); as root the
+# tree is also owned here, for a root filesystem used as it is.
+if [[ $EUID -eq 0 ]]; then
+  chown -R 0:0 "$rootfs"
+  chown "$NONROOT:$NONROOT" "$rootfs/home/nonroot"
+  [[ "$image" != sidecar ]] || chown "$NONROOT:$NONROOT" "$rootfs/var/cache/eventplug"
+fi
 # It runs in the root filesystem it is given: the libraries resolve and it starts.
 if [[ $EUID -eq 0 ]]; then
   chroot --userspec="$NONROOT:$NONROOT" "$rootfs" "/usr/local/bin/$name" --version >/dev/null ||

@@ -14,6 +14,8 @@ LABEL org.opencontainers.image.title="eventplug sidecar" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY rootfs/ /
+COPY --chown=65532:65532 rootfs/home/ /home/
+COPY --chown=65532:65532 rootfs/var/cache/ /var/cache/
 ENV PATH=/usr/local/bin \
     SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     EVENTPLUG_CACHE_DIR=/var/cache/eventplug/modules

@@ -96,15 +96,17 @@ impl SidecarDefaults {
         for (key, value) in [("cpu", &self.cpu), ("cpuLimit", &self.cpu_limit)] {
             if let Some(value) = value {
                 let number = value.strip_suffix('m').unwrap_or(value);
-                if number.is_empty() || number.parse::<f64>().is_err() {
+                let (whole, fraction) = number.split_once('.').unwrap_or((number, "0"));
+                let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+                if !digits(whole) || !digits(fraction) {
                     return Err(format!(
                         "sidecarDefaults.{key}: {value:?} is not a CPU quantity (`100m`, `0.5`, `1`)"
                     ));
                 }
             }
         }
-        if self.poison_attempts == Some(0) {
-            return Err("sidecarDefaults.poisonAttempts: must be at least 1".into());
+        if matches!(self.poison_attempts, Some(0 | 101..)) {
+            return Err("sidecarDefaults.poisonAttempts: must be between 1 and 100 (as an EventPluginTarget's)".into());
         }
         Ok(())
     }
@@ -294,6 +296,13 @@ sidecarDefaults: {cpu: 20m, cpuLimit: '1', memoryHeadroom: 32Mi, poisonPolicy: b
         )
         .unwrap_err();
         assert!(err.contains("sidecarDefaults.cpuLimit"), "{err}");
+        for bad in ["nan", "-1", "1e3", "inf", "m", "1."] {
+            let err = Settings::parse(&format!(
+                "policy: {{allowedNamespaces: [a]}}\nsidecarImage: x\nsidecarDefaults: {{cpu: '{bad}'}}\n"
+            ))
+            .unwrap_err();
+            assert!(err.contains("sidecarDefaults.cpu"), "{bad}: {err}");
+        }
         let err = Settings::parse(
             "policy: {allowedNamespaces: [a]}\nsidecarImage: x\nsidecarDefaults: {poisonAttempts: 0}\n",
         )

@@ -101,6 +101,8 @@ ALL_ON = {
     "dashboard": {"enabled": True},
     "prometheusRule": {"enabled": True},
     "extraEnv": [{"name": "RUST_BACKTRACE", "value": "1"}],
+    "extraVolumes": [{"name": "registry-ca", "secret": {"secretName": "registry-ca"}}],
+    "extraVolumeMounts": [{"name": "registry-ca", "mountPath": "/etc/registry-ca", "readOnly": True}],
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "audit", "effect": "NoSchedule"}],
     "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
@@ -123,7 +125,7 @@ def lint(values, label):
 
 def main():
     defaults = {"policy": {"allowedNamespaces": ["teleport"]}}
-    lint({}, "chart defaults")
+    lint(defaults, "chart defaults")
     lint(ALL_ON, "every option on")
 
     # Defaults (with the one value a user must give).
@@ -150,7 +152,7 @@ def main():
     for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
                 "app.kubernetes.io/managed-by", "helm.sh/chart"):
         check(key in labels, f"label {key} on the Deployment")
-    check("kubectl get evp" in notes and "allowedNamespaces is empty" not in notes, f"NOTES: {notes}")
+    check("kubectl get evp" in notes and "kubectl apply -n teleport" in notes, f"NOTES: {notes}")
     check_rbac(objects, ["teleport"], "eventplug-system")
 
     # Every option on.
@@ -190,6 +192,8 @@ def main():
           f"a digest tag pins the image: {container['image']}")
     env = {e["name"]: e.get("value") for e in container["env"]}
     check(env.get("EVENTPLUG_LOG_FORMAT") == "text" and env.get("RUST_BACKTRACE") == "1", f"env {env}")
+    check(any(v["name"] == "registry-ca" for v in pod["volumes"])
+          and any(m["name"] == "registry-ca" for m in container["volumeMounts"]), "extra volumes reach the pod")
     check(pod["imagePullSecrets"] == [{"name": "regcred"}] and pod["nodeSelector"] and pod["tolerations"]
           and pod["affinity"], "pull secrets, node selector, tolerations, affinity reach the pod")
     check_rbac(objects, ["teleport", "audit"], "ops")
@@ -201,9 +205,31 @@ def main():
           "the same values render the same settings checksum")
     check(a["checksum/settings"] != b["checksum/settings"], "a changed policy changes the settings checksum")
 
-    # An empty policy renders, with a warning in NOTES.
-    _, notes = render({})
-    check("allowedNamespaces is empty" in notes, "NOTES warns about an empty policy")
+    # Without the webhook, leader election, RBAC or a ServiceAccount of its own: only what is left
+    # is rendered, and the settings say so.
+    objects, _ = render({"policy": {"allowedNamespaces": ["teleport"]}, "webhook": {"enabled": False},
+                         "leaderElection": {"enabled": False}})
+    validate(objects, "no webhook, no leader election")
+    settings = settings_of(objects)
+    check("webhook" not in settings and "leaderElection" not in settings, f"settings {settings}")
+    check(not by_kind(objects, "ClusterRole") and sorted(r["metadata"]["namespace"] for r in by_kind(objects, "Role")) == ["teleport"],
+          f"no ClusterRole and no Role of its own without webhook and election: {[o['kind'] for o in objects]}")
+    service = by_kind(objects, "Service")[0]
+    check([p["name"] for p in service["spec"]["ports"]] == ["metrics"], f"no webhook port: {service['spec']['ports']}")
+    objects, _ = render({"policy": {"allowedNamespaces": ["teleport"]}, "rbac": {"create": False},
+                         "serviceAccount": {"create": False, "name": "platform-operator"}})
+    kinds = {o["kind"] for o in objects}
+    check(not kinds & {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "ServiceAccount"},
+          f"rbac.create and serviceAccount.create false: {sorted(kinds)}")
+    pod = by_kind(objects, "Deployment")[0]["spec"]["template"]["spec"]
+    check(pod["serviceAccountName"] == "platform-operator", f"serviceAccountName {pod['serviceAccountName']}")
+
+    # The operator refuses to start without namespaces: so does the install, saying what to set.
+    try:
+        render({})
+        check(False, "the chart rendered with an empty policy.allowedNamespaces")
+    except helm_python.HelmError as e:
+        check("policy.allowedNamespaces is empty" in str(e), f"an empty allowedNamespaces: {e}")
 
     # values.schema.json refuses bad values, naming them.
     for bad, needle in (
@@ -221,7 +247,7 @@ def main():
         except helm_python.HelmError as e:
             check(needle in str(e), f"values {bad}: the error does not name {needle}: {e}")
     try:
-        render({"replicas": 2, "leaderElection": {"enabled": False}})
+        render({"replicas": 2, "leaderElection": {"enabled": False}, "policy": {"allowedNamespaces": ["teleport"]}})
         check(False, "replicas 2 without leader election rendered")
     except helm_python.HelmError as e:
         check("leaderElection" in str(e), f"replicas 2 without leader election: {e}")
@@ -250,7 +276,10 @@ def check_rbac(objects, namespaces, release_namespace):
         for rule in role["rules"]:
             check("*" not in rule.get("verbs", []) and "*" not in rule.get("resources", []),
                   f"a wildcard in Role {role['metadata']['namespace']}: {rule}")
-    (cluster_role,) = by_kind(objects, "ClusterRole")
+    cluster_roles = by_kind(objects, "ClusterRole")
+    if not check(len(cluster_roles) == 1, f"one ClusterRole, not {len(cluster_roles)}"):
+        return
+    cluster_role = cluster_roles[0]
     resources = sorted(r for rule in cluster_role["rules"] for r in rule["resources"])
     check(set(resources) <= {"validatingwebhookconfigurations", "namespaces"},
           f"the ClusterRole grants only what is cluster-wide: {resources}")

@@ -136,6 +136,12 @@ _build_product() { # IMAGE BINARY TAG
     -f "$ROOT/images/$image.Dockerfile" -t "$name" "$work/context" >/dev/null
   buildah --storage-driver vfs push --quiet "$name" "oci:$work/oci:$image" >/dev/null
   buildah --storage-driver vfs rmi "$name" >/dev/null
+  if [[ "$image" == sidecar ]]; then
+    # The previous release's config reading, on the same layers (a test image, tagged beside).
+    umoci config --image "$work/oci:sidecar" --tag sidecar-previous \
+      --config.env "EVENTPLUG_READ_API_VERSIONS=eventplug.dev/v1alpha1"
+    umoci gc --layout "$work/oci"
+  fi
   _install_layout "$work/oci" "$LAYOUT"
   rm -rf --one-file-system "$work"
   trap - EXIT
@@ -150,16 +156,15 @@ build_sidecar() {
   SIDECAR_PREVIOUS_IMAGE="$REGISTRY/eventplug/sidecar-previous:$SIDECAR_TAG"
   _build_product sidecar "$EVENTPLUG_BIN" "$SIDECAR_TAG"
   SIDECAR_LAYOUT=$LAYOUT
-  # The previous release's config reading, on the same layers (a test image, tagged beside).
-  if ! umoci stat --image "$SIDECAR_LAYOUT:sidecar-previous" >/dev/null 2>&1; then
-    umoci config --image "$SIDECAR_LAYOUT:sidecar" --tag sidecar-previous \
-      --config.env "EVENTPLUG_READ_API_VERSIONS=eventplug.dev/v1alpha1"
-  fi
 }
 
 build_operator() {
   [[ -x "$OPERATOR_BIN" ]] ||
     die "$OPERATOR_BIN is not there: build it with \`cargo build --release -p eventplug-operator\` (or set EVENTPLUG_OPERATOR_RELEASE_BIN)"
+  local newer
+  newer="$(find "$ROOT/operator" "$ROOT/runtime/contract" "$ROOT/runtime/abi" "$ROOT/runtime/oci" "$ROOT/Cargo.lock" -newer "$OPERATOR_BIN" \
+    \( -name '*.rs' -o -name Cargo.toml -o -name Cargo.lock \) -print -quit 2>/dev/null || true)"
+  [[ -z "$newer" ]] || log "warning: $newer is newer than $OPERATOR_BIN; the image holds the older build (rebuild: cargo build --release -p eventplug-operator)"
   OPERATOR_TAG="$(_product_tag operator "$OPERATOR_BIN")"
   OPERATOR_IMAGE="$REGISTRY/eventplug/operator:$OPERATOR_TAG"
   _build_product operator "$OPERATOR_BIN" "$OPERATOR_TAG"

@@ -428,7 +428,13 @@ impl TestNamespace {
         let client = cluster.client().await?;
         let namespaces: Api<Namespace> = Api::all(client.clone());
         if namespaces.get_opt(name).await.ok().flatten().is_some() {
-            // EventPlugins first, while the operator runs and can let them go; then its release.
+            // event-handler first (without its sidecar it would start again unfiltered), then the
+            // EventPlugins while the operator runs and can let them go, then its release.
+            let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+                Api::namespaced(client.clone(), name);
+            let _ = deployments
+                .delete(event_handler::APP, &DeleteParams::default())
+                .await;
             release_plugins(&client, name).await;
             let _ = Command::new("python3")
                 .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../chart/release.py"))

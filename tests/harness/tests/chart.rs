@@ -24,7 +24,7 @@ use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -176,7 +176,8 @@ async fn the_chart_installs_an_operator_that_leads_injects_through_its_service_u
     let upgraded = test_values(
         &ns,
         images,
-        json!({"replicas": 2, "log": {"format": "text"}}),
+        // A settings value (its checksum rolls the pods) and an environment value.
+        json!({"replicas": 2, "statusInterval": "3s", "log": {"format": "text"}}),
     );
     release.upgrade(&upgraded).await;
     let after: BTreeSet<String> = release
@@ -276,6 +277,16 @@ async fn the_chart_installs_an_operator_that_leads_injects_through_its_service_u
         .filter(|name| name.starts_with(ns.name()))
         .count();
     assert_eq!(leftover, 0, "the chart's ClusterRole is gone");
+    let cluster_bindings: Api<ClusterRoleBinding> = Api::all(ns.client());
+    let cluster_name = format!("{}-{RELEASE}", ns.name());
+    assert!(
+        cluster_bindings
+            .get_opt(&cluster_name)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_none(),
+        "the chart's ClusterRoleBinding {cluster_name} is gone"
+    );
     assert!(
         hooks
             .get_opt(&hook.name_any())
