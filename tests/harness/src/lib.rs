@@ -665,6 +665,25 @@ where
     }
 }
 
+/// Like [`try_wait_until`], but panics on a timeout with what `context` says (a component's log).
+pub async fn wait_or_panic<T, F, Fut, C, CFut>(
+    what: &str,
+    timeout: Duration,
+    attempt: F,
+    context: C,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Attempt<T>>,
+    C: FnOnce() -> CFut,
+    CFut: Future<Output = String>,
+{
+    match try_wait_until(what, timeout, attempt).await {
+        Ok(value) => value,
+        Err(e) => panic!("{e}\n{}", context().await),
+    }
+}
+
 /// Like [`wait_until`], but returns [`HarnessError::Timeout`] instead of panicking.
 pub async fn try_wait_until<T, F, Fut>(
     what: &str,

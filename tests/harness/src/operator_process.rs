@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::event_handler::{
     EVENT_HANDLER, Fluentd, PLUGIN_DIR, create_chart_inputs, install_crds, object,
 };
-use crate::{EventplugImages, TestNamespace, try_wait_until};
+use crate::{EventplugImages, TestNamespace};
 use eventplug_oci::{HostSettings, PushRequest, Reference, Registry, RegistrySettings};
 use eventplug_operator::crd::{EventPlugin, EventPluginTarget};
 use eventplug_test_support::TempDir;
@@ -146,10 +146,10 @@ webhook:
         F: FnMut() -> Fut,
         Fut: Future<Output = crate::Attempt<T>>,
     {
-        match try_wait_until(what, timeout, attempt).await {
-            Ok(value) => value,
-            Err(e) => panic!("{e}\n--- operator log:\n{}", self.log()),
-        }
+        crate::wait_or_panic(what, timeout, attempt, || async {
+            format!("--- operator log:\n{}", self.log())
+        })
+        .await
     }
 
     /// Waits until the operator's log has a line with `text`.

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::{EventplugImages, TestNamespace, try_wait_until};
+use crate::{EventplugImages, TestNamespace};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, LogParams};
@@ -145,9 +145,35 @@ impl<'a> OperatorRelease<'a> {
         F: FnMut() -> Fut,
         Fut: Future<Output = crate::Attempt<T>>,
     {
-        match try_wait_until(what, timeout, attempt).await {
-            Ok(value) => value,
-            Err(e) => panic!("{e}\n--- operator logs:\n{}", self.logs().await),
-        }
+        crate::wait_or_panic(what, timeout, attempt, || async {
+            format!("--- operator logs:\n{}", self.logs().await)
+        })
+        .await
+    }
+
+    /// The names of the release's operator pods that are not being deleted.
+    pub async fn pod_names(&self) -> std::collections::BTreeSet<String> {
+        self.pods()
+            .await
+            .iter()
+            .map(kube::ResourceExt::name_any)
+            .collect()
+    }
+
+    /// Waits until one of `pods` holds the release's Lease; returns its name.
+    pub async fn wait_leader_among(
+        &self,
+        pods: &std::collections::BTreeSet<String>,
+        timeout: Duration,
+    ) -> String {
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> = self.ns.api();
+        self.wait("an operator pod to hold the Lease", timeout, || async {
+            let lease = leases.get(RELEASE).await?;
+            match lease.spec.and_then(|s| s.holder_identity) {
+                Some(holder) if pods.contains(&holder) => Ok(holder),
+                other => Err(format!("holder {other:?}, pods {pods:?}").into()),
+            }
+        })
+        .await
     }
 }

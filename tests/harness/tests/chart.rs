@@ -8,7 +8,6 @@
 //! delivery contract); Teleport is not needed by these paths.
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use eventplug_harness::event_handler::{
@@ -22,7 +21,6 @@ use eventplug_harness::operator_release::{OperatorRelease, RELEASE, test_values}
 use eventplug_operator::crd::EventPlugin;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -59,26 +57,10 @@ async fn the_chart_installs_an_operator_that_leads_injects_through_its_service_u
         Some(images.operator.as_str()),
         "the operator runs the image built here"
     );
-    let pods: BTreeSet<String> = release
-        .pods()
-        .await
-        .iter()
-        .map(ResourceExt::name_any)
-        .collect();
+    let pods = release.pod_names().await;
     assert_eq!(pods.len(), 2, "two operator pods: {pods:?}");
-    let leases: Api<Lease> = ns.api();
     let holder = release
-        .wait(
-            "one operator pod to hold the Lease",
-            Duration::from_secs(60),
-            || async {
-                let lease = leases.get(RELEASE).await?;
-                match lease.spec.and_then(|s| s.holder_identity) {
-                    Some(holder) if pods.contains(&holder) => Ok(holder),
-                    other => Err(format!("holder {other:?}, pods {pods:?}").into()),
-                }
-            },
-        )
+        .wait_leader_among(&pods, Duration::from_secs(60))
         .await;
     // 1.20 has no policy/v1: the chart rendered the budget the server has (k8s-openapi has no
     // v1beta1 types, so it is read as a dynamic object).
@@ -180,28 +162,13 @@ async fn the_chart_installs_an_operator_that_leads_injects_through_its_service_u
         json!({"replicas": 2, "statusInterval": "3s", "log": {"format": "text"}}),
     );
     release.upgrade(&upgraded).await;
-    let after: BTreeSet<String> = release
-        .pods()
-        .await
-        .iter()
-        .map(ResourceExt::name_any)
-        .collect();
+    let after = release.pod_names().await;
     assert!(
         !after.contains(&holder),
         "the leader {holder} was not replaced: {after:?}"
     );
     release
-        .wait(
-            "a new operator pod to hold the Lease",
-            Duration::from_secs(90),
-            || async {
-                let lease = leases.get(RELEASE).await?;
-                match lease.spec.and_then(|s| s.holder_identity) {
-                    Some(h) if after.contains(&h) => Ok(()),
-                    other => Err(format!("holder {other:?}, pods {after:?}").into()),
-                }
-            },
-        )
+        .wait_leader_among(&after, Duration::from_secs(90))
         .await;
     let plugin = plugins
         .get("mark")
