@@ -2,7 +2,8 @@
 # The operator at scale on the test cluster (docs/performance.md, "The operator"): 100 EventPlugins
 # over 10 event-handler Deployments with real pods, beside 5,000 unrelated ConfigMaps; prints the
 # time to every EventPlugin Ready, the time for a config change of all of them to run in every
-# sidecar, and the operator's memory and metrics. Uses a release build of the operator.
+# sidecar, and the operator's memory and metrics. The operator is installed from the chart, from
+# its image of the release build.
 #
 #   bash scripts/bench-operator.sh
 set -euo pipefail
@@ -11,5 +12,4 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/eventplug/target}"
 bash tests/cluster/cluster.sh up
 cargo build --release -p eventplug -p eventplug-operator
 bash tests/cluster/eventplug-images.sh push >/dev/null
-EVENTPLUG_OPERATOR_BIN="$CARGO_TARGET_DIR/release/eventplug-operator" \
-  cargo bench -p eventplug-harness --bench operator
+cargo bench -p eventplug-harness --bench operator

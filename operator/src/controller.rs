@@ -565,6 +565,34 @@ impl Context {
     }
 }
 
+/// The sidecar's CPU request for a target (its EventPluginTarget's, else the settings' default,
+/// else the built-in one) above the settings' CPU limit would make a pod the API server refuses:
+/// said before anything of the target is written.
+fn sidecar_cpu_within_limit(
+    target: Option<&EventPluginTargetSpec>,
+    context: &Context,
+) -> Result<(), Problem> {
+    let Some(limit) = context.settings.sidecar_defaults.cpu_limit.as_deref() else {
+        return Ok(());
+    };
+    let request = target
+        .and_then(|t| t.sidecar.as_ref()?.cpu.as_deref())
+        .unwrap_or(crate::settings::DEFAULT_SIDECAR_CPU);
+    match crate::settings::cpu_above_limit(request, limit) {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(Problem::new(
+            "SidecarCpuAboveLimit",
+            format!(
+                "the sidecar's CPU request {request} (the EventPluginTarget's sidecar.cpu) is above the sidecar CPU limit {limit} of the operator's settings (sidecarDefaults.cpuLimit; chart value sidecar.resources.cpuLimit): lower the request or raise the limit"
+            ),
+        )),
+        Err(message) => Err(Problem::new(
+            "InvalidTarget",
+            format!("the EventPluginTarget's sidecar.cpu: {message}"),
+        )),
+    }
+}
+
 async fn reconcile_target(
     namespace: &str,
     name: &str,
@@ -729,7 +757,9 @@ async fn reconcile_target(
             .map(|m| (m.plugin.name_any(), m.at.clone()))
             .collect()
     };
-    let upstream = match upstream {
+    let upstream = match upstream.and_then(|upstream| {
+        sidecar_cpu_within_limit(target_settings.as_ref(), context).map(|()| upstream)
+    }) {
         Ok(upstream) => upstream,
         Err(problem) => {
             outcome.injected = Err(problem);

@@ -123,7 +123,9 @@ pub fn desired(injection: &Injection<'_>) -> Value {
     let target = injection.deployment;
     let admin = format!("127.0.0.1:{ADMIN_PORT}");
     let mut resources = json!({
-        "requests": {"memory": "64Mi", "cpu": injection.cpu_request.unwrap_or("10m")},
+        "requests": {"memory": "64Mi", "cpu": injection
+            .cpu_request
+            .unwrap_or(crate::settings::DEFAULT_SIDECAR_CPU)},
         "limits": {"memory": injection.memory_limit.get().to_string()}
     });
     if let Some(limit) = injection.cpu_limit {

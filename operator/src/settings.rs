@@ -94,15 +94,20 @@ impl SidecarDefaults {
 
     fn check(&self) -> Result<(), String> {
         for (key, value) in [("cpu", &self.cpu), ("cpuLimit", &self.cpu_limit)] {
-            if let Some(value) = value {
-                let number = value.strip_suffix('m').unwrap_or(value);
-                let (whole, fraction) = number.split_once('.').unwrap_or((number, "0"));
-                let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-                if !digits(whole) || !digits(fraction) {
-                    return Err(format!(
-                        "sidecarDefaults.{key}: {value:?} is not a CPU quantity (`100m`, `0.5`, `1`)"
-                    ));
-                }
+            if let Some(value) = value
+                && nanocores(value).is_none()
+            {
+                return Err(format!(
+                    "sidecarDefaults.{key}: {value:?} is not a CPU quantity (`100m`, `0.5`, `1`)"
+                ));
+            }
+        }
+        if let Some(limit) = &self.cpu_limit {
+            let cpu = self.cpu.as_deref().unwrap_or(DEFAULT_SIDECAR_CPU);
+            if cpu_above_limit(cpu, limit)? {
+                return Err(format!(
+                    "sidecarDefaults.cpu {cpu} is above sidecarDefaults.cpuLimit {limit}: a request cannot exceed its limit"
+                ));
             }
         }
         if matches!(self.poison_attempts, Some(0 | 101..)) {
@@ -110,6 +115,45 @@ impl SidecarDefaults {
         }
         Ok(())
     }
+}
+
+/// The sidecar container's CPU request when neither the settings nor its EventPluginTarget name
+/// one.
+pub const DEFAULT_SIDECAR_CPU: &str = "10m";
+
+/// A CPU quantity as the sidecar's resources take it (`100m`, `0.5`, `2`) in nanocores, the
+/// API server's precision (finer digits round up, as it rounds them); `None` when it is not one,
+/// or too large to count.
+pub fn nanocores(quantity: &str) -> Option<u128> {
+    let (number, scale) = match quantity.strip_suffix('m') {
+        Some(milli) => (milli, 6),
+        None => (quantity, 9),
+    };
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, "0"));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || !digits(fraction) || whole.len() > 20 {
+        return None;
+    }
+    let kept = &fraction[..fraction.len().min(scale)];
+    let mut nano: u128 = format!("{kept:0<scale$}").parse().ok()?;
+    if fraction.bytes().skip(scale).any(|b| b != b'0') {
+        nano += 1;
+    }
+    whole
+        .parse::<u128>()
+        .ok()?
+        .checked_mul(10u128.pow(scale as u32))?
+        .checked_add(nano)
+}
+
+/// Whether CPU request `request` is above `limit` (a pod the API server refuses); `Err` names a
+/// value that is not a CPU quantity.
+pub fn cpu_above_limit(request: &str, limit: &str) -> Result<bool, String> {
+    let count = |value: &str| {
+        nanocores(value)
+            .ok_or_else(|| format!("{value:?} is not a CPU quantity (`100m`, `0.5`, `1`)"))
+    };
+    Ok(count(request)? > count(limit)?)
 }
 
 /// Where the webhook is served and how the API server reaches it.
@@ -304,10 +348,50 @@ sidecarDefaults: {cpu: 20m, cpuLimit: '1', memoryHeadroom: 32Mi, poisonPolicy: b
             assert!(err.contains("sidecarDefaults.cpu"), "{bad}: {err}");
         }
         let err = Settings::parse(
+            "policy: {allowedNamespaces: [a]}\nsidecarImage: x\nsidecarDefaults: {cpu: '2', cpuLimit: 500m}\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("above sidecarDefaults.cpuLimit"), "{err}");
+        // Without its own request the sidecar gets the built-in one, which a limit must allow.
+        let err = Settings::parse(
+            "policy: {allowedNamespaces: [a]}\nsidecarImage: x\nsidecarDefaults: {cpuLimit: 5m}\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("cpu 10m is above"), "{err}");
+        let err = Settings::parse(
             "policy: {allowedNamespaces: [a]}\nsidecarImage: x\nsidecarDefaults: {poisonAttempts: 0}\n",
         )
         .unwrap_err();
         assert!(err.contains("poisonAttempts"), "{err}");
+    }
+
+    #[test]
+    fn cpu_quantities_count_in_nanocores() {
+        for (quantity, nano) in [
+            ("100m", Some(100_000_000)),
+            ("0.5", Some(500_000_000)),
+            ("2", Some(2_000_000_000)),
+            ("1.25", Some(1_250_000_000)),
+            ("0.0001", Some(100_000)),
+            ("1.5m", Some(1_500_000)),
+            ("0.5000", Some(500_000_000)),
+            ("0.0000000001", Some(1)),
+            (
+                "99999999999999999999",
+                Some(99_999_999_999_999_999_999_000_000_000),
+            ),
+            ("x", None),
+            ("1.", None),
+            ("-1", None),
+            ("1e3", None),
+            ("999999999999999999999", None),
+        ] {
+            assert_eq!(nanocores(quantity), nano, "{quantity}");
+        }
+        assert_eq!(cpu_above_limit("1.0004", "1.0001"), Ok(true));
+        assert_eq!(cpu_above_limit("500m", "0.5"), Ok(false));
+        assert_eq!(cpu_above_limit("2", "1999m"), Ok(true));
+        assert!(cpu_above_limit("lots", "1").is_err());
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The operator at scale, on the test cluster with real pods (`cargo bench -p eventplug-harness
-//! --bench operator`; `scripts/bench-operator.sh` runs it with a release operator): 100
+//! --bench operator`; `scripts/bench-operator.sh` builds the images first), the operator installed
+//! from the chart as users install it (its image holds the release build; its memory read from
+//! its process on this machine, the node): 100
 //! EventPlugins over 10 event-handler Deployments (one pod each), beside 5,000 unrelated
 //! ConfigMaps in the same namespace. Measures the time from the last apply to every EventPlugin
 //! Ready (which includes each target's one rollout), the time for a config change of all 100 to
@@ -10,8 +12,9 @@
 use std::time::{Duration, Instant};
 
 use eventplug_harness::event_handler::create;
-use eventplug_harness::operator_process::{
-    Operator, apply_plugin, chart_deployment, event_plugin, marking_plugin, operator_scene, push,
+use eventplug_harness::operator_release::{OperatorRelease, test_values};
+use eventplug_harness::operator_scene::{
+    apply_plugin, chart_deployment, event_plugin, marking_plugin, operator_scene, push,
     remove_all_plugins,
 };
 use eventplug_operator::crd::EventPlugin;
@@ -55,7 +58,11 @@ async fn apply_all(plugins: &Api<EventPlugin>, reference: &str, round: u32) {
 }
 
 /// Waits until every EventPlugin is Ready at its current generation; how long it took.
-async fn all_ready(plugins: &Api<EventPlugin>, operator: &Operator, since: Instant) -> Duration {
+async fn all_ready(
+    plugins: &Api<EventPlugin>,
+    operator: &OperatorRelease<'_>,
+    since: Instant,
+) -> Duration {
     operator
         .wait(
             "every EventPlugin to be Ready",
@@ -131,7 +138,7 @@ async fn main() {
         )
         .await;
     }
-    let operator = Operator::start(&ns, &images.sidecar);
+    let operator = OperatorRelease::install(&ns, &test_values(&ns, images, json!({}))).await;
     let plugins: Api<EventPlugin> = ns.api();
     apply_all(&plugins, &reference, 1).await;
     let applied = Instant::now();
@@ -140,7 +147,10 @@ async fn main() {
         "{} EventPlugins over {TARGETS} Deployments (one pod each, {UNRELATED} unrelated ConfigMaps): all Ready {ready:.1?} after the last apply",
         TARGETS * PER_TARGET
     );
-    println!("operator after Ready: {}", memory_of(operator.pid()));
+    println!(
+        "operator after Ready: {}",
+        memory_of(operator.leader_pid().await)
+    );
 
     // A config change of every plugin, live in every sidecar (no rollout).
     apply_all(&plugins, &reference, 2).await;
@@ -150,7 +160,10 @@ async fn main() {
         "a config change of all {} running in every sidecar {live:.1?} after the last apply",
         TARGETS * PER_TARGET
     );
-    println!("operator at the end: {}", memory_of(operator.pid()));
+    println!(
+        "operator at the end: {}",
+        memory_of(operator.leader_pid().await)
+    );
     let metrics = operator.metrics().await;
     let total = |prefix: &str| -> f64 {
         metrics
@@ -167,4 +180,5 @@ async fn main() {
     );
     println!("operator metrics:\n{metrics}");
     remove_all_plugins(&plugins, &operator).await;
+    operator.uninstall().await;
 }

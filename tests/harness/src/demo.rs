@@ -12,10 +12,10 @@ use crate::event_handler::{
     APP, EVENT_HANDLER, Fluentd, SIDECAR, create, create_chart_inputs, object, the_pod,
     wait_delivered,
 };
-use crate::operator_process::{
+use crate::operator_release::{OperatorRelease, test_values};
+use crate::operator_scene::{
     READY, apply_plugin, chart_deployment, condition, containers, event_plugin, push,
 };
-use crate::operator_release::{OperatorRelease, test_values};
 use crate::{EventplugImages, TestNamespace};
 use eventplug_operator::crd::EventPlugin;
 use k8s_openapi::api::apps::v1::Deployment;

@@ -267,10 +267,19 @@ pub async fn admin_get(
     path: &str,
     token: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
-    let address = format!("{pod_ip}:{}", ADMIN_PORT);
+    http_get(&format!("{pod_ip}:{ADMIN_PORT}"), path, token).await
+}
+
+/// One plain-HTTP GET to `address` (`ip:port`), five seconds for each of connecting and reading:
+/// the status code and the body.
+pub async fn http_get(
+    address: &str,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     let mut stream = tokio::time::timeout(
         Duration::from_secs(5),
-        tokio::net::TcpStream::connect(&address),
+        tokio::net::TcpStream::connect(address),
     )
     .await??;
     let auth = token

@@ -20,8 +20,8 @@
 
 pub mod demo;
 pub mod event_handler;
-pub mod operator_process;
 pub mod operator_release;
+pub mod operator_scene;
 
 use std::collections::BTreeMap;
 use std::error::Error as StdError;
@@ -436,10 +436,7 @@ impl TestNamespace {
                 .delete(event_handler::APP, &DeleteParams::default())
                 .await;
             release_plugins(&client, name).await;
-            let _ = Command::new("python3")
-                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../chart/release.py"))
-                .args(["uninstall", "eventplug-operator", name])
-                .env("KUBECONFIG", cluster.kubeconfig())
+            let _ = operator_release::release_command("uninstall", name, cluster.kubeconfig())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
@@ -591,7 +588,7 @@ async fn shared_cluster() -> Result<&'static Cluster, HarnessError> {
 
 /// Deletes the EventPlugins of `namespace` and waits a minute for an operator to let them go;
 /// strips the finalizers of those still there (their operator is gone).
-async fn release_plugins(client: &Client, namespace: &str) {
+pub(crate) async fn release_plugins(client: &Client, namespace: &str) {
     use eventplug_operator::crd::EventPlugin;
     let plugins: Api<EventPlugin> = Api::namespaced(client.clone(), namespace);
     let _ = plugins
@@ -808,14 +805,7 @@ pub async fn kill_container(
         what: what(),
         source,
     })?;
-    let id = found
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|c| c.iter().find(|c| c.name == container))
-        .and_then(|c| c.container_id.as_deref())
-        .and_then(|id| id.strip_prefix("containerd://"))
-        .map(str::to_owned)
+    let id = container_id(&found, container)
         .ok_or_else(|| exec_error(format!("no running container: {}", describe_pod(&found))))?;
     let output = Command::new("ctr")
         .arg("--address")
@@ -840,6 +830,33 @@ pub async fn kill_container(
             String::from_utf8_lossy(&output.stderr).trim()
         )))
     }
+}
+
+/// The containerd ID of `container`'s current run in `pod`.
+pub fn container_id(pod: &Pod, container: &str) -> Option<String> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.iter().find(|c| c.name == container))
+        .and_then(|c| c.container_id.as_deref())
+        .and_then(|id| id.strip_prefix("containerd://"))
+        .map(str::to_owned)
+}
+
+/// The process id, on this machine, of `container`'s main process in `pod`: the cluster's node is
+/// this machine, so a container's processes are this machine's, found by the container ID in
+/// their cgroup path.
+pub fn container_pid(pod: &Pod, container: &str) -> Option<u32> {
+    let id = container_id(pod, container)?;
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let cgroup = std::fs::read_to_string(entry.path().join("cgroup")).ok()?;
+            cgroup.contains(&id).then_some(pid)
+        })
+        .min()
 }
 
 /// A one-line account of a pod's state, for failure messages.

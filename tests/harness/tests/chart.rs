@@ -13,11 +13,11 @@ use std::time::Duration;
 use eventplug_harness::event_handler::{
     APP, EVENT_HANDLER, SIDECAR, create, object, the_pod, wait_delivered,
 };
-use eventplug_harness::operator_process::{
-    READY, apply_plugin, chart_deployment, condition, containers, event_plugin, marking_plugin,
-    operator_scene, push,
+use eventplug_harness::operator_release::{OperatorRelease, RELEASE, split_image, test_values};
+use eventplug_harness::operator_scene::{
+    READY, apply_plugin, chart_deployment, condition, containers, event_plugin, image_digest,
+    marking_plugin, operator_scene, push,
 };
-use eventplug_harness::operator_release::{OperatorRelease, RELEASE, test_values};
 use eventplug_operator::crd::EventPlugin;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -59,7 +59,7 @@ async fn the_chart_installs_an_operator_that_leads_injects_through_its_service_u
     );
     let pods = release.pod_names().await;
     assert_eq!(pods.len(), 2, "two operator pods: {pods:?}");
-    let holder = release
+    release
         .wait_leader_among(&pods, Duration::from_secs(60))
         .await;
     // 1.20 has no policy/v1: the chart rendered the budget the server has (k8s-openapi has no
@@ -152,24 +152,54 @@ async fn the_chart_installs_an_operator_that_leads_injects_through_its_service_u
         ),
     }
 
+    // `helm upgrade` to another operator image (this build pinned by its digest: a new image
+    // reference) rolls the operator's pods onto it.
+    let sets_before = eventplug_harness::operator_scene::replica_sets(&ns, APP).await;
+    let digest = image_digest(&ns, &images.operator).await;
+    let pinned = test_values(
+        &ns,
+        images,
+        json!({"replicas": 2, "image": {"tag": digest}}),
+    );
+    release.upgrade(&pinned).await;
+    let (repository, _) = split_image(&images.operator);
+    let pinned_image = format!("{repository}@{digest}");
+    let rolled = release.wait_replaced(&pods, 2).await;
+    for pod in release.pods().await {
+        let image = pod.spec.as_ref().map(|s| s.containers[0].image.clone());
+        assert_eq!(
+            image.flatten().as_deref(),
+            Some(pinned_image.as_str()),
+            "{} runs another image",
+            pod.name_any()
+        );
+    }
+    release
+        .wait_leader_among(&rolled, Duration::from_secs(90))
+        .await;
+
     // `helm upgrade` to other operator settings rolls the operator's pods; the plugin stays Ready
     // and event-handler is not rolled (the new operator renders the same pod).
-    let sets_before = eventplug_harness::operator_process::replica_sets(&ns, APP).await;
     let upgraded = test_values(
         &ns,
         images,
         // A settings value (its checksum rolls the pods) and an environment value.
-        json!({"replicas": 2, "statusInterval": "3s", "log": {"format": "text"}}),
+        json!({"replicas": 2, "image": {"tag": digest}, "statusInterval": "3s", "log": {"format": "text"}}),
     );
     release.upgrade(&upgraded).await;
-    let after = release.pod_names().await;
-    assert!(
-        !after.contains(&holder),
-        "the leader {holder} was not replaced: {after:?}"
-    );
-    release
+    let after = release.wait_replaced(&rolled, 2).await;
+    let leader = release
         .wait_leader_among(&after, Duration::from_secs(90))
         .await;
+    // `log.format: text` reached the new pods: lines for people, no JSON objects.
+    release
+        .wait_log(&leader, "leading", Duration::from_secs(60))
+        .await;
+    let log = release.log_of(&leader).await;
+    assert!(
+        !log.is_empty() && log.lines().all(|l| !l.trim_start().starts_with('{')),
+        "log.format text still logs JSON:\n{log}"
+    );
     let plugin = plugins
         .get("mark")
         .await
@@ -181,7 +211,7 @@ async fn the_chart_installs_an_operator_that_leads_injects_through_its_service_u
         plugin.status
     );
     assert_eq!(
-        eventplug_harness::operator_process::replica_sets(&ns, APP).await,
+        eventplug_harness::operator_scene::replica_sets(&ns, APP).await,
         sets_before,
         "the operator's upgrade rolled event-handler"
     );

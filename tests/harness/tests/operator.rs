@@ -1,7 +1,8 @@
-//! The operator on the test cluster with real pods: `eventplug-operator run` (the binary, as a
-//! process of this machine, with the test cluster's kubeconfig) against event-handler's Deployment
-//! in the official chart's shape (the event-handler stand-in plays event-handler; nginx with mTLS
-//! on the node's bridge plays fluentd), modules pushed to the cluster's real registry.
+//! The operator on the test cluster with real pods, installed as users install it: the chart
+//! `charts/eventplug-operator` by the real Helm engine, the operator running as pods of the image
+//! built from `images/operator.Dockerfile` (no process started by hand), against event-handler's
+//! Deployment in the official chart's shape (the event-handler stand-in plays event-handler; nginx
+//! with mTLS on the node's bridge plays fluentd), modules pushed to the cluster's real registry.
 //!
 //! Mocked: only event-handler's binary (the stand-in, with its command line, flags, TOML and
 //! delivery contract); Teleport is not needed by these paths.
@@ -14,15 +15,17 @@ use eventplug_harness::event_handler::{
     uid_of, wait_delivered,
 };
 use eventplug_harness::kill_container;
-use eventplug_harness::operator_process::{
-    Operator, READY, apply_plugin, chart_deployment, condition, containers, event_plugin,
-    marking_plugin, operator_scene, push, remove_all_plugins, replica_sets, wait_condition,
+use eventplug_harness::operator_release::{OperatorRelease, RELEASE, split_image, test_values};
+use eventplug_harness::operator_scene::{
+    READY, apply_plugin, chart_deployment, condition, containers, event_plugin, marking_plugin,
+    operator_scene, push, remove_all_plugins, replica_sets, wait_condition,
 };
-use eventplug_operator::crd::EventPlugin;
+use eventplug_operator::crd::{EventPlugin, EventPluginTarget};
 use eventplug_operator::{identity, inject, webhook};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
 use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -43,7 +46,7 @@ async fn an_event_plugin_is_injected_runs_changes_without_a_rollout_and_is_remov
         &chart_deployment(APP, &images.event_handler, 0, N, APP),
     )
     .await;
-    let operator = Operator::start(&ns, &images.sidecar);
+    let operator = OperatorRelease::install(&ns, &test_values(&ns, images, json!({}))).await;
     let plugins: Api<EventPlugin> = ns.api();
     apply_plugin(
         &plugins,
@@ -435,10 +438,10 @@ async fn an_event_plugin_is_injected_runs_changes_without_a_rollout_and_is_remov
         "the injected pod was replaced"
     );
 
-    // The operator killed and started again: the webhook refuses at once (its CA kept in a
-    // Secret, what the pods must have read back from the configurations), and nothing rolls.
-    let mut operator = operator;
-    operator.restart();
+    // The operator killed (SIGKILL) and started again by kubelet: its webhook refuses at once
+    // (its CA kept in a Secret, what the pods must have read back from the configurations), and
+    // nothing rolls.
+    operator.kill_leader().await;
     operator
         .wait(
             "the restarted operator's webhook to refuse a pod without the sidecar",
@@ -611,7 +614,7 @@ async fn an_event_plugin_is_injected_runs_changes_without_a_rollout_and_is_remov
             },
         )
         .await;
-    drop(operator);
+    operator.uninstall().await;
 }
 
 #[tokio::test]
@@ -634,6 +637,25 @@ async fn bad_event_plugins_get_a_condition_naming_what_is_wrong_and_no_half_appl
         &chart_deployment("no-toml", &images.event_handler, 0, 1, "missing-toml"),
     )
     .await;
+    // A target that asks for more sidecar CPU than the platform's limit.
+    create(
+        &deployments,
+        &chart_deployment("greedy", &images.event_handler, 0, 1, APP),
+    )
+    .await;
+    let targets: Api<EventPluginTarget> = ns.api();
+    if let Err(e) = targets
+        .create(
+            &PostParams::default(),
+            &object(
+                json!({"apiVersion": "eventplug.dev/v1alpha1", "kind": "EventPluginTarget",
+                "metadata": {"name": "greedy"}, "spec": {"sidecar": {"cpu": "2"}}}),
+            ),
+        )
+        .await
+    {
+        panic!("creating EventPluginTarget greedy: {e}");
+    }
     let (good_ref, _) = push(&ns, "good", "v1", marking_plugin("x")).await;
     let (broken_ref, _) = push(
         &ns,
@@ -643,7 +665,15 @@ async fn bad_event_plugins_get_a_condition_naming_what_is_wrong_and_no_half_appl
     )
     .await;
     let registry = ns.cluster().registry();
-    let operator = Operator::start(&ns, &images.sidecar);
+    let operator = OperatorRelease::install(
+        &ns,
+        &test_values(
+            &ns,
+            images,
+            json!({"sidecar": {"resources": {"cpuLimit": "500m"}}}),
+        ),
+    )
+    .await;
     let plugins: Api<EventPlugin> = ns.api();
     let cases = [
         (
@@ -694,6 +724,12 @@ async fn bad_event_plugins_get_a_condition_naming_what_is_wrong_and_no_half_appl
             "ModuleResolved",
             "PolicyExceeded",
         ),
+        (
+            "greedy-cpu",
+            json!({"module": {"reference": good_ref}, "target": {"deployment": "greedy"}}),
+            "Injected",
+            "SidecarCpuAboveLimit",
+        ),
     ];
     for (name, spec, _, _) in &cases {
         apply_plugin(&plugins, &event_plugin(name, spec.clone())).await;
@@ -727,6 +763,10 @@ async fn bad_event_plugins_get_a_condition_naming_what_is_wrong_and_no_half_appl
         serde_json::to_value(now.spec.as_ref().map(|s| &s.template)).ok(),
         serde_json::to_value(unreadable.spec.as_ref().map(|s| &s.template)).ok()
     );
+    match deployments.get("greedy").await {
+        Ok(d) => assert_eq!(containers(&d), [EVENT_HANDLER], "greedy was injected"),
+        Err(e) => panic!("reading greedy: {e}"),
+    }
     // Every one of them can be deleted: their finalizers complete, also where no config was
     // ever made.
     for (name, _, _, _) in &cases {
@@ -754,7 +794,7 @@ async fn bad_event_plugins_get_a_condition_naming_what_is_wrong_and_no_half_appl
             },
         )
         .await;
-    drop(operator);
+    operator.uninstall().await;
 }
 
 #[tokio::test]
@@ -787,7 +827,7 @@ async fn a_fail_closed_plugin_without_its_module_stops_the_stream_until_it_can_r
     // A redactor whose module is not in the registry yet.
     let registry = ns.cluster().registry();
     let reference = format!("{registry}/plugins/{}-late:v1", ns.name());
-    let operator = Operator::start(&ns, &images.sidecar);
+    let operator = OperatorRelease::install(&ns, &test_values(&ns, images, json!({}))).await;
     let plugins: Api<EventPlugin> = ns.api();
     apply_plugin(
         &plugins,
@@ -921,7 +961,7 @@ async fn a_fail_closed_plugin_without_its_module_stops_the_stream_until_it_can_r
         );
     }
     remove_all_plugins(&plugins, &operator).await;
-    drop(operator);
+    operator.uninstall().await;
 }
 
 #[tokio::test]
@@ -934,17 +974,29 @@ async fn two_replicas_one_leads_and_the_other_takes_over() {
     )
     .await;
     let (reference, _) = push(&ns, "ha", "v1", marking_plugin("ha")).await;
-    let election = format!(
-        "leaderElection: {{namespace: {}, leaseDuration: 4s, renewInterval: 1s}}\n",
-        ns.name()
-    );
-    let first = Operator::start_with(&ns, &images.sidecar, &election);
-    first
-        .wait_log(r#""message":"leading""#, Duration::from_secs(30))
+    // Two replicas with a short lease, so that a takeover is quick.
+    let operator = OperatorRelease::install(
+        &ns,
+        &test_values(
+            &ns,
+            images,
+            json!({"replicas": 2, "leaderElection": {"leaseDuration": "4s", "renewInterval": "1s"}}),
+        ),
+    )
+    .await;
+    let pods = operator.pod_names().await;
+    assert_eq!(pods.len(), 2, "two operator pods: {pods:?}");
+    let first = operator
+        .wait_leader_among(&pods, Duration::from_secs(60))
         .await;
-    let second = Operator::start_with(&ns, &images.sidecar, &election);
-    second
-        .wait_log("waiting to lead", Duration::from_secs(30))
+    let Some(second) = pods.iter().find(|p| **p != first).cloned() else {
+        panic!("no second operator pod beside {first}: {pods:?}");
+    };
+    operator
+        .wait_log(&first, r#""message":"leading""#, Duration::from_secs(30))
+        .await;
+    operator
+        .wait_log(&second, "waiting to lead", Duration::from_secs(30))
         .await;
 
     let plugins: Api<EventPlugin> = ns.api();
@@ -958,7 +1010,7 @@ async fn two_replicas_one_leads_and_the_other_takes_over() {
     apply_plugin(&plugins, &event_plugin("ha", spec(0))).await;
     wait_condition(
         &plugins,
-        &first,
+        &operator,
         "ha",
         "Injected",
         "True",
@@ -966,23 +1018,45 @@ async fn two_replicas_one_leads_and_the_other_takes_over() {
         Duration::from_secs(60),
     )
     .await;
+    let second_log = operator.log_of(&second).await;
     assert!(
-        !second.log().contains(r#""message":"leading""#),
-        "both replicas lead:\n{}",
-        second.log()
+        !second_log.contains(r#""message":"leading""#),
+        "both replicas lead:\n{second_log}"
     );
 
-    // The leader killed: the other takes the lease once it expires and goes on reconciling.
-    drop(first);
-    second
-        .wait_log(r#""message":"leading""#, Duration::from_secs(30))
+    // The leader frozen (SIGSTOP: it stops renewing, as a hung process does, and its pod stays,
+    // so no replacement pod is started): the other replica takes the lease once it expires and
+    // goes on reconciling. (kubelet's liveness probe restarts the frozen one later; it then
+    // finds the lease taken and waits.)
+    assert_eq!(operator.freeze_leader().await, first);
+    let leases: Api<Lease> = ns.api();
+    operator
+        .wait(
+            "the other replica to take the Lease",
+            Duration::from_secs(60),
+            || async {
+                let holder = leases
+                    .get(RELEASE)
+                    .await?
+                    .spec
+                    .and_then(|s| s.holder_identity);
+                if holder.as_ref() == Some(&second) {
+                    Ok(())
+                } else {
+                    Err(format!("holder {holder:?}").into())
+                }
+            },
+        )
+        .await;
+    operator
+        .wait_log(&second, r#""message":"leading""#, Duration::from_secs(30))
         .await;
     apply_plugin(&plugins, &event_plugin("ha", spec(5))).await;
     let generation = match plugins.get("ha").await {
         Ok(p) => p.metadata.generation,
         Err(e) => panic!("reading the EventPlugin: {e}"),
     };
-    second
+    operator
         .wait(
             "the new leader to reconcile the change",
             Duration::from_secs(60),
@@ -997,7 +1071,8 @@ async fn two_replicas_one_leads_and_the_other_takes_over() {
             },
         )
         .await;
-    // Its webhook answers for the target (its own address written into the configuration).
+    // The webhook still answers for the target through the chart's Service (once the frozen
+    // pod's readiness probe has taken it out of the Service's endpoints, if a call went there).
     let pods: Api<Pod> = ns.api();
     let dry_run = PostParams {
         dry_run: true,
@@ -1006,10 +1081,10 @@ async fn two_replicas_one_leads_and_the_other_takes_over() {
     let bare: Pod = object(json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"generateName": "bare-", "labels": {"app.kubernetes.io/name": APP}},
         "spec": {"containers": [{"name": EVENT_HANDLER, "image": images.event_handler}]}}));
-    second
+    operator
         .wait(
-            "the new leader's webhook to refuse a pod without the sidecar",
-            Duration::from_secs(60),
+            "the webhook to refuse a pod without the sidecar",
+            Duration::from_secs(120),
             || async {
                 match pods.create(&dry_run, &bare).await {
                     Err(kube::Error::Api(status))
@@ -1026,7 +1101,7 @@ async fn two_replicas_one_leads_and_the_other_takes_over() {
     if let Err(e) = plugins.delete("ha", &DeleteParams::default()).await {
         panic!("deleting the EventPlugin: {e}");
     }
-    second
+    operator
         .wait(
             "the EventPlugin to be gone",
             Duration::from_secs(60),
@@ -1038,6 +1113,7 @@ async fn two_replicas_one_leads_and_the_other_takes_over() {
             },
         )
         .await;
+    operator.uninstall().await;
 }
 
 /// The sidecar image of a Deployment's pod template.
@@ -1070,7 +1146,8 @@ async fn rendered_api_version(ns: &eventplug_harness::TestNamespace, name: &str)
 }
 
 #[tokio::test]
-async fn an_upgraded_operator_renders_what_older_sidecars_read_and_rolls_one_target_at_a_time() {
+async fn a_helm_upgrade_to_a_new_sidecar_image_rolls_one_target_at_a_time_with_configs_older_sidecars_read()
+ {
     const N: usize = 5;
     let (ns, images, fluentd) = operator_scene("operator-upgrade").await;
     let (reference, _) = push(&ns, "mark", "v1", marking_plugin("marked")).await;
@@ -1087,12 +1164,20 @@ async fn an_upgraded_operator_renders_what_older_sidecars_read_and_rolls_one_tar
     let v1 = eventplug_contract::API_VERSION_V1ALPHA1;
     let v2 = eventplug_contract::API_VERSION_V1ALPHA2;
 
-    // The previous release: its sidecar reads v1alpha1 only, and its operator rendered that.
-    let previous = Operator::start_with(
+    // The previous release: its sidecar reads v1alpha1 only, and the chart told the operator so.
+    let (previous_repository, previous_tag) = split_image(&images.sidecar_previous);
+    let operator = OperatorRelease::install(
         &ns,
-        &images.sidecar_previous,
-        &format!("sidecarConfigApiVersion: {v1}\n"),
-    );
+        &test_values(
+            &ns,
+            images,
+            json!({"sidecar": {
+                "image": {"repository": previous_repository, "tag": previous_tag},
+                "configApiVersion": v1
+            }}),
+        ),
+    )
+    .await;
     for target in targets {
         apply_plugin(
             &plugins,
@@ -1107,7 +1192,7 @@ async fn an_upgraded_operator_renders_what_older_sidecars_read_and_rolls_one_tar
     for target in targets {
         wait_condition(
             &plugins,
-            &previous,
+            &operator,
             &format!("mark-{target}"),
             "Injected",
             "True",
@@ -1131,7 +1216,7 @@ async fn an_upgraded_operator_renders_what_older_sidecars_read_and_rolls_one_tar
     for target in targets {
         wait_condition(
             &plugins,
-            &previous,
+            &operator,
             &format!("mark-{target}"),
             "Ready",
             "True",
@@ -1141,15 +1226,15 @@ async fn an_upgraded_operator_renders_what_older_sidecars_read_and_rolls_one_tar
         .await;
         assert_eq!(rendered_api_version(&ns, target).await, v1);
     }
-    drop(previous);
     let sets_before = [
         replica_sets(&ns, targets[0]).await,
         replica_sets(&ns, targets[1]).await,
     ];
 
-    // This release's operator: one target rolls to its sidecar image while the other keeps the
-    // older one, says so, and is still given the config version its sidecars read.
-    let operator = Operator::start(&ns, &images.sidecar);
+    // `helm upgrade` to this release's sidecar image (the chart's default values): one target
+    // rolls to it while the other keeps the older one, says so, and is still given the config
+    // version its sidecars read.
+    operator.upgrade(&test_values(&ns, images, json!({}))).await;
     let (first, second) = operator
         .wait(
             "one target rolling while the other waits its turn",
@@ -1232,5 +1317,5 @@ async fn an_upgraded_operator_renders_what_older_sidecars_read_and_rolls_one_tar
         );
     }
     remove_all_plugins(&plugins, &operator).await;
-    drop(operator);
+    operator.uninstall().await;
 }

@@ -1,20 +1,18 @@
-//! The operator as a process of this machine for tests and benchmarks with real pods:
-//! `eventplug-operator run` with the test cluster's kubeconfig and settings scoped to one test
-//! namespace, modules pushed to the cluster's registry, event-handler's Deployment in the official
-//! chart's shape, and the EventPlugins' conditions waited on.
+//! The scene of the operator's tests and benchmarks with real pods: a fresh namespace with the
+//! CRDs, fluentd and event-handler's chart inputs, modules pushed to the cluster's registry,
+//! event-handler's Deployment in the official chart's shape, and the EventPlugins' conditions
+//! waited on (through the installed operator, [`OperatorRelease`], whose logs a failure shows).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::event_handler::{
     EVENT_HANDLER, Fluentd, PLUGIN_DIR, create_chart_inputs, install_crds, object,
 };
+use crate::operator_release::OperatorRelease;
 use crate::{EventplugImages, TestNamespace};
 use eventplug_oci::{HostSettings, PushRequest, Reference, Registry, RegistrySettings};
 use eventplug_operator::crd::{EventPlugin, EventPluginTarget};
-use eventplug_test_support::TempDir;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use kube::CustomResourceExt;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -41,192 +39,6 @@ pub async fn operator_scene(prefix: &str) -> (TestNamespace, &'static EventplugI
 /// registry, a status poll).
 pub const READY: Duration = Duration::from_secs(180);
 
-/// `eventplug-operator run` as a child process, scoped to one test namespace; killed on drop.
-pub struct Operator {
-    child: Child,
-    dir: TempDir,
-    binary: PathBuf,
-    settings: PathBuf,
-    kubeconfig: PathBuf,
-}
-
-impl Operator {
-    /// The operator binary: `$EVENTPLUG_OPERATOR_BIN`, or the one beside the test binary.
-    pub fn binary() -> PathBuf {
-        if let Some(path) = std::env::var_os("EVENTPLUG_OPERATOR_BIN") {
-            return PathBuf::from(path);
-        }
-        // target/<profile>/deps/<this test> → target/<profile>/eventplug-operator
-        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
-        let profile = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .unwrap_or_else(|| panic!("{} is not in a target folder", exe.display()));
-        profile.join("eventplug-operator")
-    }
-
-    /// Started for `ns` with the test settings (policy, registry, webhook, kept CA).
-    pub fn start(ns: &TestNamespace, sidecar_image: &str) -> Self {
-        Self::start_with(ns, sidecar_image, "")
-    }
-
-    /// Started with `extra` appended to the settings (YAML).
-    pub fn start_with(ns: &TestNamespace, sidecar_image: &str, extra: &str) -> Self {
-        let binary = Self::binary();
-        assert!(
-            binary.is_file(),
-            "{} is not there: build it with `cargo build -p eventplug-operator` (scripts/test.sh does), or set EVENTPLUG_OPERATOR_BIN",
-            binary.display()
-        );
-        let dir = TempDir::new("operator");
-        let registry = ns.cluster().registry();
-        let settings = dir.0.join("settings.yaml");
-        let text = format!(
-            "policy:
-  allowedNamespaces: [{ns}]
-  allowedRegistries: ['{registry}']
-sidecarImage: {sidecar_image}
-registries:
-  '{registry}': {{plainHttp: true}}
-statusInterval: 2s
-metricsAddress: 127.0.0.1:0
-webhook:
-  address: '{node_ip}:0'
-  caSecret: {{namespace: {ns}, name: eventplug-webhook-ca}}
-{extra}",
-            ns = ns.name(),
-            node_ip = ns.cluster().node_ip(),
-        );
-        if let Err(e) = std::fs::write(&settings, text) {
-            panic!("writing {}: {e}", settings.display());
-        }
-        let child = Self::spawn(&binary, &settings, ns.cluster().kubeconfig(), &dir);
-        Self {
-            child,
-            dir,
-            binary,
-            settings,
-            kubeconfig: ns.cluster().kubeconfig().to_owned(),
-        }
-    }
-
-    fn spawn(
-        binary: &std::path::Path,
-        settings: &std::path::Path,
-        kubeconfig: &std::path::Path,
-        dir: &TempDir,
-    ) -> Child {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.0.join("operator.log"))
-            .unwrap_or_else(|e| panic!("opening the operator's log: {e}"));
-        Command::new(binary)
-            .args(["run", "--settings"])
-            .arg(settings)
-            .env("KUBECONFIG", kubeconfig)
-            .env("EVENTPLUG_LOG", "info,eventplug_operator=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()))
-    }
-
-    /// Kills the operator (SIGKILL: no clean shutdown) and starts it again with the same settings.
-    pub fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.child = Self::spawn(&self.binary, &self.settings, &self.kubeconfig, &self.dir);
-    }
-
-    /// Waits for `attempt` with a deadline; on failure panics with the operator's log.
-    pub async fn wait<T, F, Fut>(&self, what: &str, timeout: Duration, attempt: F) -> T
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = crate::Attempt<T>>,
-    {
-        crate::wait_or_panic(what, timeout, attempt, || async {
-            format!("--- operator log:\n{}", self.log())
-        })
-        .await
-    }
-
-    /// Waits until the operator's log has a line with `text`.
-    pub async fn wait_log(&self, text: &str, timeout: Duration) {
-        self.wait(
-            &format!("the operator to log {text:?}"),
-            timeout,
-            || async {
-                let log =
-                    std::fs::read_to_string(self.dir.0.join("operator.log")).unwrap_or_default();
-                if log.contains(text) {
-                    Ok(())
-                } else {
-                    Err("not yet".into())
-                }
-            },
-        )
-        .await;
-    }
-
-    /// The operator's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The operator's `/metrics` (its address read from its log).
-    pub async fn metrics(&self) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let log = std::fs::read_to_string(self.dir.0.join("operator.log")).unwrap_or_default();
-        let Some(address) = log
-            .lines()
-            .filter(|l| l.contains("metrics and health serving"))
-            .find_map(|l| {
-                let value: Value = serde_json::from_str(l).ok()?;
-                value["fields"]["address"].as_str().map(str::to_owned)
-            })
-        else {
-            return "(no metrics address in the operator's log)".into();
-        };
-        let fetch = async {
-            let mut stream = tokio::net::TcpStream::connect(&address).await?;
-            stream
-                .write_all(
-                    format!(
-                        "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-                    )
-                    .as_bytes(),
-                )
-                .await?;
-            let mut answer = String::new();
-            stream.read_to_string(&mut answer).await?;
-            Ok::<_, std::io::Error>(answer)
-        };
-        match tokio::time::timeout(Duration::from_secs(5), fetch).await {
-            Ok(Ok(answer)) => answer
-                .split_once("\r\n\r\n")
-                .map_or(answer.clone(), |(_, b)| b.to_owned()),
-            Ok(Err(e)) => format!("(GET {address}/metrics: {e})"),
-            Err(_) => format!("(GET {address}/metrics timed out)"),
-        }
-    }
-
-    /// The operator's log so far (for failure messages).
-    pub fn log(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.0.join("operator.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A plugin that sets `mark` to `"yes"` on every `user.login` event.
 pub fn marking_plugin(mark: &str) -> Vec<u8> {
     let wat = eventplug_test_support::branching_plugin(
@@ -239,18 +51,11 @@ pub fn marking_plugin(mark: &str) -> Vec<u8> {
     wat::parse_str(&wat).unwrap_or_else(|e| panic!("the plugin's WAT does not parse: {e}"))
 }
 
-/// Pushes `module` to the cluster's registry as `plugins/<repository>:<tag>`; returns the tag
-/// reference and the manifest digest.
-pub async fn push(
-    ns: &TestNamespace,
-    repository: &str,
-    tag: &str,
-    module: Vec<u8>,
-) -> (String, String) {
-    let host = ns.cluster().registry().to_owned();
-    let registry = Registry::new(RegistrySettings {
+/// A client of the cluster's plain-HTTP registry.
+pub fn cluster_registry(ns: &TestNamespace) -> Registry {
+    Registry::new(RegistrySettings {
         hosts: [(
-            host.clone(),
+            ns.cluster().registry().to_owned(),
             HostSettings {
                 plain_http: true,
                 ca: None,
@@ -259,7 +64,30 @@ pub async fn push(
         .into(),
         progress: false,
         ..RegistrySettings::default()
-    });
+    })
+}
+
+/// The manifest digest an image reference of the cluster's registry (`host/repo:tag`) points at.
+pub async fn image_digest(ns: &TestNamespace, image: &str) -> String {
+    let reference: Reference = image
+        .parse()
+        .unwrap_or_else(|e| panic!("image reference {image}: {e}"));
+    cluster_registry(ns)
+        .resolve(&reference)
+        .await
+        .unwrap_or_else(|e| panic!("resolving {image} in the cluster's registry: {e}"))
+}
+
+/// Pushes `module` to the cluster's registry as `plugins/<repository>:<tag>`; returns the tag
+/// reference and the manifest digest.
+pub async fn push(
+    ns: &TestNamespace,
+    repository: &str,
+    tag: &str,
+    module: Vec<u8>,
+) -> (String, String) {
+    let registry = cluster_registry(ns);
+    let host = ns.cluster().registry();
     let text = format!("{host}/plugins/{}-{repository}:{tag}", ns.name());
     let reference: Reference = text
         .parse()
@@ -370,7 +198,7 @@ pub fn condition<'a>(plugin: &'a EventPlugin, kind: &str) -> Option<(&'a str, &'
 /// `None`); returns the EventPlugin.
 pub async fn wait_condition(
     api: &Api<EventPlugin>,
-    operator: &Operator,
+    operator: &OperatorRelease<'_>,
     name: &str,
     kind: &str,
     status: &str,
@@ -418,7 +246,7 @@ pub async fn replica_sets(ns: &TestNamespace, name: &str) -> Vec<String> {
 
 /// Deletes every EventPlugin of the namespace and waits until the operator has let them go (their
 /// finalizers), so the test namespace can be deleted after the operator stops.
-pub async fn remove_all_plugins(api: &Api<EventPlugin>, operator: &Operator) {
+pub async fn remove_all_plugins(api: &Api<EventPlugin>, operator: &OperatorRelease<'_>) {
     if let Err(e) = api
         .delete_collection(&kube::api::DeleteParams::default(), &ListParams::default())
         .await
