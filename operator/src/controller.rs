@@ -565,6 +565,52 @@ impl Context {
     }
 }
 
+/// The sidecar's admin port must be free in the target's pods: another container that declares it
+/// would make the sidecar fail to listen. Said before anything of the target is written.
+fn admin_port_free(deployment: &Deployment, port: u16) -> Result<(), Problem> {
+    let Some(spec) = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+    else {
+        return Ok(());
+    };
+    let taken_by = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .filter(|c| c.name != inject::SIDECAR_CONTAINER)
+        .find(|c| {
+            c.ports
+                .iter()
+                .flatten()
+                .any(|p| p.container_port == i32::from(port))
+        });
+    match taken_by {
+        Some(container) => Err(Problem::new(
+            "AdminPortTaken",
+            format!(
+                "container {} of Deployment {} declares port {port}, the sidecar's admin port: set another one (chart value sidecar.adminPort, settings sidecarDefaults.adminPort)",
+                container.name,
+                deployment.name_any()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The admin port of `pod`'s sidecar container (an ordinary or a native sidecar).
+fn admin_port_of(pod: &Pod) -> Option<u16> {
+    let spec = pod.spec.as_ref()?;
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .filter(|c| c.name == inject::SIDECAR_CONTAINER)
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|p| p.name.as_deref() == Some(render::ADMIN_PORT_NAME))
+        .and_then(|p| u16::try_from(p.container_port).ok())
+}
+
 /// The sidecar's CPU request for a target (its EventPluginTarget's, else the settings' default,
 /// else the built-in one) above the settings' CPU limit would make a pod the API server refuses:
 /// said before anything of the target is written.
@@ -758,7 +804,9 @@ async fn reconcile_target(
             .collect()
     };
     let upstream = match upstream.and_then(|upstream| {
-        sidecar_cpu_within_limit(target_settings.as_ref(), context).map(|()| upstream)
+        sidecar_cpu_within_limit(target_settings.as_ref(), context)?;
+        admin_port_free(&deployment, context.settings.sidecar_defaults.admin_port())?;
+        Ok(upstream)
     }) {
         Ok(upstream) => upstream,
         Err(problem) => {
@@ -1115,6 +1163,7 @@ async fn reconcile_target(
         memory_limit: inject::memory_limit(rendered.memory_limit),
         cpu_request: sidecar.and_then(|s| s.cpu.as_deref()),
         cpu_limit: context.settings.sidecar_defaults.cpu_limit.as_deref(),
+        admin_port: context.settings.sidecar_defaults.admin_port(),
         storage_without_volume,
         native_sidecar: context.native_sidecars,
         api_token: follows_api,
@@ -1633,10 +1682,11 @@ async fn pod_reports(
             (None, _, _) => Err("the pod has no IP yet".to_string()),
             (_, None, _) => Err("the status token Secret is missing".to_string()),
             (Some(ip), Some(token), true) => {
-                context
-                    .status
-                    .fetch(&format!("{ip}:{}", render::ADMIN_PORT), token)
-                    .await
+                // The port this pod's sidecar was given (a rollout to another one may be under
+                // way), else the settings'.
+                let port = admin_port_of(&pod)
+                    .unwrap_or_else(|| context.settings.sidecar_defaults.admin_port());
+                context.status.fetch(&format!("{ip}:{port}"), token).await
             }
         };
         reports.push(PodReport {
@@ -1903,6 +1953,42 @@ mod tests {
 
     fn selector(value: Value) -> LabelSelector {
         serde_json::from_value(value).expect("a selector")
+    }
+
+    #[test]
+    fn each_pod_is_read_on_its_own_sidecar_admin_port() {
+        let pod =
+            |spec: Value| -> Pod { serde_json::from_value(json!({"spec": spec})).expect("a pod") };
+        let admin = |port: u16| json!([{"name": render::ADMIN_PORT_NAME, "containerPort": port}]);
+        let ordinary = pod(json!({"containers": [
+            {"name": "event-handler", "ports": [{"name": "http", "containerPort": 80}]},
+            {"name": inject::SIDECAR_CONTAINER, "ports": admin(9191)}]}));
+        assert_eq!(admin_port_of(&ordinary), Some(9191));
+        let native = pod(json!({"containers": [{"name": "event-handler"}],
+            "initContainers": [{"name": inject::SIDECAR_CONTAINER, "restartPolicy": "Always", "ports": admin(9292)}]}));
+        assert_eq!(admin_port_of(&native), Some(9292));
+        let without = pod(json!({"containers": [{"name": "event-handler", "ports": admin(9393)}]}));
+        assert_eq!(
+            admin_port_of(&without),
+            None,
+            "only the sidecar's port counts"
+        );
+    }
+
+    #[test]
+    fn an_admin_port_another_container_declares_is_refused() {
+        let deployment = |ports: Value| -> Deployment {
+            serde_json::from_value(json!({"metadata": {"name": "eh"}, "spec": {
+                "selector": {}, "template": {"spec": {"containers": [
+                    {"name": "event-handler", "ports": ports},
+                    {"name": inject::SIDECAR_CONTAINER, "ports": [{"containerPort": 9090}]}]}}}}))
+            .expect("a deployment")
+        };
+        assert!(admin_port_free(&deployment(json!([{"containerPort": 80}])), 9090).is_ok());
+        let taken = admin_port_free(&deployment(json!([{"containerPort": 9090}])), 9090)
+            .expect_err("taken");
+        assert_eq!(taken.reason, "AdminPortTaken");
+        assert!(taken.message.contains("event-handler"), "{}", taken.message);
     }
 
     #[test]

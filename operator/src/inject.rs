@@ -13,7 +13,9 @@
 use crate::discovery::{SecretFile, Upstream};
 use crate::identity;
 use crate::modules::MODULE_CONFIG_MAPS;
-use crate::render::{ADMIN_PORT, FLUENTD_CERTS_DIR, LISTEN_PORT, MODULES_DIR, STATUS_TOKEN_FILE};
+use crate::render::{
+    ADMIN_PORT_NAME, FLUENTD_CERTS_DIR, LISTEN_PORT, MODULES_DIR, STATUS_TOKEN_FILE,
+};
 use eventplug_contract::ByteSize;
 use k8s_openapi::api::core::v1::PodSpec;
 use serde_json::{Value, json};
@@ -74,6 +76,8 @@ pub struct Injection<'a> {
     pub cpu_request: Option<&'a str>,
     /// CPU limit of the sidecar.
     pub cpu_limit: Option<&'a str>,
+    /// The sidecar's admin port (probes, metrics, `/status`).
+    pub admin_port: u16,
     /// event-handler's storage folder, when no volume of its container holds it (an emptyDir is
     /// mounted there so the cursor outlives a container restart).
     pub storage_without_volume: Option<&'a str>,
@@ -121,7 +125,7 @@ fn certificate_sources(upstream: &Upstream) -> Vec<Value> {
 /// The server-side apply body of the Deployment with the injection.
 pub fn desired(injection: &Injection<'_>) -> Value {
     let target = injection.deployment;
-    let admin = format!("127.0.0.1:{ADMIN_PORT}");
+    let admin = format!("127.0.0.1:{}", injection.admin_port);
     let mut resources = json!({
         "requests": {"memory": "64Mi", "cpu": injection
             .cpu_request
@@ -171,17 +175,22 @@ pub fn desired(injection: &Injection<'_>) -> Value {
         "name": SIDECAR_CONTAINER,
         "image": injection.image,
         "args": ["serve", "--config", format!("{CONFIG_DIR}/{CONFIG_KEY}")],
-        "env": [{"name": "EVENTPLUG_CACHE_DIR", "value": MODULE_CACHE_DIR}],
-        "ports": [{"name": "eventplug-admin", "containerPort": ADMIN_PORT, "protocol": "TCP"}],
+        "env": [
+            {"name": "EVENTPLUG_CACHE_DIR", "value": MODULE_CACHE_DIR},
+            // The admin port is the pod's, not the config's: pods of two templates share the
+            // config during a rollout, and each must listen where its own probes look.
+            {"name": "EVENTPLUG_ADMIN_ADDRESS", "value": crate::render::admin_address(injection.admin_port)}
+        ],
+        "ports": [{"name": ADMIN_PORT_NAME, "containerPort": injection.admin_port, "protocol": "TCP"}],
         "lifecycle": {"postStart": {"exec": {"command": [
             "/usr/local/bin/eventplug", "wait-ready", "--address", admin, "--timeout", "60s"
         ]}}},
         "readinessProbe": {
-            "httpGet": {"path": "/readyz", "port": "eventplug-admin"},
+            "httpGet": {"path": "/readyz", "port": ADMIN_PORT_NAME},
             "periodSeconds": 2, "timeoutSeconds": 2, "failureThreshold": 2
         },
         "livenessProbe": {
-            "httpGet": {"path": "/healthz", "port": "eventplug-admin"},
+            "httpGet": {"path": "/healthz", "port": ADMIN_PORT_NAME},
             "periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3
         },
         "securityContext": {
@@ -420,6 +429,7 @@ mod tests {
             memory_limit: memory_limit(ByteSize(130 << 20)),
             cpu_request: None,
             cpu_limit: None,
+            admin_port: crate::render::DEFAULT_ADMIN_PORT,
             storage_without_volume: Some("/var/lib/teleport/plugins/event-handler/storage"),
             native_sidecar: false,
             api_token: true,
@@ -507,6 +517,29 @@ mod tests {
         );
         assert_eq!(release("eh")["metadata"]["name"], "eh");
         assert!(release("eh").get("spec").is_none());
+
+        // Another admin port: the container port the probes name and the postStart hook's.
+        let mut moved = injection(&upstream, Some(&args));
+        moved.admin_port = 9191;
+        let body = desired(&moved);
+        let sidecar = &body["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            sidecar["ports"],
+            json!([{"name": ADMIN_PORT_NAME, "containerPort": 9191, "protocol": "TCP"}])
+        );
+        assert_eq!(
+            sidecar["readinessProbe"]["httpGet"]["port"],
+            ADMIN_PORT_NAME
+        );
+        let hook = sidecar["lifecycle"]["postStart"]["exec"]["command"].to_string();
+        assert!(hook.contains("127.0.0.1:9191"), "{hook}");
+        assert_eq!(sidecar["livenessProbe"]["httpGet"]["port"], ADMIN_PORT_NAME);
+        assert!(
+            sidecar["env"].as_array().is_some_and(|env| env
+                .contains(&json!({"name": "EVENTPLUG_ADMIN_ADDRESS", "value": "0.0.0.0:9191"}))),
+            "the pod gives the sidecar its admin address: {}",
+            sidecar["env"]
+        );
     }
 
     #[test]

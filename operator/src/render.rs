@@ -17,8 +17,17 @@ use std::path::PathBuf;
 
 /// The sidecar's ingest port on loopback, where event-handler is redirected.
 pub const LISTEN_PORT: u16 = 8888;
-/// The sidecar's admin port (probes, metrics, status).
-pub const ADMIN_PORT: u16 = 9090;
+/// The sidecar's admin port (probes, metrics, status) unless the settings name another
+/// (`sidecarDefaults.adminPort`).
+pub const DEFAULT_ADMIN_PORT: u16 = 9090;
+/// The name of the sidecar container's admin port, which probes and monitors use.
+pub const ADMIN_PORT_NAME: &str = "eventplug-admin";
+
+/// The sidecar's admin address for `port`: every interface of the pod, for kubelet's probes and
+/// the operator's `/status` reads.
+pub fn admin_address(port: u16) -> String {
+    format!("0.0.0.0:{port}")
+}
 /// Where the sidecar finds modules, one file per digest.
 pub const MODULES_DIR: &str = "/var/run/eventplug/modules";
 /// Where the sidecar's own copy of the fluentd certificate Secret is mounted.
@@ -206,7 +215,7 @@ pub fn render(
         revision,
         listen,
         admin: AdminConfig {
-            address: format!("0.0.0.0:{ADMIN_PORT}"),
+            address: admin_address(DEFAULT_ADMIN_PORT),
             status_token_file: Some(STATUS_TOKEN_FILE.into()),
         },
         upstream: UpstreamConfig {

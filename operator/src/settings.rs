@@ -72,9 +72,18 @@ pub struct SidecarDefaults {
     /// The largest event body accepted (default: the sidecar's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<eventplug_contract::ByteSize>,
+    /// The sidecar's admin port, on every interface of the pod: probes, metrics and the
+    /// operator's `/status` reads (default 9090; another for a pod where 9090 is taken).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_port: Option<u16>,
 }
 
 impl SidecarDefaults {
+    /// The sidecar's admin port.
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port.unwrap_or(crate::render::DEFAULT_ADMIN_PORT)
+    }
+
     /// The target's settings with these defaults where it says nothing.
     pub fn apply(&self, target: Option<EventPluginTargetSpec>) -> Option<EventPluginTargetSpec> {
         if *self == Self::default() {
@@ -109,6 +118,14 @@ impl SidecarDefaults {
                     "sidecarDefaults.cpu {cpu} is above sidecarDefaults.cpuLimit {limit}: a request cannot exceed its limit"
                 ));
             }
+        }
+        if let Some(port) = self.admin_port
+            && (port == 0 || port == crate::render::LISTEN_PORT)
+        {
+            return Err(format!(
+                "sidecarDefaults.adminPort: {port} cannot be the sidecar's admin port (1-65535, not its ingest port {})",
+                crate::render::LISTEN_PORT
+            ));
         }
         if matches!(self.poison_attempts, Some(0 | 101..)) {
             return Err("sidecarDefaults.poisonAttempts: must be between 1 and 100 (as an EventPluginTarget's)".into());
@@ -358,6 +375,19 @@ sidecarDefaults: {cpu: 20m, cpuLimit: '1', memoryHeadroom: 32Mi, poisonPolicy: b
         )
         .unwrap_err();
         assert!(err.contains("cpu 10m is above"), "{err}");
+        for port in [0, 8888] {
+            let err = Settings::parse(&format!(
+                "policy: {{allowedNamespaces: [a]}}\nsidecarImage: x\nsidecarDefaults: {{adminPort: {port}}}\n"
+            ))
+            .unwrap_err();
+            assert!(err.contains("sidecarDefaults.adminPort"), "{port}: {err}");
+        }
+        let moved = Settings::parse(
+            "policy: {allowedNamespaces: [a]}\nsidecarImage: x\nsidecarDefaults: {adminPort: 9191}\n",
+        )
+        .expect("adminPort 9191");
+        assert_eq!(moved.sidecar_defaults.admin_port(), 9191);
+        assert_eq!(SidecarDefaults::default().admin_port(), 9090);
         let err = Settings::parse(
             "policy: {allowedNamespaces: [a]}\nsidecarImage: x\nsidecarDefaults: {poisonAttempts: 0}\n",
         )

@@ -114,6 +114,7 @@ fn injected(native: bool) -> Value {
         memory_limit: inject::memory_limit(ByteSize(160 << 20)),
         cpu_request: None,
         cpu_limit: None,
+        admin_port: eventplug_operator::render::DEFAULT_ADMIN_PORT,
         storage_without_volume: inject::storage_without_volume(&pod, APP, &storage),
         native_sidecar: native,
         api_token: true,

@@ -93,7 +93,7 @@ ALL_ON = {
                "maxMemory": "128Mi", "maxConcurrency": 4},
     "registries": {"registry.example:5000": {"plainHttp": True}},
     "sidecar": {"image": {"repository": "registry.example:5000/eventplug/sidecar", "tag": "1.2.3"},
-                "upgrade": "manual", "configApiVersion": "eventplug.dev/v1alpha1",
+                "upgrade": "manual", "configApiVersion": "eventplug.dev/v1alpha1", "adminPort": 9191,
                 "resources": {"cpu": "50m", "cpuLimit": "1", "memoryHeadroom": "32Mi"},
                 "delivery": {"poisonPolicy": "block", "poisonAttempts": 3, "maxBodyBytes": "1Mi"}},
     "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
@@ -142,6 +142,7 @@ def main():
     check(settings["webhook"]["service"] == {"namespace": "eventplug-system", "name": "ep-eventplug-operator", "port": 443},
           f"webhook service {settings.get('webhook')}")
     check(settings["leaderElection"]["namespace"] == "eventplug-system", f"leaderElection {settings}")
+    check(settings["sidecarDefaults"]["adminPort"] == 9090, f"sidecarDefaults {settings.get('sidecarDefaults')}")
     deployment = by_kind(objects, "Deployment")[0]
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -182,7 +183,8 @@ def main():
     check(settings["sidecarUpgrade"] == "manual" and settings["sidecarConfigApiVersion"] == "eventplug.dev/v1alpha1",
           f"sidecar upgrade settings {settings}")
     check(settings["sidecarDefaults"] == {"cpu": "50m", "cpuLimit": "1", "memoryHeadroom": "32Mi",
-                                          "poisonPolicy": "block", "poisonAttempts": 3, "maxBodyBytes": "1Mi"},
+                                          "poisonPolicy": "block", "poisonAttempts": 3, "maxBodyBytes": "1Mi",
+                                          "adminPort": 9191},
           f"sidecarDefaults {settings.get('sidecarDefaults')}")
     check(settings["registries"] == {"registry.example:5000": {"plainHttp": True}}, f"registries {settings}")
     deployment = by_kind(objects, "Deployment")[0]
@@ -236,6 +238,7 @@ def main():
         ({"replicas": "two"}, "replicas"),
         ({"log": {"format": "xml"}}, "format"),
         ({"sidecar": {"upgrade": "sometimes"}}, "upgrade"),
+        ({"sidecar": {"adminPort": 8888}}, "adminPort"),
         ({"policy": {"allowedNamespaces": ["Not_A_Namespace"]}}, "allowedNamespaces"),
         ({"policy": {"maxMemory": "lots"}}, "maxMemory"),
         ({"leaderElection": {"leaseDuration": "15"}}, "leaseDuration"),

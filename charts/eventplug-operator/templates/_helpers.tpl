@@ -64,6 +64,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   "metricsAddress" (printf "0.0.0.0:%d" (int .Values.metrics.port))
 -}}
 {{- $defaults := dict "poisonPolicy" .Values.sidecar.delivery.poisonPolicy "poisonAttempts" .Values.sidecar.delivery.poisonAttempts "maxBodyBytes" .Values.sidecar.delivery.maxBodyBytes -}}
+{{- with .Values.sidecar.adminPort }}{{ $_ := set $defaults "adminPort" (int .) }}{{ end -}}
 {{- with .Values.sidecar.resources.cpu }}{{ $_ := set $defaults "cpu" . }}{{ end -}}
 {{- with .Values.sidecar.resources.cpuLimit }}{{ $_ := set $defaults "cpuLimit" . }}{{ end -}}
 {{- with .Values.sidecar.resources.memoryHeadroom }}{{ $_ := set $defaults "memoryHeadroom" . }}{{ end -}}

@@ -169,7 +169,7 @@ impl Default for ListenConfig {
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct AdminConfig {
     /// Address and port, plain HTTP. Loopback by default; in a pod the operator renders
-    /// `0.0.0.0:9090`.
+    /// `0.0.0.0:9090`, and the pod's `EVENTPLUG_ADMIN_ADDRESS` (its own admin port) replaces it.
     pub address: String,
     /// A file holding the bearer token `/status` requires (`Authorization: Bearer <token>`); read
     /// at each request, so a rotated Secret takes effect at once. Required when `address` is not

@@ -58,6 +58,8 @@ pub struct Sidecar {
     mirror: api_source::Mirror,
     /// The config `apiVersion`s this sidecar reads.
     reads: Vec<String>,
+    /// `admin.address` of every config it loads, when its pod says ([`ADMIN_ADDRESS_ENV`]).
+    admin_address: Option<String>,
     /// Where the API source runs, once a config asks for it.
     runtime: tokio::runtime::Handle,
     /// The API source followed (the first a config names; a change takes effect at the next start).
@@ -74,6 +76,24 @@ pub struct Sidecar {
 /// separated, each one it knows): to rehearse an upgrade with a sidecar that reads what the
 /// previous release reads.
 pub const READ_API_VERSIONS_ENV: &str = "EVENTPLUG_READ_API_VERSIONS";
+
+/// The environment variable that replaces `admin.address` of every config the sidecar loads: the
+/// pod carries its admin port (the one its probes use), so a config that pods of two templates
+/// share during a rollout cannot move it.
+pub const ADMIN_ADDRESS_ENV: &str = "EVENTPLUG_ADMIN_ADDRESS";
+
+/// The admin address [`ADMIN_ADDRESS_ENV`] gives, checked (`None` when it is not set).
+fn admin_address_override(value: Option<&str>) -> Result<Option<String>, String> {
+    let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    value
+        .parse::<std::net::SocketAddr>()
+        .map(|_| Some(value.to_owned()))
+        .map_err(|e| {
+            format!("{ADMIN_ADDRESS_ENV}: `{value}` is not an address like `0.0.0.0:9090`: {e}")
+        })
+}
 
 /// The digests of the config sources' bytes, as one text.
 fn source_digests(sources: &[PathBuf]) -> String {
@@ -150,7 +170,12 @@ impl Sidecar {
                 .unwrap_or_else(|| std::env::temp_dir().join("eventplug-api")),
         );
         let reads = read_api_versions(std::env::var(READ_API_VERSIONS_ENV).ok().as_deref())?;
-        let (config, _, _) = load_newest(&[config_path.to_path_buf()], &reads)?;
+        let admin_address =
+            admin_address_override(std::env::var(ADMIN_ADDRESS_ENV).ok().as_deref())?;
+        let (mut config, _, _) = load_newest(&[config_path.to_path_buf()], &reads)?;
+        if let Some(address) = &admin_address {
+            config.admin.address.clone_from(address);
+        }
         let cache = Arc::new(VerdictCache::new(
             config.delivery.verdict_cache_entries,
             config.delivery.verdict_cache_ttl.get(),
@@ -177,6 +202,7 @@ impl Sidecar {
             config_path: config_path.to_path_buf(),
             mirror,
             reads,
+            admin_address,
             runtime: runtime.clone(),
             following: Mutex::new(None),
             changed: Arc::new(tokio::sync::Notify::new()),
@@ -214,7 +240,10 @@ impl Sidecar {
     fn load(&self) -> Result<(SidecarConfig, String, String, &'static str), String> {
         let sources = self.sources();
         let digests = source_digests(&sources);
-        let (config, path, hash) = load_newest(&sources, &self.reads)?;
+        let (mut config, path, hash) = load_newest(&sources, &self.reads)?;
+        if let Some(address) = &self.admin_address {
+            config.admin.address.clone_from(address);
+        }
         let print = fingerprint(digests, &self.mirror.modules_dir(), Some(&config));
         let source = if path == self.config_path {
             "file"
@@ -810,6 +839,18 @@ mod tests {
         let error = load_newest(&paths, &reads).expect_err("nothing valid");
         assert!(error.contains("config.yaml"), "{error}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_pod_may_give_the_admin_address() {
+        assert_eq!(admin_address_override(None), Ok(None));
+        assert_eq!(admin_address_override(Some(" ")), Ok(None));
+        assert_eq!(
+            admin_address_override(Some("0.0.0.0:9191")),
+            Ok(Some("0.0.0.0:9191".to_string()))
+        );
+        let error = admin_address_override(Some("9191")).expect_err("no host");
+        assert!(error.contains(ADMIN_ADDRESS_ENV), "{error}");
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub const PLUGIN_DIR: &str = "/var/lib/teleport/plugins/event-handler";
 /// How long a pod may take to become Ready.
 pub const POD_READY: Duration = Duration::from_secs(120);
 /// The sidecar's admin port.
-pub const ADMIN_PORT: u16 = 9090;
+pub const ADMIN_PORT: u16 = eventplug_operator::render::DEFAULT_ADMIN_PORT;
 
 /// nginx with mTLS standing in for fluentd, on the node's bridge address (pods cannot reach this
 /// machine's loopback).

@@ -27,6 +27,10 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
+/// The sidecars' admin port in this test: not the default 9090, so that Ready (which needs the
+/// operator's `/status` reads) proves the value reached the probes, the config and the reads.
+const ADMIN_PORT: u16 = 9191;
+
 #[tokio::test]
 async fn the_chart_installs_an_operator_that_leads_injects_through_its_service_upgrades_and_uninstalls()
  {
@@ -40,8 +44,13 @@ async fn the_chart_installs_an_operator_that_leads_injects_through_its_service_u
     )
     .await;
 
-    // Installed with two replicas: every pod Ready (helm waits), one of them holds the Lease.
-    let values = test_values(&ns, images, json!({"replicas": 2}));
+    // Installed with two replicas: every pod Ready (helm waits), one of them holds the Lease. The
+    // sidecars get another admin port than the default (probes, the operator's `/status` reads).
+    let values = test_values(
+        &ns,
+        images,
+        json!({"replicas": 2, "sidecar": {"adminPort": ADMIN_PORT}}),
+    );
     let release = OperatorRelease::install(&ns, &values).await;
     let operator: Deployment = deployments
         .get(RELEASE)
@@ -106,6 +115,21 @@ async fn the_chart_installs_an_operator_that_leads_injects_through_its_service_u
         .await
         .unwrap_or_else(|e| panic!("{APP}: {e}"));
     assert_eq!(containers(&injected), [SIDECAR, EVENT_HANDLER]);
+    let sidecar_ports = injected
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.iter().find(|c| c.name == SIDECAR))
+        .and_then(|c| c.ports.clone())
+        .unwrap_or_default();
+    assert_eq!(
+        sidecar_ports
+            .iter()
+            .map(|p| (p.name.as_deref(), p.container_port))
+            .collect::<Vec<_>>(),
+        [(Some("eventplug-admin"), i32::from(ADMIN_PORT))],
+        "the sidecar's admin port is the chart's sidecar.adminPort"
+    );
     let pod = the_pod(&ns).await;
     let delivered = wait_delivered(&ns, &pod, N, READY).await;
     assert!(
@@ -159,7 +183,7 @@ async fn the_chart_installs_an_operator_that_leads_injects_through_its_service_u
     let pinned = test_values(
         &ns,
         images,
-        json!({"replicas": 2, "image": {"tag": digest}}),
+        json!({"replicas": 2, "image": {"tag": digest}, "sidecar": {"adminPort": ADMIN_PORT}}),
     );
     release.upgrade(&pinned).await;
     let (repository, _) = split_image(&images.operator);
@@ -184,7 +208,8 @@ async fn the_chart_installs_an_operator_that_leads_injects_through_its_service_u
         &ns,
         images,
         // A settings value (its checksum rolls the pods) and an environment value.
-        json!({"replicas": 2, "image": {"tag": digest}, "statusInterval": "3s", "log": {"format": "text"}}),
+        json!({"replicas": 2, "image": {"tag": digest}, "sidecar": {"adminPort": ADMIN_PORT},
+               "statusInterval": "3s", "log": {"format": "text"}}),
     );
     release.upgrade(&upgraded).await;
     let after = release.wait_replaced(&rolled, 2).await;

@@ -637,6 +637,19 @@ async fn bad_event_plugins_get_a_condition_naming_what_is_wrong_and_no_half_appl
         &chart_deployment("no-toml", &images.event_handler, 0, 1, "missing-toml"),
     )
     .await;
+    // A target whose event-handler already declares the sidecar's admin port.
+    let mut taken = chart_deployment("port-taken", &images.event_handler, 0, 1, APP);
+    if let Some(c) = taken
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.spec.as_mut())
+        .and_then(|p| p.containers.first_mut())
+    {
+        c.ports = Some(vec![object(
+            json!({"name": "admin", "containerPort": 9090}),
+        )]);
+    }
+    create(&deployments, &taken).await;
     // A target that asks for more sidecar CPU than the platform's limit.
     create(
         &deployments,
@@ -730,6 +743,12 @@ async fn bad_event_plugins_get_a_condition_naming_what_is_wrong_and_no_half_appl
             "Injected",
             "SidecarCpuAboveLimit",
         ),
+        (
+            "port-taken",
+            json!({"module": {"reference": good_ref}, "target": {"deployment": "port-taken"}}),
+            "Injected",
+            "AdminPortTaken",
+        ),
     ];
     for (name, spec, _, _) in &cases {
         apply_plugin(&plugins, &event_plugin(name, spec.clone())).await;
@@ -763,9 +782,11 @@ async fn bad_event_plugins_get_a_condition_naming_what_is_wrong_and_no_half_appl
         serde_json::to_value(now.spec.as_ref().map(|s| &s.template)).ok(),
         serde_json::to_value(unreadable.spec.as_ref().map(|s| &s.template)).ok()
     );
-    match deployments.get("greedy").await {
-        Ok(d) => assert_eq!(containers(&d), [EVENT_HANDLER], "greedy was injected"),
-        Err(e) => panic!("reading greedy: {e}"),
+    for untouched in ["greedy", "port-taken"] {
+        match deployments.get(untouched).await {
+            Ok(d) => assert_eq!(containers(&d), [EVENT_HANDLER], "{untouched} was injected"),
+            Err(e) => panic!("reading {untouched}: {e}"),
+        }
     }
     // Every one of them can be deleted: their finalizers complete, also where no config was
     // ever made.

@@ -89,7 +89,7 @@ plugins:
     limits: {{memoryLimit: 16Mi, concurrency: 2}}
 ",
         listen = render::LISTEN_PORT,
-        admin = render::ADMIN_PORT,
+        admin = render::DEFAULT_ADMIN_PORT,
         token = render::STATUS_TOKEN_FILE,
         audit = fluentd.nginx.url("/test.log"),
         session = fluentd.nginx.url("/session"),
@@ -176,7 +176,7 @@ async fn deploy(ns: &TestNamespace, fluentd: &Fluentd, events: usize) -> (String
 fn deployment_manifest(images: &EventplugImages, events: usize) -> Value {
     // The chart mounts each certificate by subPath from one 0600 volume.
     let cert = |name: &str| json!({"name": "fluentd-cert", "mountPath": format!("{PLUGIN_DIR}/{name}"), "subPath": name});
-    let admin_port = render::ADMIN_PORT;
+    let admin_port = render::DEFAULT_ADMIN_PORT;
     let certificate_keys = json!([
         {"key": "ca.crt", "path": "ca.crt"},
         {"key": "client.crt", "path": "client.crt"},
@@ -202,7 +202,10 @@ fn deployment_manifest(images: &EventplugImages, events: usize) -> Value {
                             "name": SIDECAR,
                             "image": images.sidecar,
                             "args": ["serve", "--config", "/etc/eventplug/config.yaml"],
-                            "env": [{"name": "EVENTPLUG_CACHE_DIR", "value": CACHE_DIR}],
+                            "env": [
+                                {"name": "EVENTPLUG_CACHE_DIR", "value": CACHE_DIR},
+                                {"name": "EVENTPLUG_ADMIN_ADDRESS", "value": format!("0.0.0.0:{admin_port}")}
+                            ],
                             "ports": [{"name": "eventplug-admin", "containerPort": admin_port}],
                             "lifecycle": {"postStart": {"exec": {"command": [
                                 "/usr/local/bin/eventplug", "wait-ready",
