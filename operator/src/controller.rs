@@ -68,6 +68,10 @@ pub enum Error {
     /// Something the operator produced does not serialize (a bug).
     #[error("{0}")]
     Internal(String),
+    /// A Deployment changed between the read a write was computed from and the write, which was
+    /// refused by its resourceVersion; the target is reconciled again from a fresh read.
+    #[error("{0}")]
+    Stale(String),
 }
 
 impl Error {
@@ -79,6 +83,7 @@ impl Error {
             Self::Finalizer(_) => "finalizer",
             Self::CleanupBlocked(_) => "cleanup_blocked",
             Self::Internal(_) => "internal",
+            Self::Stale(_) => "stale",
         }
     }
 }
@@ -304,6 +309,11 @@ fn selector_query(selector: &LabelSelector) -> String {
 }
 
 fn error_policy(plugin: Arc<EventPlugin>, error: &Error, context: Arc<Context>) -> Action {
+    if let Error::Stale(why) = error {
+        // Another writer was first: not a failure, and the next read sees its change.
+        tracing::info!(plugin = %plugin.name_any(), namespace = ?plugin.namespace(), why, "reconciling again");
+        return Action::requeue(Duration::from_secs(1));
+    }
     tracing::warn!(plugin = %plugin.name_any(), namespace = ?plugin.namespace(), %error, "reconcile failed");
     context.metrics.failure(error.reason());
     Action::requeue(Duration::from_secs(5))
@@ -1172,6 +1182,11 @@ async fn reconcile_target(
         .await
     {
         Ok(applied) => applied,
+        Err(e) if is_stale_write(&e) => {
+            return Err(Error::Stale(format!(
+                "Deployment {namespace}/{name} changed while its injection was computed"
+            )));
+        }
         Err(kube::Error::Api(status)) if status.code == 409 => {
             outcome.injected = Err(Problem::new(
                 "ApplyConflict",
@@ -1754,31 +1769,42 @@ async fn apply_injection(
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
     };
+    // Every write carries the resourceVersion it was computed from: the pause, the containers
+    // and their arguments follow from `live`, and a Deployment replaced in between (without its
+    // sidecar, with other args) must be read again, not patched into a template that rolls
+    // with the sidecar last.
+    let mut version = live.resource_version();
     if pause {
-        api.patch(
-            &name,
-            &update,
-            &Patch::Merge(json!({
-                "metadata": {"annotations": {PAUSED_ANNOTATION: "true"}},
-                "spec": {"paused": true}
-            })),
-        )
-        .await?;
+        let paused = api
+            .patch(
+                &name,
+                &update,
+                &Patch::Merge(at_version(
+                    json!({
+                        "metadata": {"annotations": {PAUSED_ANNOTATION: "true"}},
+                        "spec": {"paused": true}
+                    }),
+                    version,
+                )),
+            )
+            .await?;
+        version = paused.resource_version();
     }
     let applied = async {
         let mut applied = api
             .patch(
                 &name,
                 &PatchParams::apply(FIELD_MANAGER),
-                &Patch::Apply(body),
+                &Patch::Apply(at_version(body, version)),
             )
             .await?;
         if inject::sidecar_index(&template(&applied)).is_some_and(|i| i > 0) {
+            let order = inject::sidecar_first(&template(&applied));
             applied = api
                 .patch(
                     &name,
                     &update,
-                    &Patch::Strategic(inject::sidecar_first(&template(&applied))),
+                    &Patch::Strategic(at_version(order, applied.resource_version())),
                 )
                 .await?;
         }
@@ -1800,6 +1826,31 @@ async fn apply_injection(
         return applied.map(|_| resumed);
     }
     applied
+}
+
+/// `patch` with `metadata.resourceVersion` set: the API server refuses it (409, "the object has
+/// been modified") unless the object is still at that version.
+fn at_version(mut patch: Value, version: Option<String>) -> Value {
+    if let (Some(version), Some(object)) = (version, patch.as_object_mut()) {
+        let metadata = object.entry("metadata").or_insert_with(|| json!({}));
+        if let Some(metadata) = metadata.as_object_mut() {
+            metadata.insert("resourceVersion".into(), Value::String(version));
+        }
+    }
+    patch
+}
+
+/// A write refused because the object changed since it was read (its resourceVersion), as
+/// opposed to a server-side apply conflict over fields another manager owns.
+fn is_stale_write(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) if status.code == 409 => !status
+            .details
+            .iter()
+            .flat_map(|d| d.causes.iter())
+            .any(|c| c.reason == "FieldManagerConflict"),
+        _ => false,
+    }
 }
 
 /// Deletes a target's webhook configuration and forgets its scope.
@@ -1847,13 +1898,22 @@ async fn remove_injection(namespace: &str, name: &str, context: &Context) -> Res
             let container = discovery::event_handler_container(&live, None)
                 .ok()
                 .map(|c| c.name.clone());
-            deployments
-                .patch(
-                    name,
-                    &update,
-                    &Patch::Strategic(inject::removal(&pod, container.as_deref())),
-                )
-                .await?;
+            let removal = at_version(
+                inject::removal(&pod, container.as_deref()),
+                live.resource_version(),
+            );
+            match deployments
+                .patch(name, &update, &Patch::Strategic(removal))
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_stale_write(&e) => {
+                    return Err(Error::Stale(format!(
+                        "Deployment {namespace}/{name} changed while its sidecar's removal was computed"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         deployments
             .patch(
@@ -1950,6 +2010,47 @@ fn random_token() -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_refused_by_its_resource_version_is_stale_and_a_field_conflict_is_not() {
+        // Bodies as a 1.20 API server answers them.
+        let refused = |body: Value| {
+            kube::Error::Api(Box::new(
+                serde_json::from_value(body).expect("a Status body"),
+            ))
+        };
+        let modified = refused(
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "message": "Operation cannot be fulfilled on deployments.apps \"eh\": the object has been modified; please apply your changes to the latest version and try again",
+            "reason": "Conflict", "details": {"name": "eh", "group": "apps", "kind": "deployments"}, "code": 409}),
+        );
+        let fields = refused(
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "message": "Apply failed with 1 conflict: conflict with \"kubectl-create\" using v1: .data.a",
+            "reason": "Conflict", "details": {"causes": [{"reason": "FieldManagerConflict",
+                "message": "conflict with \"kubectl-create\" using v1", "field": ".data.a"}]}, "code": 409}),
+        );
+        let forbidden = refused(
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "message": "forbidden", "reason": "Forbidden", "code": 403}),
+        );
+        assert!(is_stale_write(&modified));
+        assert!(!is_stale_write(&fields));
+        assert!(!is_stale_write(&forbidden));
+    }
+
+    #[test]
+    fn a_write_at_a_version_carries_it_in_its_metadata() {
+        let patch = at_version(
+            json!({"metadata": {"annotations": {"a": "b"}}, "spec": {"paused": true}}),
+            Some("42".into()),
+        );
+        assert_eq!(patch["metadata"]["resourceVersion"], "42");
+        assert_eq!(patch["metadata"]["annotations"]["a"], "b");
+        let order = at_version(json!({"spec": {}}), Some("7".into()));
+        assert_eq!(order["metadata"]["resourceVersion"], "7");
+        assert_eq!(at_version(json!({"spec": {}}), None), json!({"spec": {}}));
+    }
 
     fn selector(value: Value) -> LabelSelector {
         serde_json::from_value(value).expect("a selector")
