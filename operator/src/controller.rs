@@ -10,6 +10,7 @@
 //! Removing an EventPlugin goes through a finalizer: it leaves its target's chain, and the last
 //! one leaving takes the injection and every owned object away.
 
+use crate::coalesce::Coalescer;
 use crate::conditions::{self, PluginAtTarget, PodReport, Problem, TargetOutcome};
 use crate::crd::{
     ConfigSource, EventPlugin, EventPluginSpec, EventPluginTarget, EventPluginTargetSpec,
@@ -41,7 +42,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The finalizer that takes a deleted EventPlugin out of its target's chain.
@@ -68,8 +69,9 @@ pub enum Error {
     /// Something the operator produced does not serialize (a bug).
     #[error("{0}")]
     Internal(String),
-    /// A Deployment changed between the read a write was computed from and the write, which was
-    /// refused by its resourceVersion; the target is reconciled again from a fresh read.
+    /// A Deployment's pod template changed between the read a write was computed from and the
+    /// write, which was refused by its resourceVersion; the target is reconciled again from a
+    /// fresh read.
     #[error("{0}")]
     Stale(String),
 }
@@ -96,7 +98,8 @@ pub struct Context {
     status: StatusClient,
     recorder: Recorder,
     stores: HashMap<String, Store<EventPlugin>>,
-    targets: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Target reconciles, one at a time per target, by `namespace/name`.
+    targets: Coalescer<String, TargetResult>,
     metrics: Arc<Metrics>,
     webhook: Option<Webhook>,
     native_sidecars: bool,
@@ -151,7 +154,7 @@ pub async fn run(
         recorder: Recorder::new(client.clone(), reporter),
         settings,
         stores,
-        targets: Mutex::new(HashMap::new()),
+        targets: Coalescer::default(),
         metrics,
         webhook,
         native_sidecars,
@@ -309,13 +312,13 @@ fn selector_query(selector: &LabelSelector) -> String {
 }
 
 fn error_policy(plugin: Arc<EventPlugin>, error: &Error, context: Arc<Context>) -> Action {
+    context.metrics.failure(error.reason());
     if let Error::Stale(why) = error {
-        // Another writer was first: not a failure, and the next read sees its change.
+        // Another writer changed the pod template first: the next read sees its change.
         tracing::info!(plugin = %plugin.name_any(), namespace = ?plugin.namespace(), why, "reconciling again");
         return Action::requeue(Duration::from_secs(1));
     }
     tracing::warn!(plugin = %plugin.name_any(), namespace = ?plugin.namespace(), %error, "reconcile failed");
-    context.metrics.failure(error.reason());
     Action::requeue(Duration::from_secs(5))
 }
 
@@ -391,10 +394,15 @@ async fn apply(plugin: &EventPlugin, context: &Context) -> Result<Action, Error>
     // last one leaving takes the injection away).
     // Only once the new target is valid: an invalid edit leaves the plugin where it runs, so a
     // typo cannot take a redactor out of a chain.
+    // A former target that cannot be reconciled now (its Deployment is changing) does not hold
+    // the plugin back from its new one: its error is returned after, and the retry leaves it.
+    let mut former_failed = None;
     if let Ok(now) = &current {
         for former in plugin.status.iter().flat_map(|s| s.targets.iter()) {
-            if !now.contains(&former.deployment) {
-                reconcile_target(&namespace, &former.deployment, context).await?;
+            if !now.contains(&former.deployment)
+                && let Err(e) = reconcile_target(&namespace, &former.deployment, context).await
+            {
+                former_failed = Some(e);
             }
         }
     }
@@ -412,6 +420,10 @@ async fn apply(plugin: &EventPlugin, context: &Context) -> Result<Action, Error>
                 }
             }
         }
+    }
+    if let Some(e) = former_failed {
+        // The status keeps the former target until it is left, so the retry reconciles it.
+        return Err(e);
     }
     let status = conditions::status(
         &name,
@@ -551,6 +563,7 @@ async fn cleanup(plugin: &EventPlugin, context: &Context) -> Result<Action, Erro
 }
 
 /// What reconciling one target gave.
+#[derive(Clone)]
 enum TargetResult {
     /// The Deployment does not exist.
     Missing(Problem),
@@ -564,15 +577,6 @@ struct Member {
     at: PluginAtTarget,
     module: Option<(String, Arc<Vec<u8>>)>,
     config: Option<Value>,
-}
-
-impl Context {
-    fn target_lock(&self, key: String) -> Arc<tokio::sync::Mutex<()>> {
-        match self.targets.lock() {
-            Ok(mut locks) => locks.entry(key).or_default().clone(),
-            Err(_) => Arc::new(tokio::sync::Mutex::new(())),
-        }
-    }
 }
 
 /// The sidecar's admin port must be free in the target's pods: another container that declares it
@@ -649,13 +653,28 @@ fn sidecar_cpu_within_limit(
     }
 }
 
+/// Reconciles the target `namespace/name`, or answers with the result of a reconcile of it that
+/// began after this request ([`Coalescer::run`]).
 async fn reconcile_target(
     namespace: &str,
     name: &str,
     context: &Context,
 ) -> Result<TargetResult, Error> {
-    let lock = context.target_lock(format!("{namespace}/{name}"));
-    let _held = lock.lock().await;
+    let (result, answer) = context
+        .targets
+        .run(format!("{namespace}/{name}"), || {
+            reconcile_target_now(namespace, name, context)
+        })
+        .await?;
+    context.metrics.target_reconciled(answer);
+    Ok(result)
+}
+
+async fn reconcile_target_now(
+    namespace: &str,
+    name: &str,
+    context: &Context,
+) -> Result<TargetResult, Error> {
     let client = &context.client;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let Some(deployment) = deployments.get_opt(name).await? else {
@@ -1719,7 +1738,8 @@ async fn pod_reports(
 }
 
 /// Resumes a Deployment the operator paused for a first injection and did not resume (a failed
-/// call, a restart in between), before anything else.
+/// call, a restart in between), before anything else; a sidecar the apply left last is put first
+/// before, so the one rollout is to the finished pod.
 async fn resume_if_left_paused(
     api: &Api<Deployment>,
     live: Deployment,
@@ -1727,105 +1747,149 @@ async fn resume_if_left_paused(
     if !live.annotations().contains_key(PAUSED_ANNOTATION) {
         return Ok(live);
     }
-    let update = PatchParams {
+    let name = live.name_any();
+    put_sidecar_first(api, live).await?;
+    let resumed = resume(api, &name).await?;
+    tracing::info!(deployment = %resumed.name_any(), "resumed a Deployment left paused by an earlier injection");
+    Ok(resumed)
+}
+
+/// The pod spec of a Deployment's template.
+fn template(deployment: &Deployment) -> k8s_openapi::api::core::v1::PodSpec {
+    deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .unwrap_or_default()
+}
+
+/// Patches the operator makes that are not server-side applies.
+fn update_params() -> PatchParams {
+    PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
-    };
-    let resumed = api
-        .patch(
-            &live.name_any(),
-            &update,
-            &Patch::Merge(json!({
-                "metadata": {"annotations": {PAUSED_ANNOTATION: null}},
-                "spec": {"paused": null}
-            })),
-        )
-        .await?;
-    tracing::info!(deployment = %live.name_any(), "resumed a Deployment left paused by an earlier injection");
-    Ok(resumed)
+    }
+}
+
+/// Takes the operator's pause away.
+async fn resume(api: &Api<Deployment>, name: &str) -> Result<Deployment, kube::Error> {
+    api.patch(
+        name,
+        &update_params(),
+        &Patch::Merge(json!({
+            "metadata": {"annotations": {PAUSED_ANNOTATION: null}},
+            "spec": {"paused": null}
+        })),
+    )
+    .await
+}
+
+/// Moves the sidecar to the front of `live`'s containers when server-side apply appended it.
+async fn put_sidecar_first(
+    api: &Api<Deployment>,
+    live: Deployment,
+) -> Result<Deployment, kube::Error> {
+    if inject::sidecar_index(&template(&live)).is_none_or(|i| i == 0) {
+        return Ok(live);
+    }
+    api.patch(
+        &live.name_any(),
+        &update_params(),
+        &Patch::Strategic(inject::sidecar_first(&template(&live))),
+    )
+    .await
 }
 
 /// Applies the injection to `live` by server-side apply and puts the sidecar first. A first
 /// injection pauses the Deployment around the two changes (unless its owner paused it), so it
 /// rolls once, to the finished pod.
+///
+/// The pause and the apply follow from `live` (whether it has the sidecar, its containers and
+/// their arguments), so both are written on `live`'s pod template: a Deployment whose template
+/// changed since (a `kubectl replace` without the sidecar) is refused as stale and read again,
+/// not patched into a template that rolls with the sidecar last.
 async fn apply_injection(
     api: &Api<Deployment>,
     live: &Deployment,
     body: Value,
 ) -> Result<Deployment, kube::Error> {
     let name = live.name_any();
-    let template = |d: &Deployment| {
-        d.spec
-            .as_ref()
-            .and_then(|s| s.template.spec.clone())
-            .unwrap_or_default()
-    };
     // A pause of ours left by a failed resume or a restart is resumed now, whatever else happens.
     let left_paused = live.annotations().contains_key(PAUSED_ANNOTATION);
     let pause = !left_paused
         && !inject::has_sidecar(&template(live))
         && live.spec.as_ref().and_then(|s| s.paused) != Some(true);
-    let update = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    };
-    // Every write carries the resourceVersion it was computed from: the pause, the containers
-    // and their arguments follow from `live`, and a Deployment replaced in between (without its
-    // sidecar, with other args) must be read again, not patched into a template that rolls
-    // with the sidecar last.
-    let mut version = live.resource_version();
+    let mut basis = live.clone();
     if pause {
-        let paused = api
-            .patch(
-                &name,
-                &update,
-                &Patch::Merge(at_version(
-                    json!({
-                        "metadata": {"annotations": {PAUSED_ANNOTATION: "true"}},
-                        "spec": {"paused": true}
-                    }),
-                    version,
-                )),
-            )
-            .await?;
-        version = paused.resource_version();
+        let paused = json!({
+            "metadata": {"annotations": {PAUSED_ANNOTATION: "true"}},
+            "spec": {"paused": true}
+        });
+        basis = write_on_template(api, &basis, &update_params(), |version| {
+            Patch::Merge(at_version(paused.clone(), version))
+        })
+        .await?;
     }
-    let applied = async {
-        let mut applied = api
-            .patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER),
-                &Patch::Apply(at_version(body, version)),
-            )
-            .await?;
-        if inject::sidecar_index(&template(&applied)).is_some_and(|i| i > 0) {
-            let order = inject::sidecar_first(&template(&applied));
-            applied = api
-                .patch(
-                    &name,
-                    &update,
-                    &Patch::Strategic(at_version(order, applied.resource_version())),
-                )
-                .await?;
-        }
-        Ok::<_, kube::Error>(applied)
-    }
+    let applied = write_on_template(api, &basis, &PatchParams::apply(FIELD_MANAGER), |version| {
+        Patch::Apply(at_version(body.clone(), version))
+    })
     .await;
+    let applied = match applied {
+        Ok(applied) => applied,
+        Err(e) => {
+            // Resumed when the apply failed: nothing of the injection went in.
+            if pause || left_paused {
+                resume(api, &name).await?;
+            }
+            return Err(e);
+        }
+    };
+    // Still paused when this fails: the next reconcile puts the sidecar first, then resumes.
+    let applied = put_sidecar_first(api, applied).await?;
     if pause || left_paused {
-        // Resumed even when the apply failed: a Deployment the operator paused never stays so.
-        let resumed = api
-            .patch(
-                &name,
-                &update,
-                &Patch::Merge(json!({
-                    "metadata": {"annotations": {PAUSED_ANNOTATION: null}},
-                    "spec": {"paused": null}
-                })),
-            )
-            .await?;
-        return applied.map(|_| resumed);
+        return resume(api, &name).await;
     }
-    applied
+    Ok(applied)
+}
+
+/// How often a write computed from a Deployment's pod template is tried again when only other
+/// fields of the Deployment (its status, replicas, annotations) changed meanwhile.
+const TEMPLATE_WRITE_ATTEMPTS: usize = 5;
+
+/// Writes `patch` at `basis`'s resourceVersion. The Deployment controller writes the status after
+/// every change and a scaler writes replicas, so a refusal alone does not mean the write is
+/// wrong: the Deployment is read again, and while its pod template, `spec.paused` and the
+/// operator's pause annotation are still `basis`'s, the write is made at the new version. A
+/// change there is the refusal returned (see [`is_stale_write`]).
+async fn write_on_template(
+    api: &Api<Deployment>,
+    basis: &Deployment,
+    params: &PatchParams,
+    patch: impl Fn(Option<String>) -> Patch<Value>,
+) -> Result<Deployment, kube::Error> {
+    let name = basis.name_any();
+    let mut version = basis.resource_version();
+    let mut attempt = 1;
+    loop {
+        match api.patch(&name, params, &patch(version)).await {
+            Err(e) if is_stale_write(&e) && attempt < TEMPLATE_WRITE_ATTEMPTS => {
+                let fresh = api.get(&name).await?;
+                if !same_template(basis, &fresh) {
+                    return Err(e);
+                }
+                version = fresh.resource_version();
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether two reads of a Deployment agree on what the operator's writes are computed from.
+fn same_template(a: &Deployment, b: &Deployment) -> bool {
+    let spec = |d: &Deployment| d.spec.as_ref().map(|s| (s.template.clone(), s.paused));
+    spec(a) == spec(b)
+        && a.annotations().get(PAUSED_ANNOTATION) == b.annotations().get(PAUSED_ANNOTATION)
 }
 
 /// `patch` with `metadata.resourceVersion` set: the API server refuses it (409, "the object has
@@ -1844,7 +1908,7 @@ fn at_version(mut patch: Value, version: Option<String>) -> Value {
 /// opposed to a server-side apply conflict over fields another manager owns.
 fn is_stale_write(error: &kube::Error) -> bool {
     match error {
-        kube::Error::Api(status) if status.code == 409 => !status
+        kube::Error::Api(status) if status.code == 409 && status.reason == "Conflict" => !status
             .details
             .iter()
             .flat_map(|d| d.causes.iter())
@@ -1885,26 +1949,16 @@ async fn remove_injection(namespace: &str, name: &str, context: &Context) -> Res
     drop_webhook_scope(namespace, name, context).await?;
 
     if let Some(live) = ours {
-        let pod = live
-            .spec
-            .as_ref()
-            .and_then(|s| s.template.spec.clone())
-            .unwrap_or_default();
-        let update = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PatchParams::default()
-        };
+        let pod = template(&live);
         if inject::has_sidecar(&pod) {
             let container = discovery::event_handler_container(&live, None)
                 .ok()
                 .map(|c| c.name.clone());
-            let removal = at_version(
-                inject::removal(&pod, container.as_deref()),
-                live.resource_version(),
-            );
-            match deployments
-                .patch(name, &update, &Patch::Strategic(removal))
-                .await
+            let removal = inject::removal(&pod, container.as_deref());
+            match write_on_template(&deployments, &live, &update_params(), |version| {
+                Patch::Strategic(at_version(removal.clone(), version))
+            })
+            .await
             {
                 Ok(_) => {}
                 Err(e) if is_stale_write(&e) => {
@@ -2026,9 +2080,10 @@ mod tests {
         );
         let fields = refused(
             json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-            "message": "Apply failed with 1 conflict: conflict with \"kubectl-create\" using v1: .data.a",
+            "message": "Apply failed with 1 conflict: conflict with \"kubectl-client-side-apply\" using apps/v1: .spec.template.spec.containers[name=\"eh\"].args",
             "reason": "Conflict", "details": {"causes": [{"reason": "FieldManagerConflict",
-                "message": "conflict with \"kubectl-create\" using v1", "field": ".data.a"}]}, "code": 409}),
+                "message": "conflict with \"kubectl-client-side-apply\" using apps/v1",
+                "field": ".spec.template.spec.containers[name=\"eh\"].args"}]}, "code": 409}),
         );
         let forbidden = refused(
             json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
@@ -2037,6 +2092,44 @@ mod tests {
         assert!(is_stale_write(&modified));
         assert!(!is_stale_write(&fields));
         assert!(!is_stale_write(&forbidden));
+    }
+
+    #[test]
+    fn a_refused_write_is_made_again_only_on_the_same_pod_template() {
+        let deployment = |version: &str, replicas: i32, containers: Value, paused: Value| {
+            let d: Deployment = serde_json::from_value(json!({
+                "metadata": {"name": "eh", "resourceVersion": version,
+                    "annotations": paused},
+                "spec": {"replicas": replicas, "selector": {},
+                    "template": {"spec": {"containers": containers}}},
+                "status": {"observedGeneration": replicas}
+            }))
+            .expect("a Deployment");
+            d
+        };
+        let eh = json!([{"name": "eh", "args": ["--fluentd-url=http://127.0.0.1:8888/a"]}]);
+        let basis = deployment("1", 1, eh.clone(), json!({}));
+        // The Deployment controller's status write and a scaler: the same template.
+        assert!(same_template(
+            &basis,
+            &deployment("2", 3, eh.clone(), json!({}))
+        ));
+        // A replace with other args, or without the sidecar the basis had, or a pause of ours
+        // taken away: read again.
+        let other = json!([{"name": "eh", "args": ["--fluentd-url=http://fluentd:8888/a"]}]);
+        assert!(!same_template(
+            &basis,
+            &deployment("2", 1, other, json!({}))
+        ));
+        let injected = json!([{"name": inject::SIDECAR_CONTAINER}, {"name": "eh"}]);
+        assert!(!same_template(
+            &deployment("1", 1, injected, json!({})),
+            &deployment("2", 1, json!([{"name": "eh"}]), json!({}))
+        ));
+        assert!(!same_template(
+            &deployment("1", 1, eh.clone(), json!({PAUSED_ANNOTATION: "true"})),
+            &deployment("2", 1, eh, json!({}))
+        ));
     }
 
     #[test]

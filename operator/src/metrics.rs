@@ -1,6 +1,7 @@
 //! The operator's own metrics and health, on `metricsAddress`: `/metrics` (OpenMetrics text from
 //! one `prometheus-client` registry) and `/healthz`.
 
+use crate::coalesce::Answer;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::server::conn::http1;
@@ -20,6 +21,13 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+/// `{outcome}` of a target's reconcile: `ran`, or `shared` when a reconcile of the target that
+/// began after the request answered it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
 /// `{method}` of a request to the API server.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MethodLabel {
@@ -31,6 +39,7 @@ pub struct Metrics {
     registry: Registry,
     api_requests: Family<MethodLabel, Counter>,
     reconciles: Counter,
+    target_reconciles: Family<OutcomeLabel, Counter>,
     failures: Family<ReasonLabel, Counter>,
     duration: Histogram,
 }
@@ -59,6 +68,12 @@ impl Metrics {
             "Reconciles of an EventPlugin run",
             reconciles.clone(),
         );
+        let target_reconciles = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "eventplug_operator_target_reconciles",
+            "Reconciles of a target Deployment an EventPlugin's reconcile asked for that finished, by outcome: ran, or shared (answered by a reconcile of the same target that began after the request); failed ones count as reconcile failures",
+            target_reconciles.clone(),
+        );
         registry.register(
             "eventplug_operator_reconcile_failures",
             "Reconciles that failed, by reason (retried)",
@@ -73,6 +88,7 @@ impl Metrics {
             registry,
             api_requests,
             reconciles,
+            target_reconciles,
             failures,
             duration,
         }
@@ -82,6 +98,17 @@ impl Metrics {
     pub fn reconciled(&self, took: Duration) {
         self.reconciles.inc();
         self.duration.observe(took.as_secs_f64());
+    }
+
+    /// A reconcile of a target that was asked for finished: it ran, or a newer one answered it.
+    pub fn target_reconciled(&self, answer: Answer) {
+        let outcome = match answer {
+            Answer::Ran => "ran",
+            Answer::Shared => "shared",
+        };
+        self.target_reconciles
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
     }
 
     /// One request to the API server was sent.

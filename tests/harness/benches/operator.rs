@@ -178,6 +178,11 @@ async fn main() {
         "API requests: {requests} for {reconciles} reconciles ({:.1} per reconcile)",
         requests / reconciles.max(1.0)
     );
+    println!(
+        "target reconciles: {} ran, {} shared",
+        total("eventplug_operator_target_reconciles_total{outcome=\"ran\"}"),
+        total("eventplug_operator_target_reconciles_total{outcome=\"shared\"}")
+    );
     println!("operator metrics:\n{metrics}");
     remove_all_plugins(&plugins, &operator).await;
     operator.uninstall().await;
