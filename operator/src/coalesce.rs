@@ -6,8 +6,8 @@
 //! after a request was made read everything the change behind that request wrote (the stores are
 //! updated before a reconcile is asked for, and the rest is read fresh), so its result answers the
 //! request. Of the requests queued behind a run, the first to get the target runs, and its result
-//! answers the others: ten plugins changed at once reconcile their target about twice, not ten
-//! times.
+//! answers the others: a burst of changes to the ten plugins of a target reconciles it about
+//! twice, not ten times.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -43,7 +43,7 @@ impl<K, T> Default for Coalescer<K, T> {
     }
 }
 
-impl<K: Hash + Eq, T: Clone> Coalescer<K, T> {
+impl<K: Hash + Eq + Clone, T: Clone> Coalescer<K, T> {
     /// Runs `job` for `key` once the key's previous run has finished, or answers with the result
     /// of a run of `key` that began after this call. An error is never shared: the requests
     /// waiting behind a failed run run again.
@@ -53,28 +53,44 @@ impl<K: Hash + Eq, T: Clone> Coalescer<K, T> {
         Fut: Future<Output = Result<T, E>>,
     {
         let asked = self.clock.fetch_add(1, Ordering::SeqCst);
-        let slot = self.slot(key);
+        let slot = self.slot(key.clone());
         let mut last = slot.lock().await;
-        if let Some((began, result)) = last.as_ref()
-            && *began > asked
-        {
-            return Ok((result.clone(), Answer::Shared));
-        }
-        let began = self.clock.fetch_add(1, Ordering::SeqCst);
-        *last = None;
-        let result = job().await?;
-        // Kept only for requests already waiting (they hold the slot): a request made later
-        // finds the slot empty or asks after this run began, and runs.
-        if Arc::strong_count(&slot) > 2 {
-            *last = Some((began, result.clone()));
-        }
-        Ok((result, Answer::Ran))
+        let answer = match last.as_ref() {
+            Some((began, result)) if *began > asked => Ok((result.clone(), Answer::Shared)),
+            _ => {
+                let began = self.clock.fetch_add(1, Ordering::SeqCst);
+                *last = None;
+                match job().await {
+                    Ok(result) => {
+                        // Kept only for requests already waiting (they hold the slot): a request
+                        // made later asks after this run began, and runs.
+                        if Arc::strong_count(&slot) > 2 {
+                            *last = Some((began, result.clone()));
+                        }
+                        Ok((result, Answer::Ran))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        drop(last);
+        self.release(key, slot);
+        answer
     }
 
     fn slot(&self, key: K) -> Arc<Last<T>> {
         // A panic while the map was held leaves it whole (one insert or lookup).
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         slots.entry(key).or_default().clone()
+    }
+
+    /// Lets go of `key`'s slot; the last request holding it takes it (and a kept result) out of
+    /// the map. Slots are handed out under the map's lock, so none is handed out meanwhile.
+    fn release(&self, key: K, slot: Arc<Last<T>>) {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        if Arc::strong_count(&slot) == 2 {
+            slots.remove(&key);
+        }
     }
 
     /// How many requests hold `key`'s slot (running or waiting).
@@ -194,9 +210,11 @@ mod tests {
             (1, 4),
             "{answers:?}"
         );
-        // A request after every run finished runs again.
+        // Nothing is kept once nobody waits, and a request after every run finished runs again.
+        assert_eq!(coalescer.holders(&"eh"), 0);
         let later = coalescer.run("eh", job(&runs, None, false)).await;
         assert_eq!(later, Ok((4, Answer::Ran)));
+        assert_eq!(coalescer.holders(&"eh") + coalescer.holders(&"other"), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

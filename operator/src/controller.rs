@@ -69,9 +69,9 @@ pub enum Error {
     /// Something the operator produced does not serialize (a bug).
     #[error("{0}")]
     Internal(String),
-    /// A Deployment's pod template changed between the read a write was computed from and the
-    /// write, which was refused by its resourceVersion; the target is reconciled again from a
-    /// fresh read.
+    /// A write to a Deployment was refused by its resourceVersion, and what the write was
+    /// computed from (the pod template, `spec.paused`, the operator's pause) changed since the
+    /// read, or kept changing under it; the target is reconciled again from a fresh read.
     #[error("{0}")]
     Stale(String),
 }
@@ -314,7 +314,7 @@ fn selector_query(selector: &LabelSelector) -> String {
 fn error_policy(plugin: Arc<EventPlugin>, error: &Error, context: Arc<Context>) -> Action {
     context.metrics.failure(error.reason());
     if let Error::Stale(why) = error {
-        // Another writer changed the pod template first: the next read sees its change.
+        // Another writer changed what the write was computed from: the next read sees it.
         tracing::info!(plugin = %plugin.name_any(), namespace = ?plugin.namespace(), why, "reconciling again");
         return Action::requeue(Duration::from_secs(1));
     }
@@ -1738,19 +1738,22 @@ async fn pod_reports(
 }
 
 /// Resumes a Deployment the operator paused for a first injection and did not resume (a failed
-/// call, a restart in between), before anything else; a sidecar the apply left last is put first
-/// before, so the one rollout is to the finished pod.
+/// call, a restart in between), before anything else. A sidecar the apply left last is put first
+/// before, so the one rollout is to the finished pod; when that fails, it is resumed anyway (a
+/// Deployment the operator paused never stays so) and the next apply puts the sidecar first.
 async fn resume_if_left_paused(
     api: &Api<Deployment>,
     live: Deployment,
-) -> Result<Deployment, Error> {
+) -> Result<Deployment, kube::Error> {
     if !live.annotations().contains_key(PAUSED_ANNOTATION) {
         return Ok(live);
     }
     let name = live.name_any();
-    put_sidecar_first(api, live).await?;
+    if let Err(error) = put_sidecar_first(api, live).await {
+        tracing::warn!(deployment = %name, %error, "cannot put the sidecar first; resuming anyway");
+    }
     let resumed = resume(api, &name).await?;
-    tracing::info!(deployment = %resumed.name_any(), "resumed a Deployment left paused by an earlier injection");
+    tracing::info!(deployment = %name, "resumed a Deployment left paused by an earlier injection");
     Ok(resumed)
 }
 
@@ -1814,10 +1817,8 @@ async fn apply_injection(
     body: Value,
 ) -> Result<Deployment, kube::Error> {
     let name = live.name_any();
-    // A pause of ours left by a failed resume or a restart is resumed now, whatever else happens.
-    let left_paused = live.annotations().contains_key(PAUSED_ANNOTATION);
-    let pause = !left_paused
-        && !inject::has_sidecar(&template(live))
+    // `live` carries no pause of ours: `resume_if_left_paused` took it away when it was read.
+    let pause = !inject::has_sidecar(&template(live))
         && live.spec.as_ref().and_then(|s| s.paused) != Some(true);
     let mut basis = live.clone();
     if pause {
@@ -1837,23 +1838,26 @@ async fn apply_injection(
     let applied = match applied {
         Ok(applied) => applied,
         Err(e) => {
-            // Resumed when the apply failed: nothing of the injection went in.
-            if pause || left_paused {
-                resume(api, &name).await?;
+            // The apply may have gone in all the same (a timeout after the server saved it), and
+            // an owner may have replaced the Deployment, paused, meanwhile: resumed from a fresh
+            // read, only while the pause is ours, and with the sidecar first.
+            if pause && let Some(now) = api.get_opt(&name).await? {
+                resume_if_left_paused(api, now).await?;
             }
             return Err(e);
         }
     };
     // Still paused when this fails: the next reconcile puts the sidecar first, then resumes.
     let applied = put_sidecar_first(api, applied).await?;
-    if pause || left_paused {
+    if pause {
         return resume(api, &name).await;
     }
     Ok(applied)
 }
 
 /// How often a write computed from a Deployment's pod template is tried again when only other
-/// fields of the Deployment (its status, replicas, annotations) changed meanwhile.
+/// fields of the Deployment (its status, replicas, other annotations than the operator's pause)
+/// changed meanwhile.
 const TEMPLATE_WRITE_ATTEMPTS: usize = 5;
 
 /// Writes `patch` at `basis`'s resourceVersion. The Deployment controller writes the status after
@@ -1874,7 +1878,7 @@ async fn write_on_template(
         match api.patch(&name, params, &patch(version)).await {
             Err(e) if is_stale_write(&e) && attempt < TEMPLATE_WRITE_ATTEMPTS => {
                 let fresh = api.get(&name).await?;
-                if !same_template(basis, &fresh) {
+                if !same_write_basis(basis, &fresh) {
                     return Err(e);
                 }
                 version = fresh.resource_version();
@@ -1886,7 +1890,7 @@ async fn write_on_template(
 }
 
 /// Whether two reads of a Deployment agree on what the operator's writes are computed from.
-fn same_template(a: &Deployment, b: &Deployment) -> bool {
+fn same_write_basis(a: &Deployment, b: &Deployment) -> bool {
     let spec = |d: &Deployment| d.spec.as_ref().map(|s| (s.template.clone(), s.paused));
     spec(a) == spec(b)
         && a.annotations().get(PAUSED_ANNOTATION) == b.annotations().get(PAUSED_ANNOTATION)
@@ -2089,9 +2093,15 @@ mod tests {
             json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
             "message": "forbidden", "reason": "Forbidden", "code": 403}),
         );
+        let exists = refused(
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "message": "deployments.apps \"eh\" already exists", "reason": "AlreadyExists",
+            "details": {"name": "eh", "group": "apps", "kind": "deployments"}, "code": 409}),
+        );
         assert!(is_stale_write(&modified));
         assert!(!is_stale_write(&fields));
         assert!(!is_stale_write(&forbidden));
+        assert!(!is_stale_write(&exists));
     }
 
     #[test]
@@ -2110,23 +2120,23 @@ mod tests {
         let eh = json!([{"name": "eh", "args": ["--fluentd-url=http://127.0.0.1:8888/a"]}]);
         let basis = deployment("1", 1, eh.clone(), json!({}));
         // The Deployment controller's status write and a scaler: the same template.
-        assert!(same_template(
+        assert!(same_write_basis(
             &basis,
             &deployment("2", 3, eh.clone(), json!({}))
         ));
         // A replace with other args, or without the sidecar the basis had, or a pause of ours
         // taken away: read again.
         let other = json!([{"name": "eh", "args": ["--fluentd-url=http://fluentd:8888/a"]}]);
-        assert!(!same_template(
+        assert!(!same_write_basis(
             &basis,
             &deployment("2", 1, other, json!({}))
         ));
         let injected = json!([{"name": inject::SIDECAR_CONTAINER}, {"name": "eh"}]);
-        assert!(!same_template(
+        assert!(!same_write_basis(
             &deployment("1", 1, injected, json!({})),
             &deployment("2", 1, json!([{"name": "eh"}]), json!({}))
         ));
-        assert!(!same_template(
+        assert!(!same_write_basis(
             &deployment("1", 1, eh.clone(), json!({PAUSED_ANNOTATION: "true"})),
             &deployment("2", 1, eh, json!({}))
         ));
