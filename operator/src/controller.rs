@@ -921,11 +921,7 @@ async fn reconcile_target_now(
     // The config apiVersion every running sidecar reads (an older sidecar image reads an older
     // one), so a config is never rendered that a running sidecar would refuse.
     let pods_before = pod_reports(&deployment, owned_secret.as_ref(), context).await?;
-    let template = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.clone())
-        .unwrap_or_default();
+    let template = pod_spec_of(&deployment);
     let template_image = inject::sidecar_of(&template).and_then(|c| c.image.clone());
     let key = format!("{namespace}/{name}");
     let choice = context.rollouts.choose(
@@ -1169,19 +1165,14 @@ async fn reconcile_target_now(
         Redirect::Args(args) => Some(args.as_slice()),
         Redirect::Refused { .. } => None,
     };
-    let pod_spec = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.clone())
-        .unwrap_or_default();
     let storage_without_volume = upstream
         .storage
         .as_deref()
-        .and_then(|s| inject::storage_without_volume(&pod_spec, &container_name, s));
+        .and_then(|s| inject::storage_without_volume(&template, &container_name, s));
     outcome.survives_pod_replacement = upstream
         .storage
         .as_deref()
-        .is_some_and(|s| on_persistent_volume(&pod_spec, &container_name, s));
+        .is_some_and(|s| on_persistent_volume(&template, &container_name, s));
     let sidecar = target_settings.as_ref().and_then(|t| t.sidecar.as_ref());
     let injection = Injection {
         deployment: name,
@@ -1220,11 +1211,7 @@ async fn reconcile_target_now(
         Err(e) => return Err(e.into()),
     };
     if let Redirect::Refused { extra_args, reason } = &plan {
-        let spec = applied
-            .spec
-            .as_ref()
-            .and_then(|s| s.template.spec.clone())
-            .unwrap_or_default();
+        let spec = pod_spec_of(&applied);
         if inject::check_pod(&spec, &container_name, upstream.session_url.is_some()).is_err() {
             outcome.injected = Err(Problem::new(
                 "RedirectNeedsChartValues",
@@ -1758,7 +1745,7 @@ async fn resume_if_left_paused(
 }
 
 /// The pod spec of a Deployment's template.
-fn template(deployment: &Deployment) -> k8s_openapi::api::core::v1::PodSpec {
+fn pod_spec_of(deployment: &Deployment) -> k8s_openapi::api::core::v1::PodSpec {
     deployment
         .spec
         .as_ref()
@@ -1792,13 +1779,13 @@ async fn put_sidecar_first(
     api: &Api<Deployment>,
     live: Deployment,
 ) -> Result<Deployment, kube::Error> {
-    if inject::sidecar_index(&template(&live)).is_none_or(|i| i == 0) {
+    if inject::sidecar_index(&pod_spec_of(&live)).is_none_or(|i| i == 0) {
         return Ok(live);
     }
     api.patch(
         &live.name_any(),
         &update_params(),
-        &Patch::Strategic(inject::sidecar_first(&template(&live))),
+        &Patch::Strategic(inject::sidecar_first(&pod_spec_of(&live))),
     )
     .await
 }
@@ -1818,7 +1805,7 @@ async fn apply_injection(
 ) -> Result<Deployment, kube::Error> {
     let name = live.name_any();
     // `live` carries no pause of ours: `resume_if_left_paused` took it away when it was read.
-    let pause = !inject::has_sidecar(&template(live))
+    let pause = !inject::has_sidecar(&pod_spec_of(live))
         && live.spec.as_ref().and_then(|s| s.paused) != Some(true);
     let mut basis = live.clone();
     if pause {
@@ -1953,7 +1940,7 @@ async fn remove_injection(namespace: &str, name: &str, context: &Context) -> Res
     drop_webhook_scope(namespace, name, context).await?;
 
     if let Some(live) = ours {
-        let pod = template(&live);
+        let pod = pod_spec_of(&live);
         if inject::has_sidecar(&pod) {
             let container = discovery::event_handler_container(&live, None)
                 .ok()
